@@ -1,0 +1,73 @@
+//! The small asynchronous file-system interface the engine is written against.
+//!
+//! Three implementations:
+//! - [`StdFs`]: plain `std::fs` files. Every call completes on the calling thread; this is
+//!   what the blocking, embeddable API uses.
+//! - `DmaFs` (feature `dma`): glommio DMA files, O_DIRECT on io_uring, for the node's shards.
+//! - `FaultFs`: in memory, with injected faults (torn writes, lost unsynced data on a
+//!   simulated crash, EIO and ENOSPC on chosen calls) for tests.
+//!
+//! The contract is shaped by O_DIRECT so all three behave alike: writes are positional and
+//! both their offset and length are multiples of [`WRITE_ALIGN`] (the writers keep their own
+//! aligned buffers and pad with zeros); reads take any offset and length. Data is durable only
+//! after [`File::sync_data`], and a new, renamed or removed directory entry only after
+//! [`FileSystem::sync_dir`] of its directory.
+//!
+//! The futures are not `Send`: each shard owns its files on its own thread.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+mod std_fs;
+pub use std_fs::StdFs;
+
+/// Offset and length granularity of every write. 4 KiB is safe on 4Kn disks and is the
+/// physical block size of this deployment's disks.
+pub const WRITE_ALIGN: usize = 4096;
+
+/// True when `n` is a multiple of [`WRITE_ALIGN`].
+pub fn is_aligned(n: u64) -> bool {
+    n % WRITE_ALIGN as u64 == 0
+}
+
+/// Rounds `n` up to the next multiple of [`WRITE_ALIGN`].
+pub fn align_up(n: u64) -> u64 {
+    n.div_ceil(WRITE_ALIGN as u64) * WRITE_ALIGN as u64
+}
+
+#[allow(async_fn_in_trait, reason = "the engine is generic over the file system; no dyn use")]
+pub trait FileSystem: 'static {
+    type File: File;
+
+    /// Creates (or truncates) a file opened for reading and writing.
+    async fn create(&self, path: &Path) -> io::Result<Self::File>;
+    /// Opens an existing file for reading and writing.
+    async fn open(&self, path: &Path) -> io::Result<Self::File>;
+    async fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Atomically replaces `to` with `from`.
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// File names (not paths) in `dir`, in no particular order.
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in `dir` durable.
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+#[allow(async_fn_in_trait, reason = "the engine is generic over the file system; no dyn use")]
+pub trait File: 'static {
+    /// Reads up to `len` bytes at `pos`; fewer only at end of file.
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// Writes all of `buf` at `pos`. Both must be multiples of [`WRITE_ALIGN`].
+    async fn write_at(&self, pos: u64, buf: &[u8]) -> io::Result<()>;
+    /// Makes every completed write durable (fdatasync).
+    async fn sync_data(&self) -> io::Result<()>;
+    async fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends (with zeros) to `len` bytes.
+    async fn set_len(&self, len: u64) -> io::Result<()>;
+    fn path(&self) -> &Path;
+}
+
+/// `dir/name` for a numbered engine file, e.g. `000042.sst`.
+pub fn numbered_path(dir: &Path, number: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{number:06}.{ext}"))
+}

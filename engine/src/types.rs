@@ -1,0 +1,103 @@
+//! What the engine stores: `key → versions`, each version an [`Entry`] at a sequence number.
+//!
+//! Values are opaque bytes. Beside them each entry carries a little metadata of its own: its
+//! [`ValueKind`] (a put or a tombstone) and an optional expiry time. A tombstone may carry
+//! bytes too: the cluster layer keeps a deleted key's causal context there.
+
+/// Position of a write in the engine's total order. Every key in a write batch gets its own.
+pub type SeqNo = u64;
+
+/// The largest sequence number; reading at it sees everything.
+pub const SEQ_MAX: SeqNo = u64::MAX >> 1;
+
+/// Longest key the engine accepts. Keys are kept whole in index blocks and memtables, so they
+/// must stay small; Redis clients rarely go past a few hundred bytes.
+pub const KEY_LEN_MAX: usize = 16 * 1024;
+
+/// Longest value the engine accepts in one entry: the default `max-value-bytes` of the node
+/// plus room for the cluster layer's version metadata.
+pub const VALUE_LEN_MAX: usize = 64 * 1024 * 1024;
+
+/// On-disk tag of an entry. Values are stored in the log and in SSTables: never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ValueKind {
+    Delete = 0,
+    Put = 1,
+}
+
+impl ValueKind {
+    pub fn from_u8(tag: u8) -> Option<ValueKind> {
+        match tag {
+            0 => Some(ValueKind::Delete),
+            1 => Some(ValueKind::Put),
+            _ => None,
+        }
+    }
+}
+
+/// Wall-clock expiry in milliseconds since the Unix epoch; [`NO_EXPIRY`] means never.
+pub type ExpiresAt = u64;
+pub const NO_EXPIRY: ExpiresAt = 0;
+
+/// One version of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: ValueKind,
+    pub expires_at_ms: ExpiresAt,
+    pub value: Vec<u8>,
+}
+
+impl Entry {
+    pub fn put(value: impl Into<Vec<u8>>) -> Entry {
+        Entry {
+            kind: ValueKind::Put,
+            expires_at_ms: NO_EXPIRY,
+            value: value.into(),
+        }
+    }
+
+    pub fn tombstone() -> Entry {
+        Entry {
+            kind: ValueKind::Delete,
+            expires_at_ms: NO_EXPIRY,
+            value: Vec::new(),
+        }
+    }
+
+    /// True when the entry has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        is_expired(self.expires_at_ms, now_ms)
+    }
+
+    /// True when a reader at `now_ms` sees this entry as a live value.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.kind == ValueKind::Put && !self.is_expired(now_ms)
+    }
+}
+
+pub fn is_expired(expires_at_ms: ExpiresAt, now_ms: u64) -> bool {
+    expires_at_ms != NO_EXPIRY && expires_at_ms <= now_ms
+}
+
+/// Checks a key against the engine's limits.
+pub fn check_key(key: &[u8]) -> crate::Result<()> {
+    if key.len() > KEY_LEN_MAX {
+        return Err(crate::Error::InvalidArgument(format!(
+            "key is {} bytes, the limit is {KEY_LEN_MAX}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a value against the engine's limits.
+pub fn check_value(value: &[u8]) -> crate::Result<()> {
+    if value.len() > VALUE_LEN_MAX {
+        return Err(crate::Error::InvalidArgument(format!(
+            "value is {} bytes, the limit is {VALUE_LEN_MAX}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
