@@ -148,7 +148,9 @@ impl File for DmaFsFile {
         // end of file (uninitialised buffer) when the read starts mid-block near EOF.
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
-            let at = pos + out.len() as u64;
+            let at = pos
+                .checked_add(out.len() as u64)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
             let want = len - out.len();
             let start = self.file.align_down(at);
             let skip = (at - start) as usize;

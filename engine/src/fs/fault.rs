@@ -21,6 +21,9 @@
 //! by crashes), a failed `sync_data` leaves its writes unsynced, a failed `sync_dir` makes
 //! nothing durable. Rules and capacity survive crashes.
 //!
+//! A rename across directories needs both directories synced; syncing only the target leaves
+//! the file under both names after a crash (the conservative POSIX reading).
+//!
 //! Unix semantics the engine may rely on are kept: a removed file stays readable through
 //! handles opened before the removal; `create` of an existing file truncates the same file.
 //! Only files can be renamed or removed.
@@ -33,6 +36,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{File, FileSystem, is_aligned};
+
+/// Largest file length: files live in memory, so anything bigger is a bug in the caller
+/// (e.g. an offset decoded from corrupt bytes), reported as EFBIG rather than an abort.
+pub const FILE_LEN_MAX: u64 = 1 << 32;
 
 /// The kind of call a [`FaultRule`] fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +238,16 @@ impl State {
         Ok(())
     }
 
+    /// Every name points at a stored file; checked after namespace changes.
+    fn names_resolve(&self) -> bool {
+        [&self.current, &self.durable].iter().all(|ns| {
+            ns.values().all(|n| match n {
+                Node::File(id) => self.inodes.contains_key(id),
+                Node::Dir => true,
+            })
+        })
+    }
+
     fn is_dir(&self, p: &Path) -> bool {
         is_root(p) || self.current.get(p) == Some(&Node::Dir)
     }
@@ -328,6 +345,8 @@ impl State {
         }
         self.current = survivors.clone();
         self.durable = survivors;
+        debug_assert!(self.names_resolve());
+        debug_assert!(self.inodes.values().all(|i| i.pending.is_empty()));
     }
 }
 
@@ -479,6 +498,7 @@ impl FileSystem for FaultFs {
         if let Some(old) = replaced {
             st.collect(old);
         }
+        debug_assert!(st.names_resolve());
         Ok(())
     }
 
@@ -536,6 +556,7 @@ impl FileSystem for FaultFs {
         for id in forgotten {
             st.collect(id);
         }
+        debug_assert!(st.names_resolve());
         Ok(())
     }
 }
@@ -576,6 +597,7 @@ impl File for FaultFile {
         st.check_fault(FaultOp::Write, &[&self.path])?;
         let end = pos
             .checked_add(buf.len() as u64)
+            .filter(|end| *end <= FILE_LEN_MAX)
             .ok_or_else(|| errno(libc::EFBIG))?;
         let cur_len = st
             .inodes
@@ -615,6 +637,9 @@ impl File for FaultFile {
     async fn set_len(&self, len: u64) -> io::Result<()> {
         let mut st = self.live()?;
         st.check_fault(FaultOp::Write, &[&self.path])?;
+        if len > FILE_LEN_MAX {
+            return Err(errno(libc::EFBIG));
+        }
         st.check_growth(self.inode, len)?;
         let inode = st
             .inodes

@@ -530,3 +530,40 @@ fn test_helpers() {
     );
     assert_eq!(fs.total_bytes(), 3 * A as u64);
 }
+
+#[test]
+fn oversized_files_are_refused() {
+    let fs = fs_with_db();
+    block_on(async {
+        let f = fs.create(Path::new("/db/f")).await.unwrap();
+        let big = |e: io::Error| assert_eq!(raw(&e), Some(libc::EFBIG));
+        big(f.set_len(FILE_LEN_MAX + 1).await.unwrap_err());
+        big(f.write_at(FILE_LEN_MAX, &block(1, 1)).await.unwrap_err());
+        big(f
+            .write_at(u64::MAX - (A as u64 - 1), &block(1, 1))
+            .await
+            .unwrap_err());
+        assert_eq!(f.len().await.unwrap(), 0);
+    });
+}
+
+#[test]
+fn rename_across_directories_needs_both_synced() {
+    let fs = fs_with_db();
+    block_on(async {
+        fs.create_dir_all(Path::new("/db/archive")).await.unwrap();
+        fs.sync_dir(Path::new("/db")).await.unwrap();
+    });
+    durable_file(&fs, "/db/f", &block(1, 1));
+    block_on(async {
+        fs.rename(Path::new("/db/f"), Path::new("/db/archive/f"))
+            .await
+            .unwrap();
+        fs.sync_dir(Path::new("/db/archive")).await.unwrap();
+    });
+    fs.crash(0);
+    assert_eq!(
+        fs.files(),
+        vec![PathBuf::from("/db/archive/f"), PathBuf::from("/db/f")]
+    );
+}
