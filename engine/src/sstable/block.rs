@@ -106,7 +106,9 @@ pub(crate) fn unseal(mut stored: Vec<u8>) -> Result<Vec<u8>, Malformed> {
 pub(crate) fn unseal_raw(stored: &[u8]) -> Result<&[u8], Malformed> {
     match check_trailer(stored)? {
         (body, COMPRESSION_NONE) => Ok(body),
-        (_, other) => Err(malformed(format!("meta block with compression type {other}"))),
+        (_, other) => Err(malformed(format!(
+            "meta block with compression type {other}"
+        ))),
     }
 }
 

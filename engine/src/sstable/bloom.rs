@@ -142,7 +142,11 @@ impl Bloom {
         FilterStats {
             bits,
             hash_count: self.probes,
-            set_bit_ratio: if bits == 0 { 0.0 } else { set as f64 / bits as f64 },
+            set_bit_ratio: if bits == 0 {
+                0.0
+            } else {
+                set as f64 / bits as f64
+            },
         }
     }
 }
@@ -162,7 +166,9 @@ mod tests {
         for &h in &hashes {
             assert!(bloom.may_contain(h), "false negative");
         }
-        let fp = (n..2 * n).filter(|&i| bloom.may_contain(key_hash(&key(i)))).count();
+        let fp = (n..2 * n)
+            .filter(|&i| bloom.may_contain(key_hash(&key(i))))
+            .count();
         fp as f64 / n as f64
     }
 

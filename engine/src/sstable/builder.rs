@@ -8,11 +8,11 @@ use super::{
     BLOCK_BYTES_MAX, FORMAT_VERSION, IndexEntry, TableOptions, TableProperties, bloom, index,
     internal_cmp, properties,
 };
+use crate::Result;
 use crate::error::IoContext;
 use crate::fs::{File, WRITE_ALIGN};
 use crate::options::Compression;
 use crate::types::{Entry, SeqNo, ValueKind, check_key, check_value};
-use crate::Result;
 
 /// Output is written in chunks of about this size: large enough for sequential bandwidth,
 /// small enough to bound the builder's memory.

@@ -49,7 +49,9 @@ impl Footer {
         let magic = r.u64("magic")?;
         let crc = r.u32("footer crc")?;
         if magic != MAGIC {
-            return Err(malformed(format!("bad magic {magic:#018x}: not an SSTable")));
+            return Err(malformed(format!(
+                "bad magic {magic:#018x}: not an SSTable"
+            )));
         }
         let actual = crc32c::crc32c(&buf[..CRC_COVERS]);
         if crc != actual {

@@ -49,7 +49,11 @@ impl<F: File> Table<F> {
         let path = file.path();
         let file_size = file.len().await.at(path)?;
         let footer_pos = file_size.checked_sub(FOOTER_LEN as u64).ok_or_else(|| {
-            Error::corruption(path, 0, format!("{file_size} bytes is too short for an SSTable"))
+            Error::corruption(
+                path,
+                0,
+                format!("{file_size} bytes is too short for an SSTable"),
+            )
         })?;
         let footer = read_exact(&file, footer_pos, FOOTER_LEN).await?;
         let footer = Footer::decode(&footer).map_err(|m| m.at(path, footer_pos))?;
@@ -162,7 +166,9 @@ impl<F: File> Table<F> {
                     }
                     Some((key, seq)) => {
                         if internal_cmp(key, *seq, e.key, e.seq) != Ordering::Less {
-                            return Err(fail(format!("entry {j} out of order with the last block")));
+                            return Err(fail(format!(
+                                "entry {j} out of order with the last block"
+                            )));
                         }
                         key.as_slice() != e.key
                     }
@@ -179,7 +185,9 @@ impl<F: File> Table<F> {
                 prev = Some((e.key.to_vec(), e.seq));
             }
             if prev.as_ref() != Some(&(ie.last_key.clone(), ie.last_seq)) {
-                return Err(fail("block's last entry differs from its index entry".into()));
+                return Err(fail(
+                    "block's last entry differs from its index entry".into(),
+                ));
             }
         }
         let p = &self.props;
@@ -226,7 +234,8 @@ impl<F: File> Table<F> {
             return Ok(block);
         }
         let block = Arc::new(self.read_block(ie).await?);
-        self.cache.insert(self.number, ie.offset, Arc::clone(&block));
+        self.cache
+            .insert(self.number, ie.offset, Arc::clone(&block));
         Ok(block)
     }
 

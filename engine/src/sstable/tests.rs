@@ -83,7 +83,10 @@ async fn check_table(table: &Arc<Table<StdFile>>, model: &Model) {
         let mut absent = key.to_vec();
         absent.push(0);
         if !keys.contains(&absent.as_slice()) {
-            let got = table.get(&absent, key_hash(&absent), SEQ_MAX).await.unwrap();
+            let got = table
+                .get(&absent, key_hash(&absent), SEQ_MAX)
+                .await
+                .unwrap();
             assert_eq!(got, None);
         }
     }
@@ -98,7 +101,10 @@ async fn check_table(table: &Arc<Table<StdFile>>, model: &Model) {
     assert_eq!(&collect(&mut iter).await.unwrap(), model);
     assert_eq!(iter.next().await.unwrap(), None);
 
-    let mut seeks: Vec<Vec<u8>> = vec![Vec::new(), b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec()];
+    let mut seeks: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+    ];
     let stride = (keys.len() / 50).max(1);
     for key in keys.iter().step_by(stride) {
         seeks.push(key.to_vec());
@@ -191,7 +197,10 @@ fn round_trip_many_sizes_and_options() {
         assert_eq!(table.properties(), &props);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), props.file_size);
         assert_eq!(props.entries, model.len() as u64);
-        let tombstones = model.iter().filter(|(_, _, e)| e.kind == ValueKind::Delete).count();
+        let tombstones = model
+            .iter()
+            .filter(|(_, _, e)| e.kind == ValueKind::Delete)
+            .count();
         assert_eq!(props.tombstones, tombstones as u64);
         if let (Some(first), Some(last)) = (model.first(), model.last()) {
             assert_eq!(props.smallest_key, first.0);
@@ -220,10 +229,26 @@ impl<T: std::future::Future> AwaitBlocking for T {}
 fn compression_shrinks_compressible_data() {
     let dir = TempDir::new().unwrap();
     let model: Model = (0..2000u32)
-        .map(|i| (format!("k{i:08}").into_bytes(), 1, Entry::put(vec![b'v'; 100])))
+        .map(|i| {
+            (
+                format!("k{i:08}").into_bytes(),
+                1,
+                Entry::put(vec![b'v'; 100]),
+            )
+        })
         .collect();
-    let raw = build(&dir.path().join("raw"), &model, opts(4096, Compression::None, 10)).await_blocking();
-    let zstd = build(&dir.path().join("zstd"), &model, opts(4096, Compression::Zstd(1), 10)).await_blocking();
+    let raw = build(
+        &dir.path().join("raw"),
+        &model,
+        opts(4096, Compression::None, 10),
+    )
+    .await_blocking();
+    let zstd = build(
+        &dir.path().join("zstd"),
+        &model,
+        opts(4096, Compression::Zstd(1), 10),
+    )
+    .await_blocking();
     assert!(zstd.data_bytes * 4 < raw.data_bytes, "{zstd:?} vs {raw:?}");
     assert!(raw.blocks > 50);
     assert!(zstd.filter_bytes >= 2000 * 10 / 8);
@@ -249,7 +274,10 @@ fn bloom_filter_skips_absent_keys() {
     let misses = cache.stats().misses;
     for i in 0..5000u32 {
         let key = format!("absent{i}");
-        assert_eq!(block_on(table.get(key.as_bytes(), key_hash(key.as_bytes()), SEQ_MAX)).unwrap(), None);
+        assert_eq!(
+            block_on(table.get(key.as_bytes(), key_hash(key.as_bytes()), SEQ_MAX)).unwrap(),
+            None
+        );
     }
     assert!(cache.stats().misses - misses <= maybe as u64);
 }
@@ -258,7 +286,13 @@ fn bloom_filter_skips_absent_keys() {
 fn second_read_hits_the_cache_and_evict_table_drops_blocks() {
     let dir = TempDir::new().unwrap();
     let model: Model = (0..1000u32)
-        .map(|i| (format!("k{i:08}").into_bytes(), 1, Entry::put(vec![1u8; 50])))
+        .map(|i| {
+            (
+                format!("k{i:08}").into_bytes(),
+                1,
+                Entry::put(vec![1u8; 50]),
+            )
+        })
         .collect();
     let path = dir.path().join("t.sst");
     build(&path, &model, opts(1024, Compression::Zstd(1), 10)).await_blocking();
@@ -282,7 +316,13 @@ fn second_read_hits_the_cache_and_evict_table_drops_blocks() {
 fn small_cache_stays_within_capacity() {
     let dir = TempDir::new().unwrap();
     let model: Model = (0..5000u32)
-        .map(|i| (format!("k{i:08}").into_bytes(), 1, Entry::put(vec![1u8; 100])))
+        .map(|i| {
+            (
+                format!("k{i:08}").into_bytes(),
+                1,
+                Entry::put(vec![1u8; 100]),
+            )
+        })
         .collect();
     let path = dir.path().join("t.sst");
     build(&path, &model, opts(4096, Compression::Zstd(1), 10)).await_blocking();
@@ -379,7 +419,10 @@ fn flipped_bytes_are_detected_never_returned() {
             let mut b = bytes.clone();
             b[pos] ^= mask;
             std::fs::write(&bad, &b).unwrap();
-            assert!(read_everything(&bad, &model), "flip {mask:#x} at {pos} of {len} undetected");
+            assert!(
+                read_everything(&bad, &model),
+                "flip {mask:#x} at {pos} of {len} undetected"
+            );
         }
     }
 }
@@ -405,7 +448,10 @@ fn truncated_or_extended_file_fails_to_open() {
 
 fn arb_model() -> impl Strategy<Value = Model> {
     let entry = (
-        proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0u8), Just(0xffu8)], 0..6),
+        proptest::collection::vec(
+            prop_oneof![Just(b'a'), Just(b'b'), Just(0u8), Just(0xffu8)],
+            0..6,
+        ),
         0u64..40,
         any::<bool>(),
         prop_oneof![Just(NO_EXPIRY), 1u64..1000],
@@ -415,8 +461,20 @@ fn arb_model() -> impl Strategy<Value = Model> {
         let mut model: Model = entries
             .into_iter()
             .map(|(k, seq, put, expires_at_ms, value)| {
-                let kind = if put { ValueKind::Put } else { ValueKind::Delete };
-                (k, seq, Entry { kind, expires_at_ms, value })
+                let kind = if put {
+                    ValueKind::Put
+                } else {
+                    ValueKind::Delete
+                };
+                (
+                    k,
+                    seq,
+                    Entry {
+                        kind,
+                        expires_at_ms,
+                        value,
+                    },
+                )
             })
             .collect();
         sort_model(&mut model);
@@ -469,7 +527,11 @@ fn speed() {
     let lookups = 1_000_000;
     for _ in 0..lookups {
         let k = &keys[rng.gen_range(0..keys.len())];
-        assert!(block_on(table.get(k, key_hash(k), SEQ_MAX)).unwrap().is_some());
+        assert!(
+            block_on(table.get(k, key_hash(k), SEQ_MAX))
+                .unwrap()
+                .is_some()
+        );
     }
     let get = start.elapsed();
     let start = std::time::Instant::now();
