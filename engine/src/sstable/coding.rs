@@ -53,6 +53,7 @@ impl<'a> Reader<'a> {
         self.buf.len().saturating_sub(self.pos)
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self, len: usize, what: &str) -> Result<&'a [u8], Malformed> {
         let end = self
             .pos
@@ -64,15 +65,18 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self, what: &str) -> Result<u8, Malformed> {
         Ok(self.bytes(1, what)?[0])
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self, what: &str) -> Result<u32, Malformed> {
         let b = self.bytes(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    #[inline]
     pub(crate) fn u64(&mut self, what: &str) -> Result<u64, Malformed> {
         let b = self.bytes(8, what)?;
         let mut a = [0u8; 8];
@@ -80,7 +84,19 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self, what: &str) -> Result<u64, Malformed> {
+        // Fast path: most lengths and many seqs fit one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow(what)
+    }
+
+    fn varint_slow(&mut self, what: &str) -> Result<u64, Malformed> {
         let mut v = 0u64;
         for i in 0..VARINT_LEN_MAX {
             let b = self.u8(what)?;
@@ -98,6 +114,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A varint that must fit `usize` and be at most `max`.
+    #[inline]
     pub(crate) fn len(&mut self, max: usize, what: &str) -> Result<usize, Malformed> {
         let v = self.varint(what)?;
         usize::try_from(v)

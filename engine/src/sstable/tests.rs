@@ -520,33 +520,49 @@ fn speed() {
     }
     let props = block_on(b.finish()).unwrap();
     let fill = start.elapsed();
-    let cache = Arc::new(BlockCache::new(64 << 20));
-    let table = block_on(open(&path, 1, &cache)).unwrap();
-    let mut rng = StdRng::seed_from_u64(1);
-    let start = std::time::Instant::now();
-    let lookups = 1_000_000;
-    for _ in 0..lookups {
-        let k = &keys[rng.gen_range(0..keys.len())];
-        assert!(
-            block_on(table.get(k, key_hash(k), SEQ_MAX))
-                .unwrap()
-                .is_some()
-        );
-    }
-    let get = start.elapsed();
-    let start = std::time::Instant::now();
-    for i in 0..lookups {
-        let k = format!("absent{i}");
-        block_on(table.get(k.as_bytes(), key_hash(k.as_bytes()), SEQ_MAX)).unwrap();
-    }
-    let absent = start.elapsed();
     println!(
-        "fill {n} entries: {:.0} entries/s, file {} bytes, {} blocks; get: {:.0}/s (cache {:?}); absent get: {:.0}/s",
+        "fill {n} entries (16 B keys, 100 B values): {:.0} entries/s, file {} bytes, {} blocks",
         n as f64 / fill.as_secs_f64(),
         props.file_size,
         props.blocks,
-        lookups as f64 / get.as_secs_f64(),
-        cache.stats(),
-        lookups as f64 / absent.as_secs_f64(),
     );
+    let lookups = 300_000;
+    for capacity in [0, 64 << 20, 1 << 30] {
+        let cache = Arc::new(BlockCache::new(capacity));
+        let table = block_on(open(&path, 1, &cache)).unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..lookups {
+            let k = &keys[rng.gen_range(0..keys.len())];
+            assert!(
+                block_on(table.get(k, key_hash(k), SEQ_MAX))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        let warm = cache.stats();
+        let start = std::time::Instant::now();
+        for _ in 0..lookups {
+            let k = &keys[rng.gen_range(0..keys.len())];
+            assert!(
+                block_on(table.get(k, key_hash(k), SEQ_MAX))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        let get = start.elapsed();
+        let start = std::time::Instant::now();
+        for i in 0..lookups {
+            let k = format!("absent{i}");
+            block_on(table.get(k.as_bytes(), key_hash(k.as_bytes()), SEQ_MAX)).unwrap();
+        }
+        let absent = start.elapsed();
+        let s = cache.stats();
+        let (hits, misses) = (s.hits - warm.hits, s.misses - warm.misses);
+        println!(
+            "cache {capacity} B: warm get {:.0}/s (hit ratio {:.2}), absent get {:.0}/s",
+            lookups as f64 / get.as_secs_f64(),
+            hits as f64 / (hits + misses) as f64,
+            lookups as f64 / absent.as_secs_f64(),
+        );
+    }
 }
