@@ -24,18 +24,17 @@ pub(crate) struct Footer {
 }
 
 impl Footer {
-    pub(crate) fn encode(&self) -> [u8; FOOTER_LEN] {
-        let mut out = [0u8; FOOTER_LEN];
-        let mut fields = Vec::with_capacity(FOOTER_LEN);
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FOOTER_LEN);
         for h in [self.filter, self.index, self.properties] {
-            fields.extend_from_slice(&h.offset.to_le_bytes());
-            fields.extend_from_slice(&h.len.to_le_bytes());
+            out.extend_from_slice(&h.offset.to_le_bytes());
+            out.extend_from_slice(&h.len.to_le_bytes());
         }
-        fields.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        fields.extend_from_slice(&MAGIC.to_le_bytes());
-        debug_assert_eq!(fields.len(), CRC_COVERS);
-        fields.extend_from_slice(&crc32c::crc32c(&fields).to_le_bytes());
-        out.copy_from_slice(&fields);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        debug_assert_eq!(out.len(), CRC_COVERS);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -92,8 +91,9 @@ mod tests {
         };
         let enc = f.encode();
         assert_eq!(Footer::decode(&enc).unwrap(), f);
+        assert_eq!(enc.len(), FOOTER_LEN);
         for i in 0..FOOTER_LEN {
-            let mut bad = enc;
+            let mut bad = enc.clone();
             bad[i] ^= 0x10;
             assert!(Footer::decode(&bad).is_err(), "flip at {i} undetected");
         }

@@ -43,60 +43,81 @@ fn end_of(h: Handle) -> Option<u64> {
     h.offset.checked_add(h.len)?.checked_add(TRAILER_LEN as u64)
 }
 
+/// What `open` keeps in memory.
+struct Meta {
+    index: Vec<IndexEntry>,
+    filter: Bloom,
+    props: TableProperties,
+}
+
+/// Reads and checks the footer, filter, index and properties blocks.
+async fn read_meta<F: File>(file: &F) -> Result<Meta> {
+    let path = file.path();
+    let file_size = file.len().await.at(path)?;
+    let footer_pos = file_size.checked_sub(FOOTER_LEN as u64).ok_or_else(|| {
+        Error::corruption(
+            path,
+            0,
+            format!("{file_size} bytes is too short for an SSTable"),
+        )
+    })?;
+    let footer = read_exact(file, footer_pos, FOOTER_LEN).await?;
+    let footer = Footer::decode(&footer).map_err(|m| m.at(path, footer_pos))?;
+
+    // The meta blocks follow each other and the footer follows them, exactly.
+    let layout_ok = end_of(footer.filter) == Some(footer.index.offset)
+        && end_of(footer.index) == Some(footer.properties.offset)
+        && end_of(footer.properties) == Some(footer_pos);
+    if !layout_ok {
+        return Err(Error::corruption(
+            path,
+            footer_pos,
+            format!("footer handles {footer:?} do not fit a {file_size} byte file"),
+        ));
+    }
+    let meta_start = footer.filter.offset;
+    let meta = read_exact(file, meta_start, (footer_pos - meta_start) as usize).await?;
+    let stored = |h: Handle| -> Result<&[u8]> {
+        let start = (h.offset - meta_start) as usize;
+        let end = start + h.len as usize + TRAILER_LEN;
+        unseal_raw(&meta[start..end]).map_err(|m| m.at(path, h.offset))
+    };
+    let filter = Bloom::decode(stored(footer.filter)?).map_err(|m| m.at(path, meta_start))?;
+    let index = index::decode(stored(footer.index)?, meta_start)
+        .map_err(|m| m.at(path, footer.index.offset))?;
+    let mut props = properties::decode(stored(footer.properties)?)
+        .map_err(|m| m.at(path, footer.properties.offset))?;
+
+    let consistent = props.data_bytes == meta_start
+        && props.blocks == index.len() as u64
+        && index
+            .last()
+            .is_none_or(|last| last.last_key == props.largest_key);
+    if !consistent {
+        return Err(Error::corruption(
+            path,
+            footer.properties.offset,
+            "properties disagree with the index",
+        ));
+    }
+    props.file_size = file_size;
+    props.index_bytes = footer.index.len;
+    props.filter_bytes = footer.filter.len;
+    Ok(Meta {
+        index,
+        filter,
+        props,
+    })
+}
+
 impl<F: File> Table<F> {
     /// Reads and verifies footer, index, filter, properties. `number` identifies the table in the cache.
     pub async fn open(file: F, number: u64, cache: Arc<BlockCache>) -> Result<Table<F>> {
-        let path = file.path();
-        let file_size = file.len().await.at(path)?;
-        let footer_pos = file_size.checked_sub(FOOTER_LEN as u64).ok_or_else(|| {
-            Error::corruption(
-                path,
-                0,
-                format!("{file_size} bytes is too short for an SSTable"),
-            )
-        })?;
-        let footer = read_exact(&file, footer_pos, FOOTER_LEN).await?;
-        let footer = Footer::decode(&footer).map_err(|m| m.at(path, footer_pos))?;
-
-        // The meta blocks follow each other and the footer follows them, exactly.
-        let layout_ok = end_of(footer.filter) == Some(footer.index.offset)
-            && end_of(footer.index) == Some(footer.properties.offset)
-            && end_of(footer.properties) == Some(footer_pos);
-        if !layout_ok {
-            return Err(Error::corruption(
-                path,
-                footer_pos,
-                format!("footer handles {footer:?} do not fit a {file_size} byte file"),
-            ));
-        }
-        let meta_start = footer.filter.offset;
-        let meta = read_exact(&file, meta_start, (footer_pos - meta_start) as usize).await?;
-        let stored = |h: Handle| -> Result<&[u8]> {
-            let start = (h.offset - meta_start) as usize;
-            let end = start + h.len as usize + TRAILER_LEN;
-            unseal_raw(&meta[start..end]).map_err(|m| m.at(path, h.offset))
-        };
-        let filter = Bloom::decode(stored(footer.filter)?).map_err(|m| m.at(path, meta_start))?;
-        let index = index::decode(stored(footer.index)?, meta_start)
-            .map_err(|m| m.at(path, footer.index.offset))?;
-        let mut props = properties::decode(stored(footer.properties)?)
-            .map_err(|m| m.at(path, footer.properties.offset))?;
-
-        let consistent = props.data_bytes == meta_start
-            && props.blocks == index.len() as u64
-            && index
-                .last()
-                .is_none_or(|last| last.last_key == props.largest_key);
-        if !consistent {
-            return Err(Error::corruption(
-                path,
-                footer.properties.offset,
-                "properties disagree with the index",
-            ));
-        }
-        props.file_size = file_size;
-        props.index_bytes = footer.index.len;
-        props.filter_bytes = footer.filter.len;
+        let Meta {
+            index,
+            filter,
+            props,
+        } = read_meta(&file).await?;
         Ok(Table {
             file,
             number,
@@ -151,6 +172,10 @@ impl<F: File> Table<F> {
     /// Reads every block and checks every checksum (for `sstable-dump --verify`).
     pub async fn verify(&self) -> Result<()> {
         let path = self.file.path();
+        let meta = read_meta(&self.file).await?;
+        if meta.index != self.index || meta.props != self.props {
+            return Err(Error::corruption(path, 0, "meta blocks changed since open"));
+        }
         let mut seen = TableProperties::default();
         let mut prev: Option<(Vec<u8>, SeqNo)> = None;
         for ie in &self.index {

@@ -428,6 +428,23 @@ fn flipped_bytes_are_detected_never_returned() {
 }
 
 #[test]
+fn verify_rereads_the_file() {
+    let dir = TempDir::new().unwrap();
+    let (path, _, bytes) = corruption_fixture(dir.path());
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let table = block_on(open(&path, 1, &cache)).unwrap();
+    block_on(table.verify()).unwrap();
+    let props = table.properties().clone();
+    // Damage a data block, then (separately) the properties block, under the open table.
+    for pos in [10, (props.file_size - 70) as usize] {
+        let mut b = bytes.clone();
+        b[pos] ^= 0x04;
+        std::fs::write(&path, &b).unwrap();
+        assert!(block_on(table.verify()).unwrap_err().is_corruption());
+    }
+}
+
+#[test]
 fn truncated_or_extended_file_fails_to_open() {
     let dir = TempDir::new().unwrap();
     let (_, model, bytes) = corruption_fixture(dir.path());
