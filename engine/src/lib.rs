@@ -8,9 +8,11 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cache;
 pub mod error;
 pub mod fs;
 pub mod options;
+pub mod sstable;
 pub mod types;
 
 pub use error::{Error, Result};

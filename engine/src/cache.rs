@@ -1,0 +1,153 @@
+//! The block cache: decompressed, verified data blocks keyed by (table number, block offset),
+//! bounded by bytes. Shared by every table of an engine instance.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::sstable::Block;
+
+/// Bytes charged per cached block beyond its data: the block header, the `Arc` and the
+/// cache's own slot. Also keeps every weight above zero.
+const BLOCK_OVERHEAD_BYTES: u64 = 96;
+
+/// Typical decoded block, to size the cache's table up front.
+const TYPICAL_BLOCK_BYTES: usize = 16 << 10;
+
+type Key = (u64, u64);
+
+#[derive(Clone)]
+struct BlockWeighter;
+
+impl quick_cache::Weighter<Key, Arc<Block>> for BlockWeighter {
+    fn weight(&self, _key: &Key, block: &Arc<Block>) -> u64 {
+        block.size() as u64 + BLOCK_OVERHEAD_BYTES
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Total weight ever inserted (not reduced by eviction).
+    pub inserted_bytes: u64,
+    pub usage_bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+pub struct BlockCache {
+    blocks: quick_cache::sync::Cache<Key, Arc<Block>, BlockWeighter>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserted_bytes: AtomicU64,
+}
+
+impl BlockCache {
+    pub fn new(capacity_bytes: usize) -> Self {
+        let items = (capacity_bytes / TYPICAL_BLOCK_BYTES).max(16);
+        BlockCache {
+            blocks: quick_cache::sync::Cache::with_weighter(
+                items,
+                capacity_bytes as u64,
+                BlockWeighter,
+            ),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            inserted_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            inserted_bytes: self.inserted_bytes.load(Relaxed),
+            usage_bytes: self.blocks.weight(),
+            capacity_bytes: self.blocks.capacity(),
+        }
+    }
+
+    pub(crate) fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
+        let block = self.blocks.get(&(table, offset));
+        let counter = if block.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Relaxed);
+        block
+    }
+
+    pub(crate) fn insert(&self, table: u64, offset: u64, block: Arc<Block>) {
+        let weight = block.size() as u64 + BLOCK_OVERHEAD_BYTES;
+        self.inserted_bytes.fetch_add(weight, Relaxed);
+        self.blocks.insert((table, offset), block);
+    }
+
+    /// Drops every cached block of a table (called when a compaction deletes it).
+    pub fn evict_table(&self, number: u64) {
+        self.blocks.retain(|&(table, _), _| table != number);
+    }
+}
+
+impl std::fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCache")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::sstable::BlockBuilder;
+    use crate::types::Entry;
+
+    /// A block of one entry with a `len`-byte value.
+    fn block(len: usize) -> Arc<Block> {
+        let mut b = BlockBuilder::default();
+        b.add(b"k", 1, &Entry::put(vec![0u8; len]));
+        Arc::new(Block::decode(b.finish()).unwrap())
+    }
+
+    #[test]
+    fn hit_after_insert_and_stats() {
+        let cache = BlockCache::new(1 << 20);
+        assert!(cache.get(1, 0).is_none());
+        cache.insert(1, 0, block(1000));
+        assert!(cache.get(1, 0).is_some());
+        let s = cache.stats();
+        assert_eq!((s.hits, s.misses), (1, 1));
+        assert!(s.usage_bytes >= 1000);
+        assert_eq!(s.inserted_bytes, s.usage_bytes);
+        assert_eq!(s.capacity_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn capacity_is_respected() {
+        let capacity = 256 << 10;
+        let cache = BlockCache::new(capacity);
+        for i in 0..1000 {
+            cache.insert(1, i * 4096, block(4000));
+            assert!(cache.stats().usage_bytes <= capacity as u64);
+        }
+        let s = cache.stats();
+        assert!(s.inserted_bytes > 10 * capacity as u64);
+        assert!(s.usage_bytes > 0);
+    }
+
+    #[test]
+    fn evict_table_drops_only_that_table() {
+        let cache = BlockCache::new(1 << 20);
+        for offset in 0..10 {
+            cache.insert(1, offset, block(100));
+            cache.insert(2, offset, block(100));
+        }
+        cache.evict_table(1);
+        for offset in 0..10 {
+            assert!(cache.get(1, offset).is_none());
+            assert!(cache.get(2, offset).is_some());
+        }
+    }
+}

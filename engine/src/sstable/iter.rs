@@ -1,0 +1,75 @@
+//! Iteration over every entry of a table in table order.
+
+use std::sync::Arc;
+
+use super::block::Block;
+use super::table::Table;
+use crate::Result;
+use crate::fs::File;
+use crate::types::{Entry, SeqNo};
+
+/// Walks a table's entries; holds the table alive.
+pub struct TableIter<F: File> {
+    table: Arc<Table<F>>,
+    /// Index of the block `block` holds, or of the next block to load.
+    block_idx: usize,
+    block: Option<Arc<Block>>,
+    /// Next entry within `block`.
+    pos: usize,
+}
+
+impl<F: File> TableIter<F> {
+    /// Positioned before the first entry.
+    pub fn new(table: Arc<Table<F>>) -> Self {
+        TableIter {
+            table,
+            block_idx: 0,
+            block: None,
+            pos: 0,
+        }
+    }
+
+    /// Positions at the first entry whose user key >= key (all versions of it follow).
+    pub async fn seek(&mut self, key: &[u8]) -> Result<()> {
+        let index = self.table.index();
+        // Blocks whose last key is below `key` hold only smaller keys.
+        let i = index.partition_point(|e| e.last_key.as_slice() < key);
+        self.block_idx = i;
+        self.block = None;
+        self.pos = 0;
+        if i < index.len() {
+            let block = self.table.block(i).await?;
+            self.pos = block
+                .seek(key, SeqNo::MAX)
+                .map_err(|m| m.at(self.table.path(), index[i].offset))?;
+            debug_assert!(self.pos < block.len());
+            self.block = Some(block);
+        }
+        Ok(())
+    }
+
+    pub async fn next(&mut self) -> Result<Option<(Vec<u8>, SeqNo, Entry)>> {
+        loop {
+            let block = match &self.block {
+                Some(block) => block,
+                None => {
+                    if self.block_idx >= self.table.index().len() {
+                        return Ok(None);
+                    }
+                    self.pos = 0;
+                    self.block.insert(self.table.block(self.block_idx).await?)
+                }
+            };
+            if self.pos < block.len() {
+                let offset = self.table.index()[self.block_idx].offset;
+                let e = block
+                    .entry(self.pos)
+                    .map_err(|m| m.at(self.table.path(), offset))?;
+                self.pos += 1;
+                return Ok(Some((e.key.to_vec(), e.seq, e.to_entry())));
+            }
+            self.block = None;
+            self.block_idx += 1;
+        }
+    }
+}
