@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod fs;
+pub mod log;
 pub mod options;
 pub mod types;
 
