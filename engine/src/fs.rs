@@ -20,6 +20,12 @@ use std::path::{Path, PathBuf};
 
 mod std_fs;
 pub use std_fs::StdFs;
+mod fault;
+pub use fault::{FaultError, FaultFile, FaultFs, FaultOp, FaultRule};
+#[cfg(feature = "dma")]
+mod dma;
+#[cfg(feature = "dma")]
+pub use dma::{DmaFs, DmaFsFile};
 
 /// Offset and length granularity of every write. 4 KiB is safe on 4Kn disks and is the
 /// physical block size of this deployment's disks.

@@ -1,0 +1,166 @@
+//! The blocking API, for programs without an async runtime: the same engine on std files,
+//! its futures driven on the calling thread, and a background thread for flushes.
+//!
+//! `Db` is `Send + Sync`: share it between threads with an `Arc`. Concurrent synchronous
+//! writers share fdatasyncs (group commit) exactly as tasks on a shard do.
+
+use std::fs::OpenOptions;
+use std::ops::RangeBounds;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use futures_lite::future::block_on;
+
+use crate::batch::WriteBatch;
+use crate::db::{self, Stats};
+use crate::error::IoContext;
+use crate::fs::StdFs;
+use crate::iter::ScanIter;
+use crate::options::Options;
+use crate::types::Entry;
+use crate::{Error, Result};
+
+/// File held locked (flock) while the database is open, so two processes never share it.
+const LOCK_FILE: &str = "LOCK";
+
+pub struct Db {
+    db: db::Db<StdFs>,
+    worker: Option<JoinHandle<()>>,
+    /// Holds the directory lock until drop.
+    _lock: std::fs::File,
+}
+
+impl Db {
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).at(dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if locked != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{} is in use by another process",
+                dir.display()
+            )));
+        }
+        let db = block_on(db::Db::open(StdFs, dir, options))?;
+        let background = db.clone();
+        let worker = std::thread::Builder::new()
+            .name("shoal-engine-bg".to_owned())
+            .spawn(move || block_on(background.background()))
+            .at(dir)?;
+        Ok(Db {
+            db,
+            worker: Some(worker),
+            _lock: lock,
+        })
+    }
+
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        block_on(self.db.put(key, value))
+    }
+
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        block_on(self.db.delete(key))
+    }
+
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        block_on(self.db.write(batch))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        block_on(self.db.get(key))
+    }
+
+    pub fn get_entry(&self, key: &[u8]) -> Result<Option<Entry>> {
+        block_on(self.db.get_entry(key))
+    }
+
+    /// Live entries with keys in `range`, in key order, at the moment of the call.
+    pub fn scan(&self, range: impl RangeBounds<Vec<u8>>) -> Result<Scan> {
+        Ok(Scan {
+            iter: block_on(self.db.scan(range))?,
+        })
+    }
+
+    /// A consistent read-only view, kept until dropped.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            snapshot: self.db.snapshot(),
+        }
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        block_on(self.db.sync())
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        block_on(self.db.flush())
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.db.stats()
+    }
+
+    /// Closes the database and waits for its background thread.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let closed = block_on(self.db.close());
+        if let Some(worker) = self.worker.take() {
+            // A panicked worker has already reported itself; closing still succeeds.
+            let _ = worker.join();
+        }
+        closed
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "closing the database failed");
+        }
+    }
+}
+
+pub struct Snapshot {
+    snapshot: db::Snapshot<StdFs>,
+}
+
+impl Snapshot {
+    pub fn seq(&self) -> crate::SeqNo {
+        self.snapshot.seq()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        block_on(self.snapshot.get(key))
+    }
+
+    pub fn scan(&self, range: impl RangeBounds<Vec<u8>>) -> Result<Scan> {
+        Ok(Scan {
+            iter: block_on(self.snapshot.scan(range))?,
+        })
+    }
+}
+
+/// A blocking iterator over a scan.
+pub struct Scan {
+    iter: ScanIter<StdFs>,
+}
+
+impl Iterator for Scan {
+    type Item = Result<(Vec<u8>, Entry)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        block_on(self.iter.next()).transpose()
+    }
+}

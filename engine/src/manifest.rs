@@ -1,0 +1,368 @@
+//! The manifest: the durable history of which SSTables make up the database.
+//!
+//! It is a [`Log`] of its own (directory `manifest/`) whose records are [`Edit`]s. An edit is
+//! appended and synced *after* the tables it adds are durable and *before* the tables it
+//! removes are deleted, so a crash at any point neither loses nor resurrects a table. Replay
+//! applies edits in order; a [`Edit::Snapshot`] resets the state, which lets the manifest be
+//! compacted by writing a snapshot and releasing the segments before it.
+//!
+//! Edit layout (format version 1; integers little-endian, byte strings `u32` length-prefixed):
+//!
+//! | field      | type  | meaning                                               |
+//! |------------|-------|-------------------------------------------------------|
+//! | version    | u8    | `EDIT_FORMAT_VERSION`                                 |
+//! | tag        | u8    | 1 = snapshot, 2 = change                              |
+//! | log_start  | u64   | first commit-log record not yet in an SSTable         |
+//! | next_file  | u64   | next unused file number                               |
+//! | last_seq   | u64   | highest sequence number in any SSTable                |
+//! | added      | u32 n | then n × table (below)                                |
+//! | removed    | u32 m | then m × u64 table number (always 0 in a snapshot)    |
+//!
+//! Table: number u64 · level u32 · file_size u64 · entries u64 · tombstones u64 ·
+//! min_seq u64 · max_seq u64 · smallest key bytes · largest key bytes.
+//!
+//! Record framing and checksums are the log's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::coding::{Reader, put_bytes, put_u32, put_u64};
+use crate::fs::FileSystem;
+use crate::log::{Log, LogOptions, ReplayFrom};
+use crate::types::SeqNo;
+use crate::{Error, Result};
+
+const EDIT_FORMAT_VERSION: u8 = 1;
+const TAG_SNAPSHOT: u8 = 1;
+const TAG_CHANGE: u8 = 2;
+
+/// Manifest segments are small: edits are a few hundred bytes and snapshots bound the total.
+const MANIFEST_SEGMENT_BYTES: u64 = 1 << 20;
+
+/// Edits between snapshots: bounds replay time and the manifest's size.
+const EDITS_PER_SNAPSHOT: u64 = 256;
+
+/// Levels of the LSM tree: L0 holds flushed memtables (may overlap), L1.. are sorted runs.
+pub const LEVELS: u32 = 7;
+
+/// What the manifest knows about one SSTable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMeta {
+    pub number: u64,
+    pub level: u32,
+    pub file_size: u64,
+    pub entries: u64,
+    pub tombstones: u64,
+    pub min_seq: SeqNo,
+    pub max_seq: SeqNo,
+    pub smallest: Vec<u8>,
+    pub largest: Vec<u8>,
+}
+
+/// The table set and counters the manifest describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManifestState {
+    pub tables: BTreeMap<u64, TableMeta>,
+    pub log_start: u64,
+    pub next_file: u64,
+    pub last_seq: SeqNo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// The whole state.
+    Snapshot(ManifestState),
+    /// Tables added and removed together, with the counters after the change.
+    Change {
+        added: Vec<TableMeta>,
+        removed: Vec<u64>,
+        log_start: u64,
+        next_file: u64,
+        last_seq: SeqNo,
+    },
+}
+
+impl ManifestState {
+    /// Applies an edit, refusing ones that contradict the state (a replayed manifest that
+    /// does so is corrupt).
+    pub fn apply(&mut self, edit: Edit) -> std::result::Result<(), String> {
+        match edit {
+            Edit::Snapshot(state) => *self = state,
+            Edit::Change {
+                added,
+                removed,
+                log_start,
+                next_file,
+                last_seq,
+            } => {
+                for number in removed {
+                    if self.tables.remove(&number).is_none() {
+                        return Err(format!("removes unknown table {number}"));
+                    }
+                }
+                for table in added {
+                    if table.level >= LEVELS {
+                        return Err(format!("table {} at level {}", table.number, table.level));
+                    }
+                    if table.number >= next_file {
+                        return Err(format!("table {} not below next_file", table.number));
+                    }
+                    if let Some(old) = self.tables.insert(table.number, table) {
+                        return Err(format!("adds table {} twice", old.number));
+                    }
+                }
+                if log_start < self.log_start {
+                    return Err(format!("log start moves back to {log_start}"));
+                }
+                self.log_start = log_start;
+                self.next_file = self.next_file.max(next_file);
+                self.last_seq = self.last_seq.max(last_seq);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Edit {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(EDIT_FORMAT_VERSION);
+        let (tag, added, removed, log_start, next_file, last_seq): (_, Vec<&TableMeta>, &[u64], _, _, _) =
+            match self {
+                Edit::Snapshot(s) => (
+                    TAG_SNAPSHOT,
+                    s.tables.values().collect(),
+                    &[],
+                    s.log_start,
+                    s.next_file,
+                    s.last_seq,
+                ),
+                Edit::Change {
+                    added,
+                    removed,
+                    log_start,
+                    next_file,
+                    last_seq,
+                } => (
+                    TAG_CHANGE,
+                    added.iter().collect(),
+                    removed,
+                    *log_start,
+                    *next_file,
+                    *last_seq,
+                ),
+            };
+        out.push(tag);
+        put_u64(out, log_start);
+        put_u64(out, next_file);
+        put_u64(out, last_seq);
+        put_u32(out, added.len() as u32);
+        for t in added {
+            put_u64(out, t.number);
+            put_u32(out, t.level);
+            put_u64(out, t.file_size);
+            put_u64(out, t.entries);
+            put_u64(out, t.tombstones);
+            put_u64(out, t.min_seq);
+            put_u64(out, t.max_seq);
+            put_bytes(out, &t.smallest);
+            put_bytes(out, &t.largest);
+        }
+        put_u32(out, removed.len() as u32);
+        for n in removed {
+            put_u64(out, *n);
+        }
+    }
+
+    /// Decodes one edit; `None` when the bytes are not a well-formed edit.
+    pub fn decode(payload: &[u8]) -> Option<Edit> {
+        let mut r = Reader::new(payload);
+        if r.u8()? != EDIT_FORMAT_VERSION {
+            return None;
+        }
+        let tag = r.u8()?;
+        let log_start = r.u64()?;
+        let next_file = r.u64()?;
+        let last_seq = r.u64()?;
+        let n = r.u32()?;
+        let mut added = Vec::new();
+        for _ in 0..n {
+            added.push(TableMeta {
+                number: r.u64()?,
+                level: r.u32()?,
+                file_size: r.u64()?,
+                entries: r.u64()?,
+                tombstones: r.u64()?,
+                min_seq: r.u64()?,
+                max_seq: r.u64()?,
+                smallest: r.bytes()?.to_vec(),
+                largest: r.bytes()?.to_vec(),
+            });
+        }
+        let m = r.u32()?;
+        let mut removed = Vec::new();
+        for _ in 0..m {
+            removed.push(r.u64()?);
+        }
+        if !r.is_empty() {
+            return None;
+        }
+        match tag {
+            TAG_SNAPSHOT if removed.is_empty() => Some(Edit::Snapshot(ManifestState {
+                tables: added.into_iter().map(|t| (t.number, t)).collect(),
+                log_start,
+                next_file,
+                last_seq,
+            })),
+            TAG_CHANGE => Some(Edit::Change {
+                added,
+                removed,
+                log_start,
+                next_file,
+                last_seq,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The manifest log plus the bookkeeping that decides when to compact it.
+pub struct Manifest<F: FileSystem> {
+    log: Log<F>,
+    dir: PathBuf,
+    edits_since_snapshot: parking_lot::Mutex<u64>,
+}
+
+impl<F: FileSystem> Manifest<F> {
+    /// Replays the manifest in `db_dir/manifest`, creating it (with an empty snapshot) when
+    /// there is none.
+    pub async fn open(fs: Arc<F>, db_dir: &Path) -> Result<(Manifest<F>, ManifestState)> {
+        let dir = db_dir.join("manifest");
+        let mut state = ManifestState::default();
+        let mut edits = 0u64;
+        let mut records = 0u64;
+        let log = Log::open(
+            fs,
+            dir.clone(),
+            LogOptions {
+                segment_bytes: MANIFEST_SEGMENT_BYTES,
+            },
+            ReplayFrom::Oldest,
+            |record_no, payload| {
+                let edit = Edit::decode(payload).ok_or_else(|| {
+                    Error::corruption(&dir, record_no, "malformed manifest edit")
+                })?;
+                edits = if matches!(edit, Edit::Snapshot(_)) { 0 } else { edits + 1 };
+                records += 1;
+                state
+                    .apply(edit)
+                    .map_err(|what| Error::corruption(&dir, record_no, what))
+            },
+        )
+        .await?;
+        let manifest = Manifest {
+            log,
+            dir,
+            edits_since_snapshot: parking_lot::Mutex::new(edits),
+        };
+        if records == 0 {
+            manifest.write_snapshot(&state).await?;
+        }
+        Ok((manifest, state))
+    }
+
+    /// Makes `edit` durable. `state_after` is the state with the edit applied; it becomes the
+    /// next snapshot when enough edits have accumulated. Callers serialise edits.
+    pub async fn record(&self, edit: &Edit, state_after: &ManifestState) -> Result<()> {
+        let mut payload = Vec::new();
+        edit.encode(&mut payload);
+        let record = self.log.append(&payload)?;
+        self.log.sync(record).await?;
+        let due = {
+            let mut edits = self.edits_since_snapshot.lock();
+            *edits += 1;
+            *edits >= EDITS_PER_SNAPSHOT
+        };
+        if due {
+            self.write_snapshot(state_after).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_snapshot(&self, state: &ManifestState) -> Result<()> {
+        let mut payload = Vec::new();
+        Edit::Snapshot(state.clone()).encode(&mut payload);
+        let record = self.log.append(&payload)?;
+        self.log.sync(record).await?;
+        *self.edits_since_snapshot.lock() = 0;
+        self.log.release_before(record).await
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(number: u64, level: u32) -> TableMeta {
+        TableMeta {
+            number,
+            level,
+            file_size: 4096 * number,
+            entries: 10,
+            tombstones: 1,
+            min_seq: number,
+            max_seq: number + 9,
+            smallest: format!("a{number}").into_bytes(),
+            largest: format!("z{number}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn edits_round_trip_and_apply() {
+        let change = Edit::Change {
+            added: vec![table(3, 0), table(4, 1)],
+            removed: vec![],
+            log_start: 17,
+            next_file: 5,
+            last_seq: 99,
+        };
+        let mut buf = Vec::new();
+        change.encode(&mut buf);
+        assert_eq!(Edit::decode(&buf), Some(change.clone()));
+        let mut state = ManifestState::default();
+        state.apply(change).unwrap();
+        assert_eq!(state.tables.len(), 2);
+        let snapshot = Edit::Snapshot(state.clone());
+        buf.clear();
+        snapshot.encode(&mut buf);
+        assert_eq!(Edit::decode(&buf), Some(snapshot));
+        for cut in 0..buf.len() {
+            assert_eq!(Edit::decode(&buf[..cut]), None);
+        }
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        let mut state = ManifestState::default();
+        let remove_unknown = Edit::Change {
+            added: vec![],
+            removed: vec![9],
+            log_start: 0,
+            next_file: 10,
+            last_seq: 0,
+        };
+        assert!(state.apply(remove_unknown).is_err());
+        let beyond_next_file = Edit::Change {
+            added: vec![table(12, 0)],
+            removed: vec![],
+            log_start: 0,
+            next_file: 10,
+            last_seq: 0,
+        };
+        assert!(state.apply(beyond_next_file).is_err());
+    }
+}

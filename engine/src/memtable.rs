@@ -1,0 +1,233 @@
+//! The memtable: recent writes, ordered, in memory. A lock-free skiplist so that readers on
+//! other threads (blocking API) never wait for writers; on a glommio shard it is simply fast.
+//!
+//! Keys are ordered by user key ascending, then sequence number descending, so the first
+//! entry at or after `(key, snapshot)` is the newest version a reader at `snapshot` may see.
+
+use std::cmp::{Ordering, Reverse};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+
+use crossbeam_skiplist::SkipMap;
+
+use crate::types::{Entry, SeqNo};
+
+/// Bookkeeping bytes per entry beyond key and value (skiplist node, lengths), for the size
+/// estimate that decides when to freeze.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// How many entries an iterator copies out per step: amortises the skiplist seek.
+const ITER_CHUNK: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MemKey {
+    key: Vec<u8>,
+    seq: Reverse<SeqNo>,
+}
+
+impl Ord for MemKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key
+            .cmp(&other.key)
+            .then_with(|| self.seq.cmp(&other.seq))
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+pub struct Memtable {
+    map: SkipMap<MemKey, Entry>,
+    bytes: AtomicUsize,
+    /// The first commit-log record whose writes may be here: once this memtable is flushed,
+    /// the log before the next memtable's `first_record` is no longer needed.
+    first_record: u64,
+    max_seq: AtomicU64,
+}
+
+impl Memtable {
+    pub fn new(first_record: u64) -> Memtable {
+        Memtable {
+            map: SkipMap::new(),
+            bytes: AtomicUsize::new(0),
+            first_record,
+            max_seq: AtomicU64::new(0),
+        }
+    }
+
+    pub fn insert(&self, key: &[u8], seq: SeqNo, entry: Entry) {
+        self.bytes.fetch_add(
+            key.len() + entry.value.len() + ENTRY_OVERHEAD_BYTES,
+            AtomicOrdering::Relaxed,
+        );
+        self.max_seq.fetch_max(seq, AtomicOrdering::Relaxed);
+        let key = MemKey {
+            key: key.to_vec(),
+            seq: Reverse(seq),
+        };
+        debug_assert!(self.map.get(&key).is_none(), "sequence number {seq} reused");
+        self.map.insert(
+            key,
+            entry,
+        );
+    }
+
+    /// The newest version of `key` with seq <= `snapshot`, tombstones included.
+    pub fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<(SeqNo, Entry)> {
+        let probe = MemKey {
+            key: key.to_vec(),
+            seq: Reverse(snapshot),
+        };
+        let found = self.map.lower_bound(Bound::Included(&probe))?;
+        (found.key().key == key).then(|| (found.key().seq.0, found.value().clone()))
+    }
+
+    pub fn approximate_bytes(&self) -> usize {
+        self.bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn first_record(&self) -> u64 {
+        self.first_record
+    }
+
+    pub fn max_seq(&self) -> SeqNo {
+        self.max_seq.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Up to `ITER_CHUNK` versions strictly after `after` (or from `start` when `after` is
+    /// None), in table order.
+    fn chunk(&self, from: Bound<&MemKey>, out: &mut Vec<(Vec<u8>, SeqNo, Entry)>) {
+        let mut cursor = self.map.lower_bound(from);
+        while let Some(e) = cursor {
+            if out.len() == ITER_CHUNK {
+                break;
+            }
+            out.push((e.key().key.clone(), e.key().seq.0, e.value().clone()));
+            cursor = e.next();
+        }
+    }
+}
+
+/// Walks a memtable in table order without holding a borrow of it across awaits: it copies a
+/// chunk of versions at a time and resumes after the last one it returned.
+pub struct MemtableIter {
+    table: std::sync::Arc<Memtable>,
+    buffered: std::collections::VecDeque<(Vec<u8>, SeqNo, Entry)>,
+    resume: Option<MemKey>,
+    done: bool,
+}
+
+impl MemtableIter {
+    pub fn new(table: std::sync::Arc<Memtable>) -> MemtableIter {
+        MemtableIter {
+            table,
+            buffered: Default::default(),
+            resume: None,
+            done: false,
+        }
+    }
+
+    /// Positions at the first version of the first user key >= `key`.
+    pub fn seek(&mut self, key: &[u8]) {
+        self.buffered.clear();
+        self.done = false;
+        // The newest possible version of `key` sorts first among its versions.
+        self.resume = Some(MemKey {
+            key: key.to_vec(),
+            seq: Reverse(SeqNo::MAX),
+        });
+        self.fill(true);
+    }
+
+    fn fill(&mut self, inclusive: bool) {
+        let mut out = Vec::with_capacity(ITER_CHUNK);
+        match &self.resume {
+            None => self.table.chunk(Bound::Unbounded, &mut out),
+            Some(k) if inclusive => self.table.chunk(Bound::Included(k), &mut out),
+            Some(k) => self.table.chunk(Bound::Excluded(k), &mut out),
+        }
+        if out.len() < ITER_CHUNK {
+            self.done = true;
+        }
+        if let Some((key, seq, _)) = out.last() {
+            self.resume = Some(MemKey {
+                key: key.clone(),
+                seq: Reverse(*seq),
+            });
+        }
+        self.buffered.extend(out);
+    }
+
+    pub fn next(&mut self) -> Option<(Vec<u8>, SeqNo, Entry)> {
+        if self.buffered.is_empty() && !self.done {
+            let first = self.resume.is_none();
+            self.fill(first);
+        }
+        self.buffered.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn newest_visible_version() {
+        let m = Memtable::new(0);
+        m.insert(b"a", 1, Entry::put(b"a1".to_vec()));
+        m.insert(b"a", 5, Entry::put(b"a5".to_vec()));
+        m.insert(b"a", 9, Entry::tombstone());
+        m.insert(b"b", 3, Entry::put(b"b3".to_vec()));
+        assert_eq!(m.get(b"a", 0), None);
+        assert_eq!(m.get(b"a", 1).unwrap().1.value, b"a1");
+        assert_eq!(m.get(b"a", 8).unwrap(), (5, Entry::put(b"a5".to_vec())));
+        assert_eq!(m.get(b"a", 100).unwrap(), (9, Entry::tombstone()));
+        assert_eq!(m.get(b"", 100), None);
+        assert_eq!(m.get(b"ab", 100), None);
+        assert_eq!(m.get(b"b", 100).unwrap().0, 3);
+        assert_eq!(m.max_seq(), 9);
+    }
+
+    #[test]
+    fn iteration_in_table_order_across_chunks() {
+        let m = Arc::new(Memtable::new(0));
+        let mut seq = 0;
+        for k in 0..500u32 {
+            for _ in 0..(k % 3 + 1) {
+                seq += 1;
+                m.insert(&k.to_be_bytes(), seq, Entry::put(seq.to_le_bytes().to_vec()));
+            }
+        }
+        let mut it = MemtableIter::new(m.clone());
+        let mut all = Vec::new();
+        while let Some(v) = it.next() {
+            all.push(v);
+        }
+        assert_eq!(all.len(), m.len());
+        for w in all.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            assert!(a.0 < b.0 || (a.0 == b.0 && a.1 > b.1), "out of order");
+        }
+        let mut it = MemtableIter::new(m.clone());
+        it.seek(&250u32.to_be_bytes());
+        let mut rest = Vec::new();
+        while let Some(v) = it.next() {
+            rest.push(v);
+        }
+        let expected = all.iter().filter(|v| v.0 >= 250u32.to_be_bytes().to_vec()).count();
+        assert_eq!(rest.len(), expected);
+        assert_eq!(rest[0].0, 250u32.to_be_bytes());
+    }
+}

@@ -1,0 +1,247 @@
+//! The database through its blocking API on real files: the operations, their visibility
+//! rules, and what survives a reopen.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shoal_engine::{Clock, Durability, Entry, Options, ValueKind, WriteBatch, blocking::Db};
+
+struct ManualClock(AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn small_options() -> Options {
+    Options {
+        memtable_bytes: 64 << 10,
+        log_segment_bytes: 1 << 20,
+        block_cache_bytes: 1 << 20,
+        ..Options::default()
+    }
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:06}").into_bytes()
+}
+
+fn collect(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.scan(..)
+        .unwrap()
+        .map(|r| {
+            let (k, e) = r.unwrap();
+            (k, e.value)
+        })
+        .collect()
+}
+
+#[test]
+fn put_get_delete_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    assert_eq!(db.get(b"a").unwrap(), None);
+    db.put(b"a", b"1").unwrap();
+    db.put(b"b", b"2").unwrap();
+    db.put(b"a", b"3").unwrap();
+    assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"3"[..]));
+    db.delete(b"a").unwrap();
+    assert_eq!(db.get(b"a").unwrap(), None);
+    assert_eq!(db.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+    db.put(b"", b"empty key").unwrap();
+    assert_eq!(db.get(b"").unwrap().as_deref(), Some(&b"empty key"[..]));
+    db.put(b"empty value", b"").unwrap();
+    assert_eq!(db.get(b"empty value").unwrap().as_deref(), Some(&b""[..]));
+}
+
+#[test]
+fn survives_reopen_with_and_without_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path(), small_options()).unwrap();
+        for i in 0..3000 {
+            db.put(&key(i), format!("v{i}").as_bytes()).unwrap();
+        }
+        for i in (0..3000).step_by(3) {
+            db.delete(&key(i)).unwrap();
+        }
+        assert!(db.stats().flushes > 0, "small memtables must have flushed");
+        db.close().unwrap();
+    }
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    for i in 0..3000 {
+        let want = (i % 3 != 0).then(|| format!("v{i}").into_bytes());
+        assert_eq!(db.get(&key(i)).unwrap(), want, "key {i}");
+    }
+    assert_eq!(collect(&db).len(), 2000);
+    db.flush().unwrap();
+    drop(db);
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    assert_eq!(collect(&db).len(), 2000);
+    assert_eq!(db.stats().immutable_memtables, 0);
+}
+
+#[test]
+fn scan_ranges_in_order_across_memtable_and_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    for i in (0..1000).rev() {
+        db.put(&key(i), b"old").unwrap();
+    }
+    db.flush().unwrap();
+    for i in (0..1000).step_by(2) {
+        db.put(&key(i), b"new").unwrap();
+    }
+    db.delete(&key(501)).unwrap();
+    let all = collect(&db);
+    assert_eq!(all.len(), 999);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    for (k, v) in &all {
+        let i: u32 = std::str::from_utf8(&k[3..]).unwrap().parse().unwrap();
+        assert_eq!(v, if i % 2 == 0 { &b"new"[..] } else { &b"old"[..] });
+    }
+    let part: Vec<_> = db
+        .scan(key(10)..key(20))
+        .unwrap()
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(part, (10..20).map(key).collect::<Vec<_>>());
+    let inclusive: Vec<_> = db
+        .scan(key(998)..=key(999))
+        .unwrap()
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(inclusive, vec![key(998), key(999)]);
+    let excluded = (
+        std::ops::Bound::Excluded(key(500)),
+        std::ops::Bound::Included(key(503)),
+    );
+    let after: Vec<_> = db.scan(excluded).unwrap().map(|r| r.unwrap().0).collect();
+    assert_eq!(after, vec![key(502), key(503)]);
+}
+
+#[test]
+fn batches_are_atomic_and_ordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(b"x".to_vec(), b"1".to_vec());
+    batch.put(b"y".to_vec(), b"2".to_vec());
+    batch.delete(b"x".to_vec());
+    batch.put(b"z".to_vec(), b"3".to_vec());
+    db.write(batch).unwrap();
+    assert_eq!(db.get(b"x").unwrap(), None, "later op in a batch wins");
+    assert_eq!(db.get(b"y").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(db.get(b"z").unwrap().as_deref(), Some(&b"3"[..]));
+}
+
+#[test]
+fn snapshots_see_a_fixed_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    db.put(b"k", b"before").unwrap();
+    let snap = db.snapshot();
+    db.put(b"k", b"after").unwrap();
+    db.put(b"new", b"x").unwrap();
+    db.flush().unwrap();
+    assert_eq!(snap.get(b"k").unwrap().as_deref(), Some(&b"before"[..]));
+    assert_eq!(snap.get(b"new").unwrap(), None);
+    assert_eq!(snap.scan(..).unwrap().count(), 1);
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"after"[..]));
+}
+
+#[test]
+fn entries_expire_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicU64::new(1_000_000)));
+    let options = Options {
+        clock: clock.clone(),
+        ..small_options()
+    };
+    {
+        let db = Db::open(dir.path(), options.clone()).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put_entry(
+            b"ttl".to_vec(),
+            Entry {
+                kind: ValueKind::Put,
+                expires_at_ms: 1_000_500,
+                value: b"soon gone".to_vec(),
+            },
+        );
+        batch.put(b"forever".to_vec(), b"stays".to_vec());
+        db.write(batch).unwrap();
+        let e = db.get_entry(b"ttl").unwrap().unwrap();
+        assert_eq!(e.expires_at_ms, 1_000_500);
+        db.flush().unwrap();
+        clock.0.store(1_000_499, Ordering::SeqCst);
+        assert!(db.get(b"ttl").unwrap().is_some());
+        db.close().unwrap();
+    }
+    clock.0.store(1_000_500, Ordering::SeqCst);
+    let db = Db::open(dir.path(), options).unwrap();
+    assert_eq!(db.get(b"ttl").unwrap(), None, "expired across restart");
+    assert_eq!(collect(&db), vec![(b"forever".to_vec(), b"stays".to_vec())]);
+}
+
+#[test]
+fn refuses_oversized_keys_and_expiring_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let big = vec![b'k'; shoal_engine::types::KEY_LEN_MAX + 1];
+    assert!(matches!(
+        db.put(&big, b"v"),
+        Err(shoal_engine::Error::InvalidArgument(_))
+    ));
+    let mut batch = WriteBatch::new();
+    batch.put_entry(
+        b"t".to_vec(),
+        Entry {
+            kind: ValueKind::Delete,
+            expires_at_ms: 5,
+            value: vec![],
+        },
+    );
+    assert!(db.write(batch).is_err());
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = Db::open(dir.path(), small_options()).unwrap();
+    assert!(Db::open(dir.path(), small_options()).is_err());
+}
+
+#[test]
+fn concurrent_synced_writers_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(
+        Db::open(
+            dir.path(),
+            Options {
+                durability: Durability::Sync,
+                ..small_options()
+            },
+        )
+        .unwrap(),
+    );
+    let threads: Vec<_> = (0..16u32)
+        .map(|t| {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    db.put(&key(t * 1000 + i), b"v").unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(collect(&db).len(), 1600);
+    let db = Arc::into_inner(db).unwrap();
+    db.close().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    assert_eq!(collect(&db).len(), 1600);
+}
