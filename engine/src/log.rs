@@ -177,7 +177,7 @@ struct Found {
 }
 
 impl<F: FileSystem> Log<F> {
-    /// Opens (creating if needed) the log in `dir`, replays every valid record from `from` in
+    /// Opens (creating if needed, durably within its parent) the log in `dir`, replays every valid record from `from` in
     /// order, calling `apply(record_no, payload)`, then prepares to append after the last
     /// valid record, in a new segment (never into a recovered segment's torn tail).
     ///
@@ -203,6 +203,11 @@ impl<F: FileSystem> Log<F> {
             )));
         }
         fs.create_dir_all(&dir).await.at(&dir)?;
+        // `dir` itself may be new: its entry is durable only once its parent is synced. The
+        // parent's own entry is the caller's (the database directory).
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent).await.at(parent)?;
+        }
         let found = find_segments(&*fs, &dir).await?;
         let from_record = match from {
             ReplayFrom::Oldest => 0,
