@@ -41,7 +41,10 @@ pub fn align_up(n: u64) -> u64 {
     n.div_ceil(WRITE_ALIGN as u64) * WRITE_ALIGN as u64
 }
 
-#[allow(async_fn_in_trait, reason = "the engine is generic over the file system; no dyn use")]
+#[allow(
+    async_fn_in_trait,
+    reason = "the engine is generic over the file system; no dyn use"
+)]
 pub trait FileSystem: 'static {
     type File: File;
 
@@ -59,7 +62,10 @@ pub trait FileSystem: 'static {
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
 
-#[allow(async_fn_in_trait, reason = "the engine is generic over the file system; no dyn use")]
+#[allow(
+    async_fn_in_trait,
+    reason = "the engine is generic over the file system; no dyn use"
+)]
 pub trait File: 'static {
     /// Reads up to `len` bytes at `pos`; fewer only at end of file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;

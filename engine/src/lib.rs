@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod error;
 pub mod fs;
+pub mod log;
 pub mod options;
 pub mod sstable;
 pub mod types;

@@ -85,7 +85,11 @@ impl File for StdFile {
 
     async fn write_at(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
         assert!(is_aligned(pos), "unaligned write offset {pos}");
-        assert!(is_aligned(buf.len() as u64), "unaligned write length {}", buf.len());
+        assert!(
+            is_aligned(buf.len() as u64),
+            "unaligned write length {}",
+            buf.len()
+        );
         self.file.write_all_at(buf, pos)
     }
 

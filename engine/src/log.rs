@@ -1,0 +1,748 @@
+//! The write-ahead log: a durable, numbered sequence of opaque records, used as the commit
+//! log (records are write batches) and as the manifest (records are table-set edits).
+//!
+//! A log is a directory of segment files `NNNNNN.log`, numbered by the log's own counter. The
+//! byte layout (segment header, record framing) is in [`record`]. Records are numbered
+//! consecutively across segments and never span segments: one that does not fit in the
+//! active segment starts the next.
+//!
+//! Writing. [`Log::append`] only encodes the record into memory, so the DB can call it under
+//! its own lock to keep record order equal to sequence order. [`Log::sync`] is group commit:
+//! the first caller finding no write in flight becomes the leader, takes everything
+//! buffered, writes it, fdatasyncs once, publishes the new durable record number and wakes
+//! everyone; callers arriving meanwhile wait and re-check. Only the leader does I/O on the
+//! active segment. Writes are whole [`WRITE_ALIGN`] blocks at aligned offsets: the partial
+//! tail block stays in memory and is rewritten, zero-padded, by the next leader; the segment
+//! was zero-filled when prepared, so the padding matches what the disk already holds.
+//!
+//! Segments are preallocated and zero-filled before use, since an fdatasync that grows a file
+//! costs about twice one that does not. One spare is kept ready: after publishing, a leader
+//! that finds the active segment past half full (and no spare) prepares the next segment
+//! before returning to its own caller, so only that one caller waits for the zero-fill, not
+//! the group. [`Log::prepare_spare`] does the same from a background task, taking it off the
+//! write path entirely. Rotation happens in the leader, and the old segment is fdatasynced
+//! before any byte of the new one is written, so a crash can tear only the last segment.
+//!
+//! Failure (fsyncgate): once a write or fdatasync fails, the tail on disk is unknown. That
+//! call returns the original error (`Error::Io` / `Error::NoSpace`); every later `append` and
+//! `sync` of a record not already durable returns `Error::WritesDisabled` with the cause.
+//! Reopening recovers exactly the valid prefix.
+//!
+//! Recovery ([`Log::open`]) replays valid records in order and stops cleanly at a torn or
+//! zeroed tail of the last segment that has records; damage followed by later valid segments
+//! means synced data was lost, and is `Error::Corruption`. The last recovered segment is
+//! fdatasynced (what a killed process left in the page cache becomes what a later power loss
+//! cannot take back), and appending resumes in a new segment, never in a recovered tail.
+
+mod reader;
+mod record;
+mod segment;
+
+pub use reader::{DumpedRecord, ScanEnd, SegmentDump, StopReason, read_segment};
+pub use record::{HeaderState, SegmentHeader};
+pub use segment::SEGMENT_EXT;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use event_listener::Event;
+use parking_lot::Mutex;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fs::{File, FileSystem, WRITE_ALIGN, align_up};
+use record::{SEGMENT_HEADER_LEN, encode_record, framed_len};
+use segment::{parse_segment_name, prepare_segment, remove_segment, segment_path};
+
+/// [`Log::write_if_full`] writes once this many bytes are buffered: large writes stream at
+/// disk speed, and memory held by a buffered log stays bounded by about this much.
+pub const BUFFERED_WRITE_BYTES: u64 = 1 << 20;
+/// A segment must hold its header and at least a small record in its first block.
+pub const SEGMENT_BYTES_MIN: u64 = WRITE_ALIGN as u64;
+/// Record lengths are u32 on disk, and replay holds a whole record in memory.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+
+const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Size of every segment file, a multiple of [`WRITE_ALIGN`]; bounds one record.
+    pub segment_bytes: u64,
+}
+
+/// Where [`Log::open`] starts replaying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayFrom {
+    Oldest,
+    /// Records before this one are not needed (e.g. already in SSTables).
+    Record(u64),
+}
+
+/// A durable sequence of records; shared as `Arc<Log<F>>`, all methods take `&self`.
+pub struct Log<F: FileSystem> {
+    fs: Arc<F>,
+    dir: PathBuf,
+    segment_bytes: u64,
+    state: Mutex<State<F>>,
+    /// Fired when a leader finishes, the log fails, a spare settles, or a release ends.
+    changed: Event,
+}
+
+struct State<F: FileSystem> {
+    next_record: u64,
+    durable: Option<u64>,
+    /// Appended bytes of segments the tail has moved past, not yet taken by a leader.
+    sealed: Vec<Pending>,
+    /// The segment being appended to: its unwritten bytes plus the partial block a leader
+    /// has already written and the next leader rewrites.
+    tail: Pending,
+    /// Bytes appended since the last leader took the buffer.
+    unwritten_bytes: u64,
+    /// The active segment file; `None` while a leader owns it, and for good after a failure.
+    writer: Option<Writer<F>>,
+    /// Number of the active segment file, readable while a leader owns the writer.
+    active_no: u64,
+    /// Always prepared as segment `active_no + 1`.
+    spare: Spare<F>,
+    /// Segments with a file or a buffered header, oldest first.
+    segments: VecDeque<LiveSegment>,
+    releasing: bool,
+    /// Why writes are disabled.
+    failed: Option<String>,
+}
+
+/// Buffered bytes of one segment, from `start` (block-aligned) on.
+struct Pending {
+    segment_no: u64,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Pending {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+struct Writer<F: FileSystem> {
+    file: F::File,
+    segment_no: u64,
+    /// Written since the last fdatasync.
+    dirty: bool,
+}
+
+enum Spare<F: FileSystem> {
+    None,
+    Preparing,
+    Ready(F::File),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LiveSegment {
+    number: u64,
+    first_record: u64,
+    bytes: u64,
+}
+
+/// What a leader takes from the buffer.
+struct Batch {
+    parts: Vec<Pending>,
+    /// Every record up to this one is in `parts` or was written by an earlier leader.
+    last_record: Option<u64>,
+}
+
+/// Runs its action if dropped before [`OnCancel::disarm`]: a future cancelled mid-I/O must
+/// not leave other callers waiting for a leader, spare or release that will never finish.
+struct OnCancel<A: FnMut()>(Option<A>);
+
+impl<A: FnMut()> OnCancel<A> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<A: FnMut()> Drop for OnCancel<A> {
+    fn drop(&mut self) {
+        if let Some(action) = &mut self.0 {
+            action();
+        }
+    }
+}
+
+/// A segment found on disk when opening.
+struct Found {
+    number: u64,
+    file_len: u64,
+    header: HeaderState,
+}
+
+impl<F: FileSystem> Log<F> {
+    /// Opens (creating if needed, durably within its parent) the log in `dir`, replays every valid record from `from` in
+    /// order, calling `apply(record_no, payload)`, then prepares to append after the last
+    /// valid record, in a new segment (never into a recovered segment's torn tail).
+    ///
+    /// Segments wholly before `from` are deleted. Replay stops cleanly at a torn or zeroed
+    /// tail of the last segment that has records; a gap or bad record followed by later
+    /// valid segments is `Error::Corruption`, and so is `ReplayFrom::Record(n)` when record
+    /// `n` exists nowhere but later ones do. When every record is before `n`, the next record
+    /// is numbered `n`.
+    pub async fn open(
+        fs: Arc<F>,
+        dir: PathBuf,
+        options: LogOptions,
+        from: ReplayFrom,
+        mut apply: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<Log<F>> {
+        let segment_bytes = options.segment_bytes;
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment_bytes)
+            || segment_bytes % WRITE_ALIGN as u64 != 0
+        {
+            return Err(Error::InvalidArgument(format!(
+                "log segment size {segment_bytes} is not a multiple of {WRITE_ALIGN} in \
+                 {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}"
+            )));
+        }
+        fs.create_dir_all(&dir).await.at(&dir)?;
+        // `dir` itself may be new: its entry is durable only once its parent is synced. The
+        // parent's own entry is the caller's (the database directory).
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent).await.at(parent)?;
+        }
+        let found = find_segments(&*fs, &dir).await?;
+        let from_record = match from {
+            ReplayFrom::Oldest => 0,
+            ReplayFrom::Record(n) => n,
+        };
+
+        // Segments up to the last valid header must all be valid; anything after it is a
+        // torn or never-used tail.
+        let last_valid = found
+            .iter()
+            .rposition(|s| matches!(s.header, HeaderState::Valid(_)));
+        let valid = &found[..last_valid.map_or(0, |i| i + 1)];
+        let mut headers = Vec::with_capacity(valid.len());
+        for s in valid {
+            match &s.header {
+                HeaderState::Valid(h) => headers.push(*h),
+                HeaderState::Blank => {
+                    return Err(Error::corruption(
+                        segment_path(&dir, s.number),
+                        0,
+                        "blank segment before later segments with records",
+                    ));
+                }
+                HeaderState::Invalid(why) => {
+                    return Err(Error::corruption(
+                        segment_path(&dir, s.number),
+                        0,
+                        format!("{why}, before later segments with records"),
+                    ));
+                }
+            }
+        }
+
+        // The first segment to read: for `Record(n)`, the last one starting at or before `n`.
+        let start = match from {
+            ReplayFrom::Oldest => 0,
+            ReplayFrom::Record(n) => match headers.iter().rposition(|h| h.first_record <= n) {
+                Some(i) => i,
+                None => match headers.first() {
+                    Some(h) => {
+                        return Err(Error::corruption(
+                            segment_path(&dir, h.segment_no),
+                            0,
+                            format!(
+                                "replay wanted from record {n} but the log starts at record {}",
+                                h.first_record
+                            ),
+                        ));
+                    }
+                    None => 0,
+                },
+            },
+        };
+
+        // Replay, checking that each segment starts where the previous one's records stop.
+        let mut kept: Vec<(LiveSegment, F::File, ScanEnd)> = Vec::new();
+        for (s, h) in valid[start..].iter().zip(&headers[start..]) {
+            let path = segment_path(&dir, s.number);
+            if let Some((prev, _, end)) = kept.last() {
+                if h.first_record != end.next_record {
+                    return Err(Error::corruption(
+                        segment_path(&dir, prev.number),
+                        end.offset,
+                        format!(
+                            "records stop before {} ({}) but segment {} starts at record {}",
+                            end.next_record, end.reason, s.number, h.first_record
+                        ),
+                    ));
+                }
+            }
+            let file = fs.open(&path).await.at(&path)?;
+            let end = reader::scan_records(&file, s.file_len, h, |record_no, _, payload| {
+                if record_no >= from_record {
+                    apply(record_no, payload)?;
+                }
+                Ok(())
+            })
+            .await?;
+            let seg = LiveSegment {
+                number: s.number,
+                first_record: h.first_record,
+                bytes: s.file_len,
+            };
+            kept.push((seg, file, end));
+        }
+        let next_record = kept
+            .last()
+            .map_or(0, |(_, _, end)| end.next_record)
+            .max(from_record);
+
+        // Segments whose records all precede `from` go; of the rest, the last may hold bytes a
+        // killed process left unsynced: make them durable before anything is written after.
+        let before_from = kept
+            .iter()
+            .take_while(|(_, _, end)| from_record > 0 && end.next_record <= from_record)
+            .count();
+        if let Some((seg, file, _)) = kept.last().filter(|_| kept.len() > before_from) {
+            file.sync_data().await.at(&segment_path(&dir, seg.number))?;
+        }
+
+        // Remove the unusable tail first (durably, before anything is written after it),
+        // then what precedes `from`, oldest first so a crash never leaves a gap.
+        for s in found[valid.len()..].iter().rev() {
+            remove_segment(&*fs, &dir, s.number).await?;
+        }
+        for s in &found[..start] {
+            remove_segment(&*fs, &dir, s.number).await?;
+        }
+        for (seg, _, _) in &kept[..before_from] {
+            remove_segment(&*fs, &dir, seg.number).await?;
+        }
+
+        let active_no = found.last().map_or(1, |s| s.number + 1);
+        let file = prepare_segment(&*fs, &dir, active_no, segment_bytes).await?;
+        let mut segments: VecDeque<LiveSegment> =
+            kept.drain(before_from..).map(|(seg, _, _)| seg).collect();
+        segments.push_back(LiveSegment {
+            number: active_no,
+            first_record: next_record,
+            bytes: segment_bytes,
+        });
+        tracing::debug!(dir = %dir.display(), next_record, active_no, "log opened");
+        Ok(Log {
+            fs,
+            dir,
+            segment_bytes,
+            state: Mutex::new(State {
+                next_record,
+                durable: next_record.checked_sub(1),
+                sealed: Vec::new(),
+                tail: Pending {
+                    segment_no: active_no,
+                    start: 0,
+                    bytes: Vec::new(),
+                },
+                unwritten_bytes: 0,
+                writer: Some(Writer {
+                    file,
+                    segment_no: active_no,
+                    dirty: false,
+                }),
+                active_no,
+                spare: Spare::None,
+                segments,
+                releasing: false,
+                failed: None,
+            }),
+            changed: Event::new(),
+        })
+    }
+
+    /// Buffers one record; no I/O, no await, so the DB can call it while holding its own lock
+    /// to keep record order = sequence order. Returns the record number.
+    pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        if payload.is_empty() {
+            return Err(Error::InvalidArgument("empty log record".into()));
+        }
+        let framed = framed_len(payload.len());
+        if SEGMENT_HEADER_LEN as u64 + framed > self.segment_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "log record of {} bytes does not fit in a {}-byte segment",
+                payload.len(),
+                self.segment_bytes
+            )));
+        }
+        let mut st = self.state.lock();
+        if let Some(cause) = &st.failed {
+            return Err(Error::WritesDisabled(cause.clone()));
+        }
+        let record_no = st.next_record;
+        let end = st.tail.end();
+        if end == 0 {
+            // The segment opened at startup: its header goes with its first record.
+            debug_assert_eq!(st.segments.back().map(|s| s.first_record), Some(record_no));
+            let header = SegmentHeader {
+                segment_no: st.tail.segment_no,
+                first_record: record_no,
+            };
+            header.encode(&mut st.tail.bytes);
+        } else if end + framed > self.segment_bytes {
+            let number = st.tail.segment_no + 1;
+            let mut bytes = Vec::new();
+            SegmentHeader {
+                segment_no: number,
+                first_record: record_no,
+            }
+            .encode(&mut bytes);
+            let full = std::mem::replace(
+                &mut st.tail,
+                Pending {
+                    segment_no: number,
+                    start: 0,
+                    bytes,
+                },
+            );
+            st.sealed.push(full);
+            st.segments.push_back(LiveSegment {
+                number,
+                first_record: record_no,
+                bytes: self.segment_bytes,
+            });
+            st.unwritten_bytes += SEGMENT_HEADER_LEN as u64;
+        }
+        encode_record(record_no, payload, &mut st.tail.bytes);
+        debug_assert!(st.tail.end() <= self.segment_bytes);
+        st.unwritten_bytes += framed;
+        st.next_record += 1;
+        Ok(record_no)
+    }
+
+    /// Returns once record `record_no` (and so every earlier one) is durable. Concurrent
+    /// callers share fdatasyncs (group commit): if a write is in flight, wait for it and
+    /// re-check; otherwise lead: write everything buffered, fdatasync, publish, wake all.
+    pub async fn sync(&self, record_no: u64) -> Result<()> {
+        let (writer, batch) = loop {
+            let listener = {
+                let mut st = self.state.lock();
+                if record_no >= st.next_record {
+                    return Err(Error::InvalidArgument(format!(
+                        "sync of log record {record_no}, which was never appended"
+                    )));
+                }
+                if st.durable.is_some_and(|d| d >= record_no) {
+                    return Ok(());
+                }
+                if let Some(cause) = &st.failed {
+                    return Err(Error::WritesDisabled(cause.clone()));
+                }
+                if let Some(writer) = st.writer.take() {
+                    break (writer, take_batch(&mut st, true));
+                }
+                self.changed.listen()
+            };
+            listener.await;
+        };
+        self.lead(writer, batch, true).await
+    }
+
+    /// For `Durability::Buffered`: writes out buffered whole blocks, without fdatasync, once
+    /// more than [`BUFFERED_WRITE_BYTES`] are pending; a cheap no-op otherwise, or while
+    /// another write is in flight.
+    pub async fn write_if_full(&self) -> Result<()> {
+        let (writer, batch) = {
+            let mut st = self.state.lock();
+            if let Some(cause) = &st.failed {
+                return Err(Error::WritesDisabled(cause.clone()));
+            }
+            if st.unwritten_bytes <= BUFFERED_WRITE_BYTES {
+                return Ok(());
+            }
+            let Some(writer) = st.writer.take() else {
+                return Ok(());
+            };
+            (writer, take_batch(&mut st, false))
+        };
+        self.lead(writer, batch, false).await
+    }
+
+    /// Prepares the next segment ahead of need if the active one is past half full and no
+    /// spare exists; returns whether it did. For a background task: leaders call it too, after
+    /// publishing, so without one only the caller of that leader waits for the zero-fill.
+    pub async fn prepare_spare(&self) -> Result<bool> {
+        let number = {
+            let mut st = self.state.lock();
+            let wanted =
+                st.tail.segment_no > st.active_no || st.tail.end() > self.segment_bytes / 2;
+            if st.failed.is_some() || !matches!(st.spare, Spare::None) || !wanted {
+                return Ok(false);
+            }
+            st.spare = Spare::Preparing;
+            st.active_no + 1
+        };
+        let file = self.prepare_claimed(number).await?;
+        self.state.lock().spare = Spare::Ready(file);
+        self.changed.notify(usize::MAX);
+        Ok(true)
+    }
+
+    /// Deletes segments all of whose records are < `record_no` (their data is in SSTables
+    /// now), oldest first, each removal durable before the next. Never the active segment.
+    pub async fn release_before(&self, record_no: u64) -> Result<()> {
+        let count = loop {
+            let listener = {
+                let mut st = self.state.lock();
+                if !st.releasing {
+                    st.releasing = true;
+                    let active_no = st.active_no;
+                    let segs = &st.segments;
+                    break (0..segs.len().saturating_sub(1))
+                        .take_while(|&i| {
+                            segs[i].number < active_no && segs[i + 1].first_record <= record_no
+                        })
+                        .count();
+                }
+                self.changed.listen()
+            };
+            listener.await;
+        };
+        let guard = OnCancel(Some(|| self.end_release()));
+        let mut result = Ok(());
+        for _ in 0..count {
+            let number = {
+                let st = self.state.lock();
+                st.segments.front().map(|s| s.number)
+            };
+            let Some(number) = number else { break };
+            result = remove_segment(&*self.fs, &self.dir, number).await;
+            if result.is_err() {
+                break;
+            }
+            let removed = self.state.lock().segments.pop_front();
+            debug_assert_eq!(removed.map(|s| s.number), Some(number));
+        }
+        guard.disarm();
+        self.end_release();
+        result
+    }
+
+    /// Number the next appended record will get.
+    pub fn next_record(&self) -> u64 {
+        self.state.lock().next_record
+    }
+
+    /// The highest record known durable, if any.
+    pub fn durable_record(&self) -> Option<u64> {
+        self.state.lock().durable
+    }
+
+    /// Bytes of live segments on disk, the spare included (for stats).
+    pub fn disk_bytes(&self) -> u64 {
+        let st = self.state.lock();
+        let live: u64 = st
+            .segments
+            .iter()
+            .filter(|s| s.number <= st.active_no)
+            .map(|s| s.bytes)
+            .sum();
+        let spare = match st.spare {
+            Spare::Ready(_) => self.segment_bytes,
+            Spare::None | Spare::Preparing => 0,
+        };
+        live + spare
+    }
+
+    /// Does a leader's I/O, then publishes the outcome and wakes every waiter.
+    async fn lead(&self, mut writer: Writer<F>, batch: Batch, sync: bool) -> Result<()> {
+        let guard = OnCancel(Some(|| {
+            self.state.lock().failed = Some("a log write was cancelled mid-way".into());
+            self.changed.notify(usize::MAX);
+        }));
+        let result = self.write_batch(&mut writer, batch.parts, sync).await;
+        guard.disarm();
+        {
+            let mut st = self.state.lock();
+            match &result {
+                Ok(()) => {
+                    st.writer = Some(writer);
+                    if sync {
+                        debug_assert!(batch.last_record >= st.durable);
+                        st.durable = batch.last_record;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "log write failed; writes disabled");
+                    st.failed = Some(e.to_string());
+                }
+            }
+        }
+        self.changed.notify(usize::MAX);
+        if result.is_ok() {
+            if let Err(e) = self.prepare_spare().await {
+                // Our records are durable; the next rotation retries and reports failure then.
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot prepare spare log segment");
+            }
+        }
+        result
+    }
+
+    async fn write_batch(
+        &self,
+        writer: &mut Writer<F>,
+        parts: Vec<Pending>,
+        sync: bool,
+    ) -> Result<()> {
+        for part in parts {
+            if part.segment_no != writer.segment_no {
+                assert_eq!(
+                    part.segment_no,
+                    writer.segment_no + 1,
+                    "log segments out of order"
+                );
+                debug_assert_eq!(part.start, 0);
+                // The old segment is durable before any byte of the new one is written, so
+                // only the last segment can ever be torn.
+                if writer.dirty {
+                    writer.file.sync_data().await.at(writer.file.path())?;
+                }
+                let file = self.take_segment_file(part.segment_no).await?;
+                *writer = Writer {
+                    file,
+                    segment_no: part.segment_no,
+                    dirty: false,
+                };
+            }
+            if part.bytes.is_empty() {
+                continue;
+            }
+            debug_assert!(part.start % WRITE_ALIGN as u64 == 0);
+            let mut bytes = part.bytes;
+            bytes.resize(align_up(bytes.len() as u64) as usize, 0);
+            debug_assert!(part.start + bytes.len() as u64 <= self.segment_bytes);
+            writer
+                .file
+                .write_at(part.start, &bytes)
+                .await
+                .at(writer.file.path())?;
+            writer.dirty = true;
+        }
+        if sync && writer.dirty {
+            writer.file.sync_data().await.at(writer.file.path())?;
+            writer.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// The file for segment `number` (= active + 1), which becomes the active segment: the
+    /// spare if ready, waiting for it if being prepared, otherwise prepared here. `active_no`
+    /// moves in the same critical section that empties the spare slot, so `prepare_spare`
+    /// can never pick the number of a segment already in use.
+    async fn take_segment_file(&self, number: u64) -> Result<F::File> {
+        loop {
+            let listener = {
+                let mut st = self.state.lock();
+                debug_assert_eq!(number, st.active_no + 1);
+                match std::mem::replace(&mut st.spare, Spare::Preparing) {
+                    Spare::Ready(file) => {
+                        st.spare = Spare::None;
+                        st.active_no = number;
+                        return Ok(file);
+                    }
+                    Spare::None => break,
+                    Spare::Preparing => self.changed.listen(),
+                }
+            };
+            listener.await;
+        }
+        let file = self.prepare_claimed(number).await?;
+        {
+            let mut st = self.state.lock();
+            st.spare = Spare::None;
+            st.active_no = number;
+        }
+        self.changed.notify(usize::MAX);
+        Ok(file)
+    }
+
+    /// Prepares segment `number` after the caller set the spare slot to `Preparing`; on
+    /// failure or cancellation the slot is emptied again.
+    async fn prepare_claimed(&self, number: u64) -> Result<F::File> {
+        let reset = || {
+            self.state.lock().spare = Spare::None;
+            self.changed.notify(usize::MAX);
+        };
+        let guard = OnCancel(Some(reset));
+        let result = prepare_segment(&*self.fs, &self.dir, number, self.segment_bytes).await;
+        if result.is_ok() {
+            guard.disarm();
+        }
+        result
+    }
+
+    fn end_release(&self) {
+        self.state.lock().releasing = false;
+        self.changed.notify(usize::MAX);
+    }
+}
+
+/// Hands everything buffered to a leader, keeping a copy of the partial tail block (the next
+/// leader rewrites it with more records). With `with_tail_block` false the partial block is
+/// left out of this batch entirely.
+fn take_batch<F: FileSystem>(st: &mut State<F>, with_tail_block: bool) -> Batch {
+    let mut parts = std::mem::take(&mut st.sealed);
+    let end = st.tail.end();
+    let keep_from = end - end % WRITE_ALIGN as u64;
+    let kept_at = (keep_from - st.tail.start) as usize;
+    let kept = st.tail.bytes[kept_at..].to_vec();
+    let segment_no = st.tail.segment_no;
+    let mut last = std::mem::replace(
+        &mut st.tail,
+        Pending {
+            segment_no,
+            start: keep_from,
+            bytes: kept,
+        },
+    );
+    if !with_tail_block {
+        last.bytes.truncate(kept_at);
+    }
+    parts.push(last);
+    st.unwritten_bytes = 0;
+    Batch {
+        parts,
+        last_record: st.next_record.checked_sub(1),
+    }
+}
+
+/// Every segment file in `dir` with its header, in number order.
+async fn find_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<Found>> {
+    let mut numbers: Vec<u64> = fs
+        .list_dir(dir)
+        .await
+        .at(dir)?
+        .iter()
+        .filter_map(|name| parse_segment_name(name))
+        .collect();
+    numbers.sort_unstable();
+    let mut found = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        let path = segment_path(dir, number);
+        let file = fs.open(&path).await.at(&path)?;
+        let file_len = file.len().await.at(&path)?;
+        let header = match reader::read_header(&file, file_len).await? {
+            HeaderState::Valid(h) if h.segment_no != number => {
+                HeaderState::Invalid(format!("header names segment {}", h.segment_no))
+            }
+            other => other,
+        };
+        found.push(Found {
+            number,
+            file_len,
+            header,
+        });
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Reading segments back, for recovery and for `sstable-dump`'s log dump. Nothing read is
+//! trusted: a record is returned only after its length was bounded by the file, its crc
+//! matched, and its number was the next one expected; the first record failing any of these
+//! ends the segment, and why is reported.
+
+use std::fmt;
+use std::path::Path;
+
+use super::record::{
+    HeaderState, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader,
+};
+use crate::error::{IoContext, Result};
+use crate::fs::{File, FileSystem};
+
+/// One read covers many small records; a larger record is read whole.
+const READ_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Why reading a segment stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Too few bytes left in the file for a record header.
+    EndOfSegment,
+    /// A record header with length 0: the zero-filled space after the last record.
+    ZeroLength,
+    /// A length running past the end of the file.
+    ImpossibleLength(u32),
+    /// The crc does not match: a torn write, or damage.
+    BadChecksum,
+    /// A well-formed record with the wrong number: stale bytes from an earlier write.
+    UnexpectedRecordNo(u64),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::EndOfSegment => write!(f, "end of segment"),
+            StopReason::ZeroLength => write!(f, "zeroed space"),
+            StopReason::ImpossibleLength(len) => write!(f, "impossible record length {len}"),
+            StopReason::BadChecksum => write!(f, "record checksum mismatch"),
+            StopReason::UnexpectedRecordNo(n) => write!(f, "unexpected record number {n}"),
+        }
+    }
+}
+
+/// Where and why reading a segment stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// File offset just after the last valid record.
+    pub offset: u64,
+    /// Number the next record would have had: one past the last valid record.
+    pub next_record: u64,
+    pub reason: StopReason,
+}
+
+/// Everything readable in one segment file.
+#[derive(Debug, Clone)]
+pub struct SegmentDump {
+    pub file_len: u64,
+    pub header: HeaderState,
+    /// The valid records, in order.
+    pub records: Vec<DumpedRecord>,
+    /// Where reading stopped; `None` when the header is not valid (no record is trusted then).
+    pub end: Option<ScanEnd>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedRecord {
+    pub record_no: u64,
+    /// File offset of the record's header.
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Reads a whole segment file. Only I/O failures are errors; damage is described in the dump.
+pub async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<SegmentDump> {
+    let file = fs.open(path).await.at(path)?;
+    let file_len = file.len().await.at(path)?;
+    let header = read_header(&file, file_len).await?;
+    let mut records = Vec::new();
+    let end = match &header {
+        HeaderState::Valid(h) => Some(
+            scan_records(&file, file_len, h, |record_no, offset, payload| {
+                records.push(DumpedRecord {
+                    record_no,
+                    offset,
+                    payload: payload.to_vec(),
+                });
+                Ok(())
+            })
+            .await?,
+        ),
+        HeaderState::Blank | HeaderState::Invalid(_) => None,
+    };
+    Ok(SegmentDump {
+        file_len,
+        header,
+        records,
+        end,
+    })
+}
+
+/// Reads and classifies a segment's header.
+pub(super) async fn read_header<Fl: File>(file: &Fl, file_len: u64) -> Result<HeaderState> {
+    let len = file_len.min(SEGMENT_HEADER_LEN as u64) as usize;
+    let bytes = file.read_at(0, len).await.at(file.path())?;
+    Ok(SegmentHeader::decode(&bytes))
+}
+
+/// Calls `each(record_no, offset, payload)` for every valid record after `header`, in order,
+/// and returns where the valid records end. An error from `each` stops the scan and is
+/// returned.
+pub(super) async fn scan_records<Fl: File>(
+    file: &Fl,
+    file_len: u64,
+    header: &SegmentHeader,
+    mut each: impl FnMut(u64, u64, &[u8]) -> Result<()>,
+) -> Result<ScanEnd> {
+    let mut reader = ChunkReader {
+        file,
+        file_len,
+        buf: Vec::new(),
+        buf_start: 0,
+    };
+    let mut offset = SEGMENT_HEADER_LEN as u64;
+    let mut next_record = header.first_record;
+    let reason = loop {
+        let Some(hb) = reader.get(offset, RECORD_HEADER_LEN).await? else {
+            break StopReason::EndOfSegment;
+        };
+        let mut raw = [0u8; RECORD_HEADER_LEN];
+        raw.copy_from_slice(hb);
+        let h = RecordHeader::decode(&raw);
+        if h.len == 0 {
+            break StopReason::ZeroLength;
+        }
+        let payload_at = offset + RECORD_HEADER_LEN as u64;
+        if u64::from(h.len) > file_len - payload_at {
+            break StopReason::ImpossibleLength(h.len);
+        }
+        let Some(payload) = reader.get(payload_at, h.len as usize).await? else {
+            // The file shrank under us: nothing past here can be trusted.
+            break StopReason::ImpossibleLength(h.len);
+        };
+        if !h.checks(payload) {
+            break StopReason::BadChecksum;
+        }
+        if h.record_no != next_record {
+            break StopReason::UnexpectedRecordNo(h.record_no);
+        }
+        each(next_record, offset, payload)?;
+        offset = payload_at + u64::from(h.len);
+        next_record += 1;
+    };
+    Ok(ScanEnd {
+        offset,
+        next_record,
+        reason,
+    })
+}
+
+/// Serves small reads from one large buffered read.
+struct ChunkReader<'a, Fl: File> {
+    file: &'a Fl,
+    file_len: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+}
+
+impl<Fl: File> ChunkReader<'_, Fl> {
+    /// `len` bytes at `pos`, or `None` when the file ends first.
+    async fn get(&mut self, pos: u64, len: usize) -> Result<Option<&[u8]>> {
+        let end = pos + len as u64;
+        if end > self.file_len {
+            return Ok(None);
+        }
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if pos < self.buf_start || end > buf_end {
+            let want = (len as u64).max(READ_CHUNK_BYTES).min(self.file_len - pos);
+            self.buf = self
+                .file
+                .read_at(pos, want as usize)
+                .await
+                .at(self.file.path())?;
+            self.buf_start = pos;
+            if (self.buf.len() as u64) < len as u64 {
+                return Ok(None);
+            }
+        }
+        let at = (pos - self.buf_start) as usize;
+        Ok(self.buf.get(at..at + len))
+    }
+}

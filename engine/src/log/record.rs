@@ -1,0 +1,209 @@
+//! Byte layout of a log segment: the segment header and record framing, shared by the writer
+//! ([`super::Log`]) and the reader ([`super::reader`]). All integers are little-endian.
+//!
+//! A segment file (`NNNNNN.log`) is preallocated and zero-filled, then holds:
+//!
+//! | offset | field        | type | meaning                                              |
+//! |--------|--------------|------|------------------------------------------------------|
+//! | 0      | magic        | u32  | [`SEGMENT_MAGIC`] ("SHLG")                           |
+//! | 4      | version      | u32  | [`FORMAT_VERSION`]                                   |
+//! | 8      | segment_no   | u64  | the number in the file name                          |
+//! | 16     | first_record | u64  | number of the segment's first record                 |
+//! | 24     | header_crc   | u32  | crc32c of bytes 0..24                                |
+//! | 28     | records...   |      | packed back to back, then zeros to the end           |
+//!
+//! Each record:
+//!
+//! | offset | field     | type | meaning                                                  |
+//! |--------|-----------|------|----------------------------------------------------------|
+//! | 0      | crc       | u32  | crc32c of `len ‖ record_no ‖ payload` (bytes 4..)        |
+//! | 4      | len       | u32  | payload length, never 0 (0 marks the zeroed end)         |
+//! | 8      | record_no | u64  | consecutive across segments                              |
+//! | 16     | payload   |      | `len` opaque bytes                                       |
+//!
+//! The crc covers the record number, so a stale record left from an earlier write of the same
+//! block (valid crc, old number) ends replay instead of being replayed.
+
+/// "SHLG": Shoal log.
+pub const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"SHLG");
+/// Bumped on any layout change; a reader refuses versions it does not know.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// magic + version + segment_no + first_record + crc.
+pub const SEGMENT_HEADER_LEN: usize = 4 + 4 + 8 + 8 + 4;
+/// crc + len + record_no.
+pub const RECORD_HEADER_LEN: usize = 4 + 4 + 8;
+
+const _: () = assert!(SEGMENT_HEADER_LEN == 28);
+const _: () = assert!(RECORD_HEADER_LEN == 16);
+const _: () = assert!(SEGMENT_HEADER_LEN + RECORD_HEADER_LEN < crate::fs::WRITE_ALIGN);
+
+/// The fixed part at the start of every segment that has been written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub segment_no: u64,
+    pub first_record: u64,
+}
+
+/// What the first [`SEGMENT_HEADER_LEN`] bytes of a segment hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderState {
+    Valid(SegmentHeader),
+    /// All zeros (or shorter than a header and all zeros): prepared but never written.
+    Blank,
+    /// Neither valid nor blank; the reason says which check failed.
+    Invalid(String),
+}
+
+impl SegmentHeader {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&SEGMENT_MAGIC.to_le_bytes());
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.segment_no.to_le_bytes());
+        out.extend_from_slice(&self.first_record.to_le_bytes());
+        let crc = crc32c::crc32c(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(out.len() - start, SEGMENT_HEADER_LEN);
+    }
+
+    /// Classifies the first bytes of a segment (`bytes` may be shorter than a header when the
+    /// file is).
+    pub(crate) fn decode(bytes: &[u8]) -> HeaderState {
+        if bytes.iter().all(|&b| b == 0) {
+            return HeaderState::Blank;
+        }
+        let Some(h) = bytes.get(..SEGMENT_HEADER_LEN) else {
+            return HeaderState::Invalid(format!(
+                "file too short for a header ({} bytes)",
+                bytes.len()
+            ));
+        };
+        let stored_crc = u32_at(h, 24);
+        if crc32c::crc32c(&h[..24]) != stored_crc {
+            return HeaderState::Invalid("header checksum mismatch".into());
+        }
+        let magic = u32_at(h, 0);
+        if magic != SEGMENT_MAGIC {
+            return HeaderState::Invalid(format!("bad magic {magic:#010x}"));
+        }
+        let version = u32_at(h, 4);
+        if version != FORMAT_VERSION {
+            return HeaderState::Invalid(format!("unknown format version {version}"));
+        }
+        HeaderState::Valid(SegmentHeader {
+            segment_no: u64_at(h, 8),
+            first_record: u64_at(h, 16),
+        })
+    }
+}
+
+/// Bytes a record with a `payload_len`-byte payload takes in a segment.
+pub fn framed_len(payload_len: usize) -> u64 {
+    (RECORD_HEADER_LEN + payload_len) as u64
+}
+
+/// Appends one framed record to `out`.
+pub fn encode_record(record_no: u64, payload: &[u8], out: &mut Vec<u8>) {
+    assert!(
+        !payload.is_empty(),
+        "an empty record would read as the zeroed end"
+    );
+    assert!(
+        payload.len() <= u32::MAX as usize,
+        "record of {} bytes",
+        payload.len()
+    );
+    let len = payload.len() as u32;
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&record_no.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The fixed part of a record, read before its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordHeader {
+    pub crc: u32,
+    pub len: u32,
+    pub record_no: u64,
+}
+
+impl RecordHeader {
+    pub fn decode(h: &[u8; RECORD_HEADER_LEN]) -> RecordHeader {
+        RecordHeader {
+            crc: u32_at(h, 0),
+            len: u32_at(h, 4),
+            record_no: u64_at(h, 8),
+        }
+    }
+
+    /// True when `payload` is exactly what this header's crc was computed over.
+    pub fn checks(&self, payload: &[u8]) -> bool {
+        let mut crc = crc32c::crc32c(&self.len.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &self.record_no.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, payload);
+        crc == self.crc && payload.len() as u64 == u64::from(self.len)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = SegmentHeader {
+            segment_no: 7,
+            first_record: 1234,
+        };
+        let mut b = Vec::new();
+        h.encode(&mut b);
+        assert_eq!(SegmentHeader::decode(&b), HeaderState::Valid(h));
+        assert_eq!(
+            SegmentHeader::decode(&[0; SEGMENT_HEADER_LEN]),
+            HeaderState::Blank
+        );
+        assert_eq!(SegmentHeader::decode(&[]), HeaderState::Blank);
+        assert!(matches!(
+            SegmentHeader::decode(&b[..10]),
+            HeaderState::Invalid(_)
+        ));
+        for i in 0..SEGMENT_HEADER_LEN {
+            let mut d = b.clone();
+            d[i] ^= 0x40;
+            assert!(
+                matches!(SegmentHeader::decode(&d), HeaderState::Invalid(_)),
+                "byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn record_crc_covers_number_and_length() {
+        let mut b = Vec::new();
+        encode_record(42, b"hello", &mut b);
+        assert_eq!(b.len() as u64, framed_len(5));
+        let h = RecordHeader::decode(b[..RECORD_HEADER_LEN].try_into().unwrap());
+        assert_eq!((h.len, h.record_no), (5, 42));
+        assert!(h.checks(&b[RECORD_HEADER_LEN..]));
+        assert!(!h.checks(b"hellp"));
+        let renumbered = RecordHeader { record_no: 43, ..h };
+        assert!(!renumbered.checks(&b[RECORD_HEADER_LEN..]));
+    }
+}

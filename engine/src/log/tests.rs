@@ -1,0 +1,883 @@
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use futures_lite::future::block_on;
+use proptest::prelude::*;
+
+use super::*;
+use crate::fs::{FaultError, FaultFs, FaultOp, FaultRule, StdFs};
+
+/// `StdFs` that counts fdatasyncs and fails writes or syncs on demand.
+#[derive(Default)]
+struct TestFs {
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    data_syncs: AtomicU64,
+    fail_writes_enospc: AtomicBool,
+    fail_syncs_eio: AtomicBool,
+}
+
+struct TestFile {
+    inner: <StdFs as FileSystem>::File,
+    counters: Arc<Counters>,
+}
+
+impl FileSystem for TestFs {
+    type File = TestFile;
+
+    async fn create(&self, path: &Path) -> io::Result<TestFile> {
+        Ok(TestFile {
+            inner: StdFs.create(path).await?,
+            counters: self.counters.clone(),
+        })
+    }
+    async fn open(&self, path: &Path) -> io::Result<TestFile> {
+        Ok(TestFile {
+            inner: StdFs.open(path).await?,
+            counters: self.counters.clone(),
+        })
+    }
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove(path).await
+    }
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to).await
+    }
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdFs.list_dir(dir).await
+    }
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(dir).await
+    }
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdFs.sync_dir(dir).await
+    }
+}
+
+impl File for TestFile {
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.inner.read_at(pos, len).await
+    }
+    async fn write_at(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
+        if self.counters.fail_writes_enospc.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.inner.write_at(pos, buf).await
+    }
+    async fn sync_data(&self) -> io::Result<()> {
+        if self.counters.fail_syncs_eio.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.counters.data_syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync_data().await
+    }
+    async fn len(&self) -> io::Result<u64> {
+        self.inner.len().await
+    }
+    async fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len).await
+    }
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+}
+
+const SMALL_SEGMENT: u64 = 8 << 10;
+
+fn opts(segment_bytes: u64) -> LogOptions {
+    LogOptions { segment_bytes }
+}
+
+/// Varied lengths, contents that depend on the number.
+fn payload(i: u64) -> Vec<u8> {
+    let len = 1 + (i * 37 % 300) as usize;
+    (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+}
+
+type Replayed = Vec<(u64, Vec<u8>)>;
+
+fn open<F: FileSystem>(
+    fs: Arc<F>,
+    dir: &Path,
+    segment_bytes: u64,
+    from: ReplayFrom,
+) -> Result<(Log<F>, Replayed)> {
+    let mut seen = Vec::new();
+    let log = block_on(Log::open(
+        fs,
+        dir.to_owned(),
+        opts(segment_bytes),
+        from,
+        |n, p| {
+            seen.push((n, p.to_vec()));
+            Ok(())
+        },
+    ))?;
+    Ok((log, seen))
+}
+
+fn open_std(dir: &Path, segment_bytes: u64, from: ReplayFrom) -> (Log<StdFs>, Replayed) {
+    open(Arc::new(StdFs), dir, segment_bytes, from).unwrap()
+}
+
+fn append_synced<F: FileSystem>(log: &Log<F>, range: std::ops::Range<u64>) {
+    for i in range {
+        assert_eq!(log.append(&payload(i)).unwrap(), i);
+    }
+    let last = log.next_record() - 1;
+    block_on(log.sync(last)).unwrap();
+    assert_eq!(log.durable_record(), Some(last));
+}
+
+fn expected(range: std::ops::Range<u64>) -> Replayed {
+    range.map(|i| (i, payload(i))).collect()
+}
+
+fn segment_numbers(dir: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| parse_segment_name(e.unwrap().file_name().to_str().unwrap()))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The segments holding records, with their dumps.
+fn dumps(dir: &Path) -> Vec<(u64, SegmentDump)> {
+    segment_numbers(dir)
+        .into_iter()
+        .map(|n| {
+            (
+                n,
+                block_on(read_segment(&StdFs, &segment_path(dir, n))).unwrap(),
+            )
+        })
+        .filter(|(_, d)| !d.records.is_empty())
+        .collect()
+}
+
+fn assert_corruption<T>(r: Result<T>) {
+    match r {
+        Err(e) => assert!(e.is_corruption(), "expected corruption, got {e}"),
+        Ok(_) => panic!("expected corruption, got Ok"),
+    }
+}
+
+#[test]
+fn log_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Log<StdFs>>();
+}
+
+#[test]
+fn append_sync_reopen_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert!(seen.is_empty());
+    assert_eq!((log.next_record(), log.durable_record()), (0, None));
+    assert_eq!(log.disk_bytes(), SMALL_SEGMENT);
+    append_synced(&log, 0..10);
+    drop(log);
+
+    let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..10));
+    assert_eq!((log.next_record(), log.durable_record()), (10, Some(9)));
+    append_synced(&log, 10..15);
+    drop(log);
+
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..15));
+}
+
+#[test]
+fn records_across_many_rotations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    for chunk in 0..50 {
+        append_synced(&log, chunk * 10..chunk * 10 + 10);
+    }
+    // Some records buffered across several rotations before a single sync.
+    append_synced(&log, 500..700);
+    drop(log);
+    let segs = dumps(&dir);
+    assert!(segs.len() > 10, "only {} segments", segs.len());
+    for (n, d) in &segs {
+        assert_eq!(d.file_len, SMALL_SEGMENT);
+        let h = match &d.header {
+            HeaderState::Valid(h) => *h,
+            other => panic!("segment {n}: {other:?}"),
+        };
+        assert_eq!(h.segment_no, *n);
+        assert_eq!(h.first_record, d.records[0].record_no);
+    }
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..700));
+}
+
+#[test]
+fn record_that_fills_a_segment_exactly_and_oversized_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    let max = (SMALL_SEGMENT as usize) - SEGMENT_HEADER_LEN - record::RECORD_HEADER_LEN;
+    assert!(matches!(
+        log.append(&vec![1; max + 1]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(log.append(&[]), Err(Error::InvalidArgument(_))));
+    assert_eq!(log.next_record(), 0);
+    assert_eq!(log.append(b"small").unwrap(), 0);
+    assert_eq!(log.append(&vec![7; max]).unwrap(), 1);
+    assert_eq!(log.append(b"after").unwrap(), 2);
+    block_on(log.sync(2)).unwrap();
+    assert!(matches!(
+        block_on(log.sync(3)),
+        Err(Error::InvalidArgument(_))
+    ));
+    drop(log);
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    let want: Replayed = vec![
+        (0, b"small".to_vec()),
+        (1, vec![7; max]),
+        (2, b"after".to_vec()),
+    ];
+    assert_eq!(seen, want);
+    // Three records in three segments: the full one shares with neither neighbour.
+    assert_eq!(
+        dumps(&dir)
+            .iter()
+            .map(|(_, d)| d.records.len())
+            .collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+}
+
+#[test]
+fn replay_from_a_record_deletes_segments_wholly_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    append_synced(&log, 0..300);
+    drop(log);
+    let segs = dumps(&dir);
+    let (third_no, third) = &segs[2];
+    let first_of_third = third.records[0].record_no;
+    let from = first_of_third + 1;
+
+    let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Record(from));
+    assert_eq!(seen, expected(from..300));
+    assert_eq!(log.next_record(), 300);
+    let left = segment_numbers(&dir);
+    assert_eq!(
+        left[0], *third_no,
+        "segments wholly before record {from} remain: {left:?}"
+    );
+    drop(log);
+
+    // Replaying from exactly a segment's first record keeps that segment only.
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Record(first_of_third));
+    assert_eq!(seen, expected(first_of_third..300));
+
+    // Past the end: nothing replayed, every old segment goes, numbering continues at `from`.
+    let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Record(1000));
+    assert!(seen.is_empty());
+    assert_eq!((log.next_record(), log.durable_record()), (1000, Some(999)));
+    assert_eq!(segment_numbers(&dir).len(), 1);
+    append_synced(&log, 1000..1003);
+    drop(log);
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(1000..1003));
+}
+
+#[test]
+fn replay_from_a_record_that_was_released_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    append_synced(&log, 0..300);
+    drop(log);
+    let segs = dumps(&dir);
+    let start = segs[3].1.records[0].record_no;
+    std::fs::remove_file(segment_path(&dir, segs[0].0)).unwrap();
+    std::fs::remove_file(segment_path(&dir, segs[1].0)).unwrap();
+    std::fs::remove_file(segment_path(&dir, segs[2].0)).unwrap();
+    assert_corruption(open(
+        Arc::new(StdFs),
+        &dir,
+        SMALL_SEGMENT,
+        ReplayFrom::Record(start - 1),
+    ));
+    // Oldest accepts a log whose beginning was released.
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(start..300));
+}
+
+#[test]
+fn release_before_deletes_exactly_the_segments_wholly_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    append_synced(&log, 0..300);
+    let segs = dumps(&dir);
+    let firsts: Vec<u64> = segs.iter().map(|(_, d)| d.records[0].record_no).collect();
+    let bytes_before = log.disk_bytes();
+
+    // Record firsts[2] - 1 is the last of segment 1: only segment 0 is wholly before it.
+    block_on(log.release_before(firsts[2] - 1)).unwrap();
+    assert_eq!(segment_numbers(&dir)[0], segs[1].0);
+    assert_eq!(log.disk_bytes(), bytes_before - SMALL_SEGMENT);
+    block_on(log.release_before(firsts[2])).unwrap();
+    assert_eq!(segment_numbers(&dir)[0], segs[2].0);
+    // Releasing everything keeps the active segment.
+    block_on(log.release_before(u64::MAX)).unwrap();
+    let active = segs.last().unwrap().0;
+    assert_eq!(segment_numbers(&dir)[0], active);
+    let first_active = segs.last().unwrap().1.records[0].record_no;
+    append_synced(&log, 300..310);
+    drop(log);
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(first_active..310));
+}
+
+#[test]
+fn group_commit_shares_fdatasyncs() {
+    const THREADS: u64 = 64;
+    const PER_THREAD: u64 = 100;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let fs = Arc::new(TestFs::default());
+    let counters = fs.counters.clone();
+    let (log, _) = open(fs.clone(), &dir, 4 << 20, ReplayFrom::Oldest).unwrap();
+    let log = Arc::new(log);
+    let syncs_before = counters.data_syncs.load(Ordering::SeqCst);
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..PER_THREAD {
+                    let body = format!("thread {t} record {i}");
+                    let n = log.append(body.as_bytes()).unwrap();
+                    block_on(log.sync(n)).unwrap();
+                    assert!(log.durable_record() >= Some(n));
+                    mine.push((n, body));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut written: Vec<(u64, String)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    written.sort();
+    let records = THREADS * PER_THREAD;
+    let syncs = counters.data_syncs.load(Ordering::SeqCst) - syncs_before;
+    assert!(
+        syncs * 4 <= records,
+        "{syncs} fdatasyncs for {records} records"
+    );
+    assert_eq!(log.durable_record(), Some(records - 1));
+    drop(log);
+
+    let (_, seen) = open(fs, &dir, 4 << 20, ReplayFrom::Oldest).unwrap();
+    let seen: Vec<(u64, String)> = seen
+        .into_iter()
+        .map(|(n, p)| (n, String::from_utf8(p).unwrap()))
+        .collect();
+    assert_eq!(seen, written);
+}
+
+/// Writes records 0..`count` over several segments, returning the dump of the last one.
+fn log_with_records(dir: &Path, count: u64) -> (u64, SegmentDump) {
+    let (log, _) = open_std(dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    for i in 0..count {
+        append_synced(&log, i..i + 1);
+    }
+    drop(log);
+    let mut segs = dumps(dir);
+    assert!(segs.len() >= 3);
+    let last = segs.pop().unwrap();
+    assert!(last.1.records.len() >= 5);
+    last
+}
+
+fn damage(dir: &Path, segment: u64, how: impl FnOnce(&std::fs::File)) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir, segment))
+        .unwrap();
+    how(&f);
+    f.sync_all().unwrap();
+}
+
+/// After damage to the last segment at record index `k`, replay ends just before it, appends
+/// continue from there, and a second reopen sees both.
+fn check_torn_tail(count: u64, k: usize, how: impl FnOnce(&std::fs::File, &DumpedRecord)) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (last_no, last) = log_with_records(&dir, count);
+    let victim = &last.records[k];
+    damage(&dir, last_no, |f| how(f, victim));
+    let cut = victim.record_no;
+
+    let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..cut));
+    assert_eq!(log.next_record(), cut);
+    assert_eq!(log.durable_record(), cut.checked_sub(1));
+    let more: Vec<u64> = (0..5)
+        .map(|i| log.append(format!("new {i}").as_bytes()).unwrap())
+        .collect();
+    assert_eq!(more, (cut..cut + 5).collect::<Vec<_>>());
+    block_on(log.sync(cut + 4)).unwrap();
+    drop(log);
+
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    let mut want = expected(0..cut);
+    want.extend((0..5).map(|i| (cut + i, format!("new {i}").into_bytes())));
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn torn_tail_truncated() {
+    // Mid-record, mid-header, and right at a record's start.
+    check_torn_tail(120, 3, |f, r| f.set_len(r.offset + 20).unwrap());
+    check_torn_tail(120, 4, |f, r| f.set_len(r.offset + 5).unwrap());
+    check_torn_tail(120, 2, |f, r| f.set_len(r.offset).unwrap());
+}
+
+#[test]
+fn torn_tail_zeroed() {
+    check_torn_tail(120, 3, |f, r| {
+        f.write_all_at(&vec![0; 8192], r.offset).unwrap()
+    });
+    // Only the payload's end zeroed: the crc catches it.
+    check_torn_tail(120, 1, |f, r| {
+        f.write_all_at(&[0; 4], r.offset + 16 + r.payload.len() as u64 - 4)
+            .unwrap()
+    });
+}
+
+#[test]
+fn torn_tail_garbage() {
+    check_torn_tail(120, 2, |f, r| {
+        f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap()
+    });
+    check_torn_tail(120, 0, |f, r| {
+        f.write_all_at(&[0xFF; 4], r.offset + 4).unwrap()
+    });
+    // The very first record of the last segment: the segment keeps only its header.
+    check_torn_tail(120, 0, |f, r| f.write_all_at(&[1], r.offset + 20).unwrap());
+}
+
+#[test]
+fn torn_header_of_last_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (last_no, last) = log_with_records(&dir, 120);
+    damage(&dir, last_no, |f| f.write_all_at(&[0x5A; 3], 10).unwrap());
+    let cut = last.records[0].record_no;
+    let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..cut));
+    assert!(
+        !segment_numbers(&dir).contains(&last_no),
+        "torn segment kept"
+    );
+    append_synced(&log, cut..cut + 3);
+    drop(log);
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..cut + 3));
+}
+
+#[test]
+fn stale_record_after_the_tail_is_not_replayed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (last_no, last) = log_with_records(&dir, 120);
+    let tail = last.end.unwrap();
+    assert_eq!(tail.reason, StopReason::ZeroLength);
+    // Well-formed records with valid crcs right after the tail, numbered as leftovers of an
+    // earlier write (old) or of a lost future (skipping one) would be.
+    for stale_no in [tail.next_record - 3, tail.next_record + 1] {
+        let mut bytes = Vec::new();
+        encode_record(stale_no, b"stale", &mut bytes);
+        damage(&dir, last_no, |f| {
+            f.write_all_at(&bytes, tail.offset).unwrap()
+        });
+        let dump = block_on(read_segment(&StdFs, &segment_path(&dir, last_no))).unwrap();
+        assert_eq!(
+            dump.end.unwrap().reason,
+            StopReason::UnexpectedRecordNo(stale_no)
+        );
+        let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+        assert_eq!(seen, expected(0..120));
+        assert_eq!(log.next_record(), 120);
+    }
+}
+
+#[test]
+fn damaged_middle_segment_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    log_with_records(&dir, 120);
+    let segs = dumps(&dir);
+    let (mid_no, mid) = &segs[1];
+    let r = &mid.records[mid.records.len() / 2];
+    damage(&dir, *mid_no, |f| {
+        f.write_all_at(&[0xEE], r.offset + 17).unwrap()
+    });
+    assert_corruption(open(
+        Arc::new(StdFs),
+        &dir,
+        SMALL_SEGMENT,
+        ReplayFrom::Oldest,
+    ));
+    // Replaying from after the damage reads only later segments and succeeds.
+    let from = segs[2].1.records[0].record_no;
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Record(from));
+    assert_eq!(seen, expected(from..120));
+}
+
+#[test]
+fn missing_or_blank_middle_segment_is_corruption() {
+    for blank in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        log_with_records(&dir, 120);
+        let segs = dumps(&dir);
+        if blank {
+            damage(&dir, segs[1].0, |f| f.write_all_at(&[0; 4096], 0).unwrap());
+        } else {
+            std::fs::remove_file(segment_path(&dir, segs[1].0)).unwrap();
+        }
+        let before = segment_numbers(&dir);
+        assert_corruption(open(
+            Arc::new(StdFs),
+            &dir,
+            SMALL_SEGMENT,
+            ReplayFrom::Oldest,
+        ));
+        assert_eq!(
+            segment_numbers(&dir),
+            before,
+            "a failed open changed the log"
+        );
+    }
+}
+
+#[test]
+fn write_if_full_writes_without_syncing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let fs = Arc::new(TestFs::default());
+    let (log, _) = open(fs.clone(), &dir, 64 << 20, ReplayFrom::Oldest).unwrap();
+    let syncs = || fs.counters.data_syncs.load(Ordering::SeqCst);
+    let base = syncs();
+    let record = vec![9u8; 1000];
+    log.append(&record).unwrap();
+    block_on(log.write_if_full()).unwrap();
+    let active = segment_numbers(&dir)[0];
+    let read = || block_on(read_segment(&StdFs, &segment_path(&dir, active))).unwrap();
+    assert!(read().records.is_empty(), "wrote below the threshold");
+    while log.next_record() * 1016 <= BUFFERED_WRITE_BYTES {
+        log.append(&record).unwrap();
+    }
+    block_on(log.write_if_full()).unwrap();
+    let on_disk = read().records.len() as u64;
+    // Whole blocks only: everything but the partial last block is there.
+    assert!(
+        on_disk + 5 >= log.next_record() && on_disk < log.next_record(),
+        "{on_disk} of {}",
+        log.next_record()
+    );
+    assert_eq!(syncs(), base);
+    block_on(log.sync(log.next_record() - 1)).unwrap();
+    assert_eq!(read().records.len() as u64, log.next_record());
+    assert_eq!(syncs(), base + 1);
+}
+
+#[test]
+fn failed_sync_disables_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let fs = Arc::new(TestFs::default());
+    let (log, _) = open(fs.clone(), &dir, SMALL_SEGMENT, ReplayFrom::Oldest).unwrap();
+    append_synced(&log, 0..5);
+    let n = log.append(&payload(5)).unwrap();
+    fs.counters.fail_syncs_eio.store(true, Ordering::SeqCst);
+    assert!(matches!(block_on(log.sync(n)), Err(Error::Io { .. })));
+    assert!(matches!(
+        block_on(log.sync(n)),
+        Err(Error::WritesDisabled(_))
+    ));
+    assert!(matches!(log.append(b"x"), Err(Error::WritesDisabled(_))));
+    // What was durable stays durable.
+    block_on(log.sync(4)).unwrap();
+    assert_eq!(log.durable_record(), Some(4));
+    drop(log);
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    // Record 5 was written before the failing fdatasync: the page cache may hold it.
+    assert!(seen == expected(0..5) || seen == expected(0..6), "{seen:?}");
+}
+
+#[test]
+fn enospc_keeps_its_meaning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let fs = Arc::new(TestFs::default());
+    let (log, _) = open(fs.clone(), &dir, SMALL_SEGMENT, ReplayFrom::Oldest).unwrap();
+    append_synced(&log, 0..5);
+    let n = log.append(b"x").unwrap();
+    fs.counters.fail_writes_enospc.store(true, Ordering::SeqCst);
+    assert!(matches!(block_on(log.sync(n)), Err(Error::NoSpace { .. })));
+    match log.append(b"y") {
+        Err(Error::WritesDisabled(cause)) => assert!(cause.contains("no space"), "{cause}"),
+        other => panic!("{other:?}"),
+    }
+    drop(log);
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..5));
+}
+
+#[test]
+fn spare_segment_is_prepared_ahead_and_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    let active = segment_numbers(&dir)[0];
+    assert!(
+        !block_on(log.prepare_spare()).unwrap(),
+        "spare before half full"
+    );
+    log.append(&[3; 4500]).unwrap();
+    assert!(block_on(log.prepare_spare()).unwrap());
+    assert_eq!(segment_numbers(&dir), [active, active + 1]);
+    assert_eq!(log.disk_bytes(), 2 * SMALL_SEGMENT);
+    assert!(!block_on(log.prepare_spare()).unwrap(), "second spare");
+    // Rotation takes the spare, and the sync's leader prepares the next one.
+    log.append(&[4; 3000]).unwrap();
+    let n = log.append(&[5; 5000]).unwrap();
+    block_on(log.sync(n)).unwrap();
+    assert_eq!(segment_numbers(&dir), [active, active + 1, active + 2]);
+    drop(log);
+    // A spare left by the previous run is discarded on open.
+    let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen.len(), 3);
+    assert_eq!(segment_numbers(&dir), [active, active + 1, active + 3]);
+    assert_eq!(log.disk_bytes(), 3 * SMALL_SEGMENT);
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bytes in [0, 4095, 4097, SEGMENT_BYTES_MAX + 4096] {
+        let r = open(Arc::new(StdFs), tmp.path(), bytes, ReplayFrom::Oldest);
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{bytes}");
+    }
+}
+
+#[test]
+fn apply_error_fails_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    append_synced(&log, 0..3);
+    drop(log);
+    let r = block_on(Log::open(
+        Arc::new(StdFs),
+        dir,
+        opts(SMALL_SEGMENT),
+        ReplayFrom::Oldest,
+        |n, _| {
+            if n == 1 {
+                Err(Error::InvalidArgument("bad batch".into()))
+            } else {
+                Ok(())
+            }
+        },
+    ));
+    assert!(matches!(r, Err(Error::InvalidArgument(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever survives of the last write into the last segment (cut short, or overwritten
+    /// with garbage), replay returns every record synced before it and then a prefix of the
+    /// rest, never anything else.
+    #[test]
+    fn replay_after_torn_last_write_is_a_prefix_with_every_earlier_sync(
+        sizes in prop::collection::vec(1usize..1500, 1..60),
+        sync_every in 1usize..8,
+        cut_frac in 0.0f64..1.0,
+        garbage in any::<bool>(),
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+        let bodies: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8 ^ 0x5C; n]).collect();
+        for (i, b) in bodies.iter().enumerate() {
+            log.append(b).unwrap();
+            if (i + 1) % sync_every == 0 && i + 1 < bodies.len() {
+                block_on(log.sync(i as u64)).unwrap();
+            }
+        }
+        let must_have = log.durable_record();
+        block_on(log.sync(bodies.len() as u64 - 1)).unwrap();
+        drop(log);
+        // Tear the last segment anywhere after the records synced before the last write.
+        let segs = dumps(&dir);
+        let (last_no, last) = segs.last().unwrap();
+        let kept_end = last
+            .records
+            .iter()
+            .filter(|r| Some(r.record_no) <= must_have)
+            .map(|r| r.offset + 16 + r.payload.len() as u64)
+            .max()
+            .unwrap_or(0);
+        let cut = kept_end + ((SMALL_SEGMENT - kept_end) as f64 * cut_frac) as u64;
+        damage(&dir, *last_no, |f| {
+            if garbage {
+                f.write_all_at(&vec![0xC3; (SMALL_SEGMENT - cut) as usize], cut).unwrap();
+            } else {
+                f.set_len(cut).unwrap();
+            }
+        });
+        let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+        let want_min = must_have.map_or(0, |s| s + 1) as usize;
+        prop_assert!(seen.len() >= want_min && seen.len() <= bodies.len(), "{} of {}", seen.len(), want_min);
+        for (i, (n, p)) in seen.iter().enumerate() {
+            prop_assert_eq!(*n, i as u64);
+            prop_assert_eq!(p, &bodies[i]);
+        }
+        prop_assert_eq!(log.next_record(), seen.len() as u64);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum CrashOp {
+    Append(usize),
+    Sync,
+    WriteIfFull,
+    /// Release records before this fraction of the durable ones.
+    Release(f64),
+    /// Power loss with this seed, then reopen.
+    Crash(u64),
+    /// The next write or fdatasync fails; then power loss with this seed, then reopen.
+    FailThenCrash(bool, u64),
+}
+
+fn crash_op() -> impl Strategy<Value = CrashOp> {
+    prop_oneof![
+        40 => (1usize..3000).prop_map(CrashOp::Append),
+        10 => Just(CrashOp::Sync),
+        2 => Just(CrashOp::WriteIfFull),
+        3 => (0.0f64..1.0).prop_map(CrashOp::Release),
+        4 => any::<u64>().prop_map(CrashOp::Crash),
+        2 => (any::<bool>(), any::<u64>()).prop_map(|(w, s)| CrashOp::FailThenCrash(w, s)),
+    ]
+}
+
+/// Reopens from `from` and checks the replay against `history` (record n's payload at index
+/// n): records `from..acked` must all be there, followed by a prefix of the unacknowledged
+/// ones. Returns the log and how many records survived.
+fn reopen_and_check(
+    fs: &FaultFs,
+    dir: &Path,
+    from: u64,
+    acked: u64,
+    history: &[Vec<u8>],
+) -> std::result::Result<(Log<FaultFs>, u64), TestCaseError> {
+    let (log, seen) = open(
+        Arc::new(fs.clone()),
+        dir,
+        SMALL_SEGMENT,
+        ReplayFrom::Record(from),
+    )
+    .map_err(|e| TestCaseError::fail(format!("reopen: {e}")))?;
+    let end = from + seen.len() as u64;
+    prop_assert!(
+        end >= acked,
+        "replayed up to {end}, acknowledged up to {acked}"
+    );
+    prop_assert!(end <= history.len() as u64 || seen.is_empty());
+    for (i, (n, p)) in seen.iter().enumerate() {
+        prop_assert_eq!(*n, from + i as u64);
+        prop_assert_eq!(p, &history[*n as usize]);
+    }
+    prop_assert_eq!(log.next_record(), end.max(from));
+    Ok((log, end))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Appends, group syncs, buffered writes, releases and power losses (some right after a
+    /// failed write or fdatasync) on the crash-modelling file system: every acknowledged
+    /// record survives with its bytes, nothing but a prefix of unacknowledged records is
+    /// replayed, and numbering continues after what survived.
+    #[test]
+    fn power_loss_keeps_every_acknowledged_record(ops in prop::collection::vec(crash_op(), 1..80)) {
+        let fs = FaultFs::new();
+        let dir = Path::new("/log");
+        let (mut log, _) = open(Arc::new(fs.clone()), dir, SMALL_SEGMENT, ReplayFrom::Oldest).unwrap();
+        let mut history: Vec<Vec<u8>> = Vec::new();
+        let mut acked = 0u64;
+        let mut from = 0u64;
+        for op in ops {
+            match op {
+                CrashOp::Append(size) => {
+                    let n = history.len() as u64;
+                    let body: Vec<u8> = (0..size).map(|j| (n as usize * 7 + j) as u8).collect();
+                    prop_assert_eq!(log.append(&body).unwrap(), n);
+                    history.push(body);
+                }
+                CrashOp::Sync => {
+                    if let Some(last) = log.next_record().checked_sub(1) {
+                        block_on(log.sync(last)).unwrap();
+                        acked = acked.max(last + 1);
+                    }
+                }
+                CrashOp::WriteIfFull => block_on(log.write_if_full()).unwrap(),
+                CrashOp::Release(frac) => {
+                    let upto = from + ((acked.saturating_sub(from)) as f64 * frac) as u64;
+                    block_on(log.release_before(upto)).unwrap();
+                    from = from.max(upto);
+                }
+                CrashOp::Crash(seed) | CrashOp::FailThenCrash(_, seed) => {
+                    if let CrashOp::FailThenCrash(write, _) = op {
+                        let faulted = if write { FaultOp::Write } else { FaultOp::Sync };
+                        fs.inject(FaultRule::new(faulted, FaultError::Eio).on_path("/log/"));
+                        let body = vec![0xAB; 100];
+                        history.push(body.clone());
+                        let n = log.append(&body).unwrap();
+                        prop_assert!(block_on(log.sync(n)).is_err());
+                        prop_assert!(matches!(log.append(b"x"), Err(Error::WritesDisabled(_))));
+                        fs.clear_faults();
+                    }
+                    drop(log);
+                    fs.crash(seed);
+                    let (reopened, end) = reopen_and_check(&fs, dir, from, acked, &history)?;
+                    log = reopened;
+                    history.truncate(end as usize);
+                    acked = end;
+                }
+            }
+        }
+        // A clean shutdown after a final sync loses nothing.
+        if let Some(last) = log.next_record().checked_sub(1) {
+            block_on(log.sync(last)).unwrap();
+            acked = last + 1;
+        }
+        drop(log);
+        fs.crash_lose_unsynced();
+        let (_, end) = reopen_and_check(&fs, dir, from, acked, &history)?;
+        prop_assert_eq!(end, acked.max(from));
+    }
+}
