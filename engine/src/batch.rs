@@ -154,8 +154,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn any_entry() -> impl Strategy<Value = Entry> {
-        (any::<bool>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
-            |(put, exp, value)| {
+        (
+            any::<bool>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(put, exp, value)| {
                 if put {
                     Entry {
                         kind: ValueKind::Put,
@@ -169,8 +173,7 @@ mod tests {
                         value,
                     }
                 }
-            },
-        )
+            })
     }
 
     proptest! {
@@ -198,7 +201,9 @@ mod tests {
     #[test]
     fn truncation_is_corruption() {
         let mut batch = WriteBatch::new();
-        batch.put(b"key".to_vec(), b"value".to_vec()).delete(b"gone".to_vec());
+        batch
+            .put(b"key".to_vec(), b"value".to_vec())
+            .delete(b"gone".to_vec());
         let mut buf = Vec::new();
         batch.encode(1, &mut buf);
         for cut in 0..buf.len() {

@@ -150,6 +150,13 @@ impl<F: FileSystem> Db<F> {
         let fs = Arc::new(fs);
         let dir = dir.as_ref().to_path_buf();
         fs.create_dir_all(&dir).await.at(&dir)?;
+        // A directory created just now is lost in a crash until its parent is synced, and
+        // with it every write acknowledged inside.
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs.sync_dir(&parent).await.at(&parent)?;
         let (manifest, manifest_state) = Manifest::open(Arc::clone(&fs), &dir).await?;
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
 
@@ -198,7 +205,9 @@ impl<F: FileSystem> Db<F> {
         .await?;
 
         let mut memtables: Vec<Arc<Memtable>> = memtables.into_iter().map(Arc::new).collect();
-        let mem = memtables.pop().unwrap_or_else(|| Arc::new(Memtable::new(log.next_record())));
+        let mem = memtables
+            .pop()
+            .unwrap_or_else(|| Arc::new(Memtable::new(log.next_record())));
         let current = Arc::new(SuperVersion {
             mem,
             imm: memtables,
@@ -583,8 +592,8 @@ impl<F: FileSystem> Db<F> {
         let written = async {
             let file = inner.fs.create(&path).await.at(&path)?;
             let mut builder = TableBuilder::new(file, self.table_options());
-            let mut it = MemtableIter::new(Arc::clone(mem));
-            while let Some((key, seq, entry)) = it.next() {
+            let it = MemtableIter::new(Arc::clone(mem));
+            for (key, seq, entry) in it {
                 builder.add(&key, seq, &entry).await?;
             }
             let props = builder.finish().await?;

@@ -6,12 +6,12 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
 
+use crate::Result;
 use crate::fs::FileSystem;
 use crate::memtable::MemtableIter;
 use crate::snapshot::SnapshotGuard;
 use crate::sstable::TableIter;
 use crate::types::{Entry, SeqNo};
-use crate::Result;
 
 /// One version as iterators yield it.
 pub type Version = (Vec<u8>, SeqNo, Entry);

@@ -8,14 +8,26 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod batch;
+pub mod blocking;
 pub mod cache;
+mod coding;
+pub mod db;
 pub mod error;
 pub mod fs;
+pub mod iter;
 pub mod log;
+pub mod manifest;
+pub mod memtable;
 pub mod options;
+pub mod snapshot;
 pub mod sstable;
 pub mod types;
+pub mod version;
 
+pub use batch::WriteBatch;
+pub use db::{Db, Snapshot, Stats};
 pub use error::{Error, Result};
+pub use iter::ScanIter;
 pub use options::{Clock, Compression, Durability, Options, SystemClock};
 pub use types::{Entry, ExpiresAt, NO_EXPIRY, SeqNo, ValueKind};

@@ -127,31 +127,37 @@ impl ManifestState {
 impl Edit {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(EDIT_FORMAT_VERSION);
-        let (tag, added, removed, log_start, next_file, last_seq): (_, Vec<&TableMeta>, &[u64], _, _, _) =
-            match self {
-                Edit::Snapshot(s) => (
-                    TAG_SNAPSHOT,
-                    s.tables.values().collect(),
-                    &[],
-                    s.log_start,
-                    s.next_file,
-                    s.last_seq,
-                ),
-                Edit::Change {
-                    added,
-                    removed,
-                    log_start,
-                    next_file,
-                    last_seq,
-                } => (
-                    TAG_CHANGE,
-                    added.iter().collect(),
-                    removed,
-                    *log_start,
-                    *next_file,
-                    *last_seq,
-                ),
-            };
+        let (tag, added, removed, log_start, next_file, last_seq): (
+            _,
+            Vec<&TableMeta>,
+            &[u64],
+            _,
+            _,
+            _,
+        ) = match self {
+            Edit::Snapshot(s) => (
+                TAG_SNAPSHOT,
+                s.tables.values().collect(),
+                &[],
+                s.log_start,
+                s.next_file,
+                s.last_seq,
+            ),
+            Edit::Change {
+                added,
+                removed,
+                log_start,
+                next_file,
+                last_seq,
+            } => (
+                TAG_CHANGE,
+                added.iter().collect(),
+                removed,
+                *log_start,
+                *next_file,
+                *last_seq,
+            ),
+        };
         out.push(tag);
         put_u64(out, log_start);
         put_u64(out, next_file);
@@ -249,10 +255,13 @@ impl<F: FileSystem> Manifest<F> {
             },
             ReplayFrom::Oldest,
             |record_no, payload| {
-                let edit = Edit::decode(payload).ok_or_else(|| {
-                    Error::corruption(&dir, record_no, "malformed manifest edit")
-                })?;
-                edits = if matches!(edit, Edit::Snapshot(_)) { 0 } else { edits + 1 };
+                let edit = Edit::decode(payload)
+                    .ok_or_else(|| Error::corruption(&dir, record_no, "malformed manifest edit"))?;
+                edits = if matches!(edit, Edit::Snapshot(_)) {
+                    0
+                } else {
+                    edits + 1
+                };
                 records += 1;
                 state
                     .apply(edit)

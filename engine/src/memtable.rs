@@ -69,10 +69,7 @@ impl Memtable {
             seq: Reverse(seq),
         };
         debug_assert!(self.map.get(&key).is_none(), "sequence number {seq} reused");
-        self.map.insert(
-            key,
-            entry,
-        );
+        self.map.insert(key, entry);
     }
 
     /// The newest version of `key` with seq <= `snapshot`, tombstones included.
@@ -168,8 +165,12 @@ impl MemtableIter {
         }
         self.buffered.extend(out);
     }
+}
 
-    pub fn next(&mut self) -> Option<(Vec<u8>, SeqNo, Entry)> {
+impl Iterator for MemtableIter {
+    type Item = (Vec<u8>, SeqNo, Entry);
+
+    fn next(&mut self) -> Option<(Vec<u8>, SeqNo, Entry)> {
         if self.buffered.is_empty() && !self.done {
             let first = self.resume.is_none();
             self.fill(first);
@@ -207,12 +208,16 @@ mod tests {
         for k in 0..500u32 {
             for _ in 0..(k % 3 + 1) {
                 seq += 1;
-                m.insert(&k.to_be_bytes(), seq, Entry::put(seq.to_le_bytes().to_vec()));
+                m.insert(
+                    &k.to_be_bytes(),
+                    seq,
+                    Entry::put(seq.to_le_bytes().to_vec()),
+                );
             }
         }
         let mut it = MemtableIter::new(m.clone());
         let mut all = Vec::new();
-        while let Some(v) = it.next() {
+        for v in it {
             all.push(v);
         }
         assert_eq!(all.len(), m.len());
@@ -223,10 +228,13 @@ mod tests {
         let mut it = MemtableIter::new(m.clone());
         it.seek(&250u32.to_be_bytes());
         let mut rest = Vec::new();
-        while let Some(v) = it.next() {
+        for v in it {
             rest.push(v);
         }
-        let expected = all.iter().filter(|v| v.0 >= 250u32.to_be_bytes().to_vec()).count();
+        let expected = all
+            .iter()
+            .filter(|v| v.0 >= 250u32.to_be_bytes().to_vec())
+            .count();
         assert_eq!(rest.len(), expected);
         assert_eq!(rest[0].0, 250u32.to_be_bytes());
     }

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use crate::Result;
 use crate::fs::FileSystem;
 use crate::manifest::{LEVELS, TableMeta};
 use crate::sstable::Table;
 use crate::types::{Entry, SeqNo};
-use crate::Result;
 
 pub struct TableHandle<F: FileSystem> {
     pub meta: TableMeta,
@@ -44,11 +44,13 @@ impl<F: FileSystem> Version<F> {
         }
         for (level, tables) in levels.iter_mut().enumerate() {
             if level == 0 {
-                tables.sort_by(|a, b| b.meta.max_seq.cmp(&a.meta.max_seq));
+                tables.sort_by_key(|t| std::cmp::Reverse(t.meta.max_seq));
             } else {
                 tables.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
                 debug_assert!(
-                    tables.windows(2).all(|w| w[0].meta.largest < w[1].meta.smallest),
+                    tables
+                        .windows(2)
+                        .all(|w| w[0].meta.largest < w[1].meta.smallest),
                     "overlapping tables in level {level}"
                 );
             }
@@ -66,7 +68,12 @@ impl<F: FileSystem> Version<F> {
     }
 
     /// The newest version of `key` visible at `snapshot` in any table.
-    pub async fn get(&self, key: &[u8], hash: u64, snapshot: SeqNo) -> Result<Option<(SeqNo, Entry)>> {
+    pub async fn get(
+        &self,
+        key: &[u8],
+        hash: u64,
+        snapshot: SeqNo,
+    ) -> Result<Option<(SeqNo, Entry)>> {
         for t in &self.levels[0] {
             if covers(&t.meta, key) {
                 if let Some(found) = t.table.get(key, hash, snapshot).await? {

@@ -3,6 +3,8 @@
 //! flushes; after every crash the database must hold exactly what was acknowledged (synced
 //! durability) or the state as of some moment since the last sync (buffered durability).
 
+#![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
 use std::collections::BTreeMap;
 
 use futures_lite::future::block_on;
@@ -74,7 +76,9 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
     block_on(async {
         let fs = FaultFs::new();
         let dir = std::path::Path::new("/db");
-        let mut db = Db::open(fs.clone(), dir, options(durability)).await.expect("open");
+        let mut db = Db::open(fs.clone(), dir, options(durability))
+            .await
+            .expect("open");
         let mut model = Model::new();
         // States a crash may recover to: with buffered durability, any state since the last
         // sync; with synced durability, only the latest.
@@ -114,22 +118,35 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
                 }
                 Op::Reopen => {
                     db.close().await.expect("close");
-                    db = Db::open(fs.clone(), dir, options(durability)).await.expect("reopen");
+                    db = Db::open(fs.clone(), dir, options(durability))
+                        .await
+                        .expect("reopen");
                     candidates.clear();
                 }
                 Op::Crash(seed) | Op::FailedFlushThenCrash(seed, _) => {
                     if let Op::FailedFlushThenCrash(_, n) = op {
-                        fs.inject(FaultRule::new(FaultOp::Write, FaultError::Eio).on_path(".sst").after(n));
+                        fs.inject(
+                            FaultRule::new(FaultOp::Write, FaultError::Eio)
+                                .on_path(".sst")
+                                .after(n),
+                        );
                         // The flush may fail or, with little data, succeed: both are fine.
                         let _ = db.flush().await;
                         fs.clear_faults();
                     }
                     fs.crash(seed);
                     drop(db);
-                    db = Db::open(fs.clone(), dir, options(durability)).await.expect("recover");
+                    db = Db::open(fs.clone(), dir, options(durability))
+                        .await
+                        .expect("recover");
                     let recovered = contents(&db).await;
                     if durability == Durability::Sync {
-                        prop_assert_eq!(&recovered, &model, "step {}: acknowledged writes lost or resurrected", step);
+                        prop_assert_eq!(
+                            &recovered,
+                            &model,
+                            "step {}: acknowledged writes lost or resurrected",
+                            step
+                        );
                     } else {
                         prop_assert!(
                             recovered == model || candidates.contains(&recovered),
@@ -146,7 +163,10 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
             candidates.push(model.clone());
             // Point reads agree with the model at every step.
             for k in [0u8, 7, 31, 63] {
-                prop_assert_eq!(db.get(&key(k)).await.expect("get"), model.get(&key(k)).cloned());
+                prop_assert_eq!(
+                    db.get(&key(k)).await.expect("get"),
+                    model.get(&key(k)).cloned()
+                );
             }
         }
         prop_assert_eq!(contents(&db).await, model);
@@ -155,7 +175,7 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn synced_writes_survive_crashes(ops in proptest::collection::vec(op(), 1..160)) {

@@ -1,6 +1,8 @@
 //! The database through its blocking API on real files: the operations, their visibility
 //! rules, and what survives a reopen.
 
+#![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
