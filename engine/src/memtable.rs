@@ -215,7 +215,7 @@ mod tests {
                 );
             }
         }
-        let mut it = MemtableIter::new(m.clone());
+        let it = MemtableIter::new(m.clone());
         let mut all = Vec::new();
         for v in it {
             all.push(v);
