@@ -5,4 +5,14 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod codec;
+pub mod dvv;
+pub mod error;
 pub mod partition;
+pub mod ring;
+pub mod vv;
+
+pub use error::{Error, Result};
+
+/// A node's identity in the ring; also the actor in version vectors.
+pub type NodeId = u32;

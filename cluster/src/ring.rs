@@ -1,0 +1,1 @@
+pub const MEMBERS_MAX: usize = 1024;
