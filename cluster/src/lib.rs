@@ -7,6 +7,7 @@
 
 mod codec;
 pub mod dvv;
+pub mod consistency;
 pub mod error;
 pub mod partition;
 pub mod ring;
