@@ -89,8 +89,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn display_parses_back(k in 1u32..1000, which in 0..4) {
-            let level = [Consistency::One, Consistency::Quorum, Consistency::All, Consistency::Count(k)][which];
+        fn display_parses_back(k in 1u32..1000, which in 0usize..4) {
+            let level: Consistency = [Consistency::One, Consistency::Quorum, Consistency::All, Consistency::Count(k)][which];
             prop_assert_eq!(level.to_string().parse::<Consistency>().unwrap(), level);
         }
     }
