@@ -67,7 +67,10 @@ const KIND_VALUE: u8 = 1;
 const SIBLING_HEADER_LEN: usize = 4 + 8 + 1 + 8;
 
 const _: () = assert!(SIBLINGS_WARN < SIBLINGS_MAX);
-const _: () = assert!(SIBLINGS_MAX <= u16::MAX as usize, "sibling count is a u16 on disk");
+const _: () = assert!(
+    SIBLINGS_MAX <= u16::MAX as usize,
+    "sibling count is a u16 on disk"
+);
 
 /// One concurrent version: a value, or a tombstone (`None`) left by a delete.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -111,7 +114,9 @@ impl DvvSet {
     /// The one sibling a Redis-style GET returns: the highest `(counter, actor)`. Every
     /// replica and coordinator picks the same one from the same state.
     pub fn chosen(&self) -> Option<&Sibling> {
-        self.siblings.iter().max_by_key(|s| (s.dot.counter, s.dot.actor))
+        self.siblings
+            .iter()
+            .max_by_key(|s| (s.dot.counter, s.dot.actor))
     }
 
     /// A write coordinated by replica `actor` that saw `context`: supersedes exactly the
@@ -299,7 +304,9 @@ mod tests {
             let value = Some(i.to_le_bytes().to_vec());
             match *step {
                 Step::Write { at, seen } => {
-                    let ctx = seen.map(|s| states[s].context().clone()).unwrap_or_default();
+                    let ctx = seen
+                        .map(|s| states[s].context().clone())
+                        .unwrap_or_default();
                     superseded.merge(&ctx);
                     written.push(states[at].update(&ctx, at as NodeId, value));
                 }

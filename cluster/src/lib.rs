@@ -6,10 +6,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod codec;
-pub mod dvv;
 pub mod consistency;
+pub mod coordinator;
+pub mod dvv;
 pub mod error;
+pub mod message;
 pub mod partition;
+pub mod replica;
 pub mod ring;
 pub mod vv;
 

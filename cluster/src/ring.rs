@@ -131,7 +131,9 @@ impl Ring {
 
     /// Partitions `node` owns (first in the preference list).
     pub fn owned_by(&self, node: NodeId) -> Vec<PartitionId> {
-        (0..self.partitions).filter(|&p| self.owner(p) == node).collect()
+        (0..self.partitions)
+            .filter(|&p| self.owner(p) == node)
+            .collect()
     }
 }
 
@@ -149,14 +151,23 @@ fn validate(members: &[Member], partitions: u32, replicas: u32) -> Result<()> {
     if let Some(w) = members.windows(2).find(|w| w[0].id == w[1].id) {
         return invalid(format!("node id {} appears twice", w[0].id));
     }
-    if let Some(m) = members.iter().find(|m| m.weight == 0 || m.weight > WEIGHT_MAX) {
-        return invalid(format!("node {} has weight {} (1..={WEIGHT_MAX})", m.id, m.weight));
+    if let Some(m) = members
+        .iter()
+        .find(|m| m.weight == 0 || m.weight > WEIGHT_MAX)
+    {
+        return invalid(format!(
+            "node {} has weight {} (1..={WEIGHT_MAX})",
+            m.id, m.weight
+        ));
     }
     if partitions == 0 || partitions > PARTITIONS_MAX {
         return invalid(format!("{partitions} partitions (1..={PARTITIONS_MAX})"));
     }
     if replicas == 0 || replicas as usize > members.len() {
-        return invalid(format!("{replicas} replicas with {} members", members.len()));
+        return invalid(format!(
+            "{replicas} replicas with {} members",
+            members.len()
+        ));
     }
     Ok(())
 }
@@ -233,7 +244,11 @@ fn preference(members: &[Member], row: &[u64], owner: NodeId, n: usize) -> Vec<N
     let mut chosen = vec![candidates.remove(first)];
     let mut dcs: BTreeSet<&str> = BTreeSet::new();
     let mut racks: BTreeSet<(&str, &str)> = BTreeSet::new();
-    fn note<'m>(m: &'m Member, dcs: &mut BTreeSet<&'m str>, racks: &mut BTreeSet<(&'m str, &'m str)>) {
+    fn note<'m>(
+        m: &'m Member,
+        dcs: &mut BTreeSet<&'m str>,
+        racks: &mut BTreeSet<(&'m str, &'m str)>,
+    ) {
         dcs.insert(m.dc.as_str());
         racks.insert((m.dc.as_str(), m.rack.as_str()));
     }
@@ -273,11 +288,17 @@ mod tests {
     }
 
     fn owned_counts(ring: &Ring) -> Vec<usize> {
-        ring.members().iter().map(|m| ring.owned_by(m.id).len()).collect()
+        ring.members()
+            .iter()
+            .map(|m| ring.owned_by(m.id).len())
+            .collect()
     }
 
     fn replica_counts(ring: &Ring) -> Vec<usize> {
-        ring.members().iter().map(|m| ring.replicated_on(m.id).len()).collect()
+        ring.members()
+            .iter()
+            .map(|m| ring.replicated_on(m.id).len())
+            .collect()
     }
 
     /// Replica slots (partition, node) present in `after` but not in `before`.
@@ -285,7 +306,11 @@ mod tests {
         (0..before.partitions())
             .map(|p| {
                 let old = before.preference_list(p);
-                after.preference_list(p).iter().filter(|n| !old.contains(n)).count()
+                after
+                    .preference_list(p)
+                    .iter()
+                    .filter(|n| !old.contains(n))
+                    .count()
             })
             .sum()
     }
@@ -313,7 +338,10 @@ mod tests {
         let mut ms = members(1..=8);
         ms[7].weight = 3;
         let ring = Ring::new(&ms, 1000, 3).unwrap();
-        assert_eq!(owned_counts(&ring), vec![100, 100, 100, 100, 100, 100, 100, 300]);
+        assert_eq!(
+            owned_counts(&ring),
+            vec![100, 100, 100, 100, 100, 100, 100, 300]
+        );
         // Secondaries follow weights too, through the weighted scores (a node holds at most
         // one replica per partition, which caps very heavy nodes).
         let replicas = replica_counts(&ring);
@@ -333,7 +361,10 @@ mod tests {
         for p in 0..256 {
             let list = ring.preference_list(p);
             let dcs: BTreeSet<_> = list.iter().map(|&id| &by_id(id).dc).collect();
-            let racks: BTreeSet<_> = list.iter().map(|&id| (&by_id(id).dc, &by_id(id).rack)).collect();
+            let racks: BTreeSet<_> = list
+                .iter()
+                .map(|&id| (&by_id(id).dc, &by_id(id).rack))
+                .collect();
             assert_eq!(dcs.len(), 2, "partition {p}: {list:?}");
             assert_eq!(racks.len(), 3, "partition {p}: {list:?}");
         }
@@ -345,9 +376,13 @@ mod tests {
         for n in [3u32, 5, 10, 20] {
             let ring = Ring::new(&members(1..=n), 256, 3).unwrap();
             let grown = Ring::new(&members(1..=n + 1), 256, 3).unwrap();
-            let owners_moved = (0..256).filter(|&p| ring.owner(p) != grown.owner(p)).count();
+            let owners_moved = (0..256)
+                .filter(|&p| ring.owner(p) != grown.owner(p))
+                .count();
             let gained = grown.replicated_on(n + 1).len();
-            let to_newcomer = (0..256).filter(|&p| ring.owner(p) != grown.owner(p) && grown.owner(p) == n + 1).count();
+            let to_newcomer = (0..256)
+                .filter(|&p| ring.owner(p) != grown.owner(p) && grown.owner(p) == n + 1)
+                .count();
             println!(
                 "n={n} Q=256 N=3: owned max/mean {:.3}, replicas max/mean {:.3}; join moves {owners_moved} owners ({to_newcomer} to the newcomer, ideal {:.1}), {} replica slots, {gained} of them to the newcomer (ideal {:.1})",
                 imbalance(&owned_counts(&ring)),

@@ -31,7 +31,10 @@ const CONTEXT_VERSION: u8 = 1;
 /// Encoded size of one `(actor, counter)` entry.
 pub(crate) const ENTRY_LEN: usize = 4 + 8;
 
-const _: () = assert!(ACTORS_MAX <= u16::MAX as usize, "entry count is a u16 on disk");
+const _: () = assert!(
+    ACTORS_MAX <= u16::MAX as usize,
+    "entry count is a u16 on disk"
+);
 
 /// One write: the `counter`-th write coordinated by replica `actor` for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,7 +93,10 @@ impl VersionVector {
 
     /// True when `self` has seen every dot `other` has (including when equal).
     pub fn descends(&self, other: &VersionVector) -> bool {
-        other.entries.iter().all(|(&actor, &counter)| self.get(actor) >= counter)
+        other
+            .entries
+            .iter()
+            .all(|(&actor, &counter)| self.get(actor) >= counter)
     }
 
     pub fn compare(&self, other: &VersionVector) -> Causality {
@@ -136,7 +142,10 @@ impl VersionVector {
 
     /// `count u16` then the entries; shared with the DVV set encoding.
     pub(crate) fn encode_body(&self, buf: &mut Vec<u8>) {
-        assert!(self.entries.len() <= ACTORS_MAX, "version vector over ACTORS_MAX");
+        assert!(
+            self.entries.len() <= ACTORS_MAX,
+            "version vector over ACTORS_MAX"
+        );
         buf.extend_from_slice(&(self.entries.len() as u16).to_le_bytes());
         for (&actor, &counter) in &self.entries {
             debug_assert!(counter > 0);
@@ -188,17 +197,37 @@ pub(crate) mod tests {
 
     /// Small actor and counter ranges so that generated vectors overlap often.
     pub(crate) fn arb_vv() -> impl Strategy<Value = VersionVector> {
-        proptest::collection::vec((0u32..5, 1u64..6), 0..6)
-            .prop_map(|e| e.into_iter().map(|(actor, counter)| Dot { actor, counter }).collect())
+        proptest::collection::vec((0u32..5, 1u64..6), 0..6).prop_map(|e| {
+            e.into_iter()
+                .map(|(actor, counter)| Dot { actor, counter })
+                .collect()
+        })
     }
 
     #[test]
     fn contains_is_downward_closed() {
-        let vv: VersionVector = [Dot { actor: 1, counter: 3 }].into_iter().collect();
-        assert!(vv.contains(Dot { actor: 1, counter: 1 }));
-        assert!(vv.contains(Dot { actor: 1, counter: 3 }));
-        assert!(!vv.contains(Dot { actor: 1, counter: 4 }));
-        assert!(!vv.contains(Dot { actor: 2, counter: 1 }));
+        let vv: VersionVector = [Dot {
+            actor: 1,
+            counter: 3,
+        }]
+        .into_iter()
+        .collect();
+        assert!(vv.contains(Dot {
+            actor: 1,
+            counter: 1
+        }));
+        assert!(vv.contains(Dot {
+            actor: 1,
+            counter: 3
+        }));
+        assert!(!vv.contains(Dot {
+            actor: 1,
+            counter: 4
+        }));
+        assert!(!vv.contains(Dot {
+            actor: 2,
+            counter: 1
+        }));
     }
 
     #[test]
