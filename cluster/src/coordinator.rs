@@ -8,11 +8,12 @@
 //! [`Coordinator::poll_result`] (answers for clients). Time is a [`Duration`] since any epoch
 //! the driver picks; the coordinator never reads a clock.
 //!
-//! Writes: the first replica of the list (the driver puts itself first when it is one) is
-//! asked to mint the write (`Update`); if it neither answers nor fails within
-//! `timeout / replicas`, the next is asked, and so on. The first `Updated` reply counts as one
-//! acknowledgement and its versions go to every other replica as a `Put`; the client is
-//! answered after W acknowledgements.
+//! Writes: the first replica of the list is asked to mint the write (`Update`): the driver
+//! puts itself first when it is a replica, else a replica its failure detector believes up.
+//! Only an explicit `Failed` moves on to the next replica, never a silence: a slow replica
+//! may still mint, and two mints of one client write would be two siblings the client never
+//! meant. The `Updated` reply counts as one acknowledgement and its versions go to every
+//! other replica as a `Put`; the client is answered after W acknowledgements.
 //!
 //! Reads: `Get` goes to all replicas; the client is answered with the merge of the first R
 //! replies. The request lives on until every replica answered or the deadline passed, then
@@ -72,7 +73,7 @@ pub struct Completed {
 #[derive(Debug, Default)]
 pub struct Coordinator {
     ops: HashMap<ReqId, Op>,
-    /// `(deadline, request)`: one entry per live request, at its next deadline.
+    /// `(deadline, request)`: one entry per live request.
     timers: BTreeSet<(Duration, ReqId)>,
     transmits: VecDeque<Transmit>,
     results: VecDeque<Completed>,
@@ -84,8 +85,6 @@ struct Op {
     replicas: Vec<NodeId>,
     needed: u32,
     deadline: Duration,
-    /// Where this op sits in `timers`.
-    timer: Duration,
     kind: Kind,
 }
 
@@ -109,13 +108,9 @@ struct ReadOp {
 struct WriteOp {
     context: WriteContext,
     value: Option<Vec<u8>>,
-    /// Replicas asked to mint the write so far (a prefix of `replicas`).
+    /// Replicas asked to mint the write so far (a prefix of `replicas`); all but the last
+    /// answered `Failed`.
     asked: usize,
-    /// When to ask the next replica.
-    attempt_deadline: Duration,
-    attempt_timeout: Duration,
-    /// Replicas asked to mint the write that failed.
-    update_failed: usize,
     /// Set once a replica has minted the write.
     minted: Option<Minted>,
 }
@@ -163,13 +158,11 @@ impl Coordinator {
         }
         self.insert(
             req_id,
-            now + timeout,
             Op {
                 key,
                 replicas: replicas.to_vec(),
                 needed,
                 deadline: now + timeout,
-                timer: now + timeout,
                 kind: Kind::Read(ReadOp::default()),
             },
         );
@@ -201,46 +194,39 @@ impl Coordinator {
             self.finish(req_id, Outcome::Write(Err(failure)));
             return;
         }
-        let attempt_timeout = timeout / replicas.len() as u32;
         let mut op = Op {
             key,
             replicas: replicas.to_vec(),
             needed,
             deadline: now + timeout,
-            timer: now,
             kind: Kind::Write(WriteOp {
                 context,
                 value,
                 asked: 0,
-                attempt_deadline: now,
-                attempt_timeout,
-                update_failed: 0,
                 minted: None,
             }),
         };
-        self.ask_next(now, req_id, &mut op);
-        let timer = op.next_deadline();
-        self.insert(req_id, timer, op);
+        self.ask_next(req_id, &mut op);
+        self.insert(req_id, op);
     }
 
     /// A replica's reply. Replies to finished or unknown requests, and from nodes that were
     /// not asked, are ignored.
-    pub fn handle_reply(&mut self, now: Duration, from: NodeId, req_id: ReqId, reply: Reply) {
+    pub fn handle_reply(&mut self, from: NodeId, req_id: ReqId, reply: Reply) {
         let Some(mut op) = self.ops.remove(&req_id) else {
             return;
         };
-        self.timers.remove(&(op.timer, req_id));
+        self.timers.remove(&(op.deadline, req_id));
         let done = if op.replicas.contains(&from) {
             match op.kind {
                 Kind::Read(_) => self.read_reply(req_id, &mut op, from, reply),
-                Kind::Write(_) => self.write_reply(now, req_id, &mut op, from, reply),
+                Kind::Write(_) => self.write_reply(req_id, &mut op, from, reply),
             }
         } else {
             false
         };
         if !done {
-            let timer = op.next_deadline();
-            self.insert(req_id, timer, op);
+            self.insert(req_id, op);
         }
     }
 
@@ -251,13 +237,8 @@ impl Coordinator {
                 break;
             }
             self.timers.remove(&(at, req_id));
-            let Some(mut op) = self.ops.remove(&req_id) else {
-                continue;
-            };
-            let done = self.expire(now, req_id, &mut op);
-            if !done {
-                let timer = op.next_deadline();
-                self.insert(req_id, timer, op);
+            if let Some(op) = self.ops.remove(&req_id) {
+                self.expire(req_id, &op);
             }
         }
     }
@@ -280,9 +261,8 @@ impl Coordinator {
         self.timers.first().map(|&(at, _)| at)
     }
 
-    fn insert(&mut self, req_id: ReqId, timer: Duration, mut op: Op) {
-        op.timer = timer;
-        self.timers.insert((timer, req_id));
+    fn insert(&mut self, req_id: ReqId, op: Op) {
+        self.timers.insert((op.deadline, req_id));
         let previous = self.ops.insert(req_id, op);
         assert!(
             previous.is_none(),
@@ -303,7 +283,7 @@ impl Coordinator {
     }
 
     /// Asks the next replica in line to mint the write.
-    fn ask_next(&mut self, now: Duration, req_id: ReqId, op: &mut Op) {
+    fn ask_next(&mut self, req_id: ReqId, op: &mut Op) {
         let Kind::Write(write) = &mut op.kind else {
             unreachable!("only writes mint")
         };
@@ -312,7 +292,6 @@ impl Coordinator {
             return;
         };
         write.asked += 1;
-        write.attempt_deadline = now + write.attempt_timeout;
         let request = Request::Update {
             key: op.key.clone(),
             context: write.context.clone(),
@@ -388,22 +367,15 @@ impl Coordinator {
     }
 
     /// Returns whether the write is over.
-    fn write_reply(
-        &mut self,
-        now: Duration,
-        req_id: ReqId,
-        op: &mut Op,
-        from: NodeId,
-        reply: Reply,
-    ) -> bool {
+    fn write_reply(&mut self, req_id: ReqId, op: &mut Op, from: NodeId, reply: Reply) -> bool {
         let Kind::Write(write) = &mut op.kind else {
             unreachable!("called for writes")
         };
-        let was_asked = op.replicas[..write.asked].contains(&from);
+        let was_asked = write.asked > 0 && op.replicas[write.asked - 1] == from;
         match (&mut write.minted, reply) {
             (None, Reply::Updated { dot, versions }) if was_asked => {
                 let Ok(state) = DvvSet::decode(&versions) else {
-                    return self.update_failed(now, req_id, op);
+                    return self.update_failed(req_id, op);
                 };
                 for &to in op.replicas.iter().filter(|&&n| n != from) {
                     let request = Request::Put {
@@ -423,7 +395,7 @@ impl Coordinator {
                 });
                 self.check_write(req_id, op)
             }
-            (None, Reply::Failed) if was_asked => self.update_failed(now, req_id, op),
+            (None, Reply::Failed) if was_asked => self.update_failed(req_id, op),
             (Some(minted), Reply::Stored) => {
                 if !minted.acked.contains(&from) && !minted.failed.contains(&from) {
                     minted.acked.push(from);
@@ -436,19 +408,17 @@ impl Coordinator {
                 }
                 self.check_write(req_id, op)
             }
-            // Late `Updated` from an earlier attempt, replies of the wrong kind: that replica
-            // holds the write anyway or will merge the `Put` it was sent.
+            // Duplicates and replies of the wrong kind.
             _ => false,
         }
     }
 
-    /// A replica asked to mint the write failed: ask the next, or give up when none is left.
-    fn update_failed(&mut self, now: Duration, req_id: ReqId, op: &mut Op) -> bool {
-        let Kind::Write(write) = &mut op.kind else {
+    /// The replica asked to mint the write failed: ask the next, or give up when none is left.
+    fn update_failed(&mut self, req_id: ReqId, op: &mut Op) -> bool {
+        let Kind::Write(write) = &op.kind else {
             unreachable!("called for writes")
         };
-        write.update_failed += 1;
-        if write.update_failed == op.replicas.len() {
+        if write.asked == op.replicas.len() {
             let failure = Failure::Unavailable {
                 needed: op.needed,
                 got: 0,
@@ -456,9 +426,7 @@ impl Coordinator {
             self.finish(req_id, Outcome::Write(Err(failure)));
             return true;
         }
-        if write.asked < op.replicas.len() {
-            self.ask_next(now, req_id, op);
-        }
+        self.ask_next(req_id, op);
         false
     }
 
@@ -492,49 +460,28 @@ impl Coordinator {
         }
     }
 
-    /// A deadline of `op` passed. Returns whether the request is over.
-    fn expire(&mut self, now: Duration, req_id: ReqId, op: &mut Op) -> bool {
-        if now >= op.deadline {
-            match &op.kind {
-                Kind::Read(read) => {
-                    if !read.answered {
-                        let got = read.replies.len() as u32;
-                        let failure = Failure::Timeout {
-                            needed: op.needed,
-                            got,
-                        };
-                        self.finish(req_id, Outcome::Read(Err(failure)));
-                    }
-                    self.repair(req_id, op);
-                }
-                Kind::Write(write) => {
-                    let got = write.minted.as_ref().map_or(0, |m| m.acked.len() as u32);
+    /// The deadline of `op` passed: fail it if unanswered, and repair what a read saw.
+    fn expire(&mut self, req_id: ReqId, op: &Op) {
+        match &op.kind {
+            Kind::Read(read) => {
+                if !read.answered {
+                    let got = read.replies.len() as u32;
                     let failure = Failure::Timeout {
                         needed: op.needed,
                         got,
                     };
-                    self.finish(req_id, Outcome::Write(Err(failure)));
+                    self.finish(req_id, Outcome::Read(Err(failure)));
                 }
+                self.repair(req_id, op);
             }
-            return true;
-        }
-        if let Kind::Write(write) = &op.kind
-            && write.minted.is_none()
-            && now >= write.attempt_deadline
-        {
-            self.ask_next(now, req_id, op);
-        }
-        false
-    }
-}
-
-impl Op {
-    fn next_deadline(&self) -> Duration {
-        match &self.kind {
-            Kind::Write(w) if w.minted.is_none() && w.asked < self.replicas.len() => {
-                w.attempt_deadline.min(self.deadline)
+            Kind::Write(write) => {
+                let got = write.minted.as_ref().map_or(0, |m| m.acked.len() as u32);
+                let failure = Failure::Timeout {
+                    needed: op.needed,
+                    got,
+                };
+                self.finish(req_id, Outcome::Write(Err(failure)));
             }
-            _ => self.deadline,
         }
     }
 }
