@@ -27,7 +27,7 @@
 //!   siblings can still arrive).
 //!
 //! Encoding (the bytes stored as the engine value and sent as `Put` payloads), in the
-//! [`crate::codec`] envelope:
+//! checksummed envelope of `codec.rs` (magic, version, body, crc32c):
 //!
 //! | field             | size  | meaning                                                   |
 //! |-------------------|-------|-----------------------------------------------------------|

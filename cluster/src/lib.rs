@@ -2,6 +2,14 @@
 //!
 //! Nothing here touches sockets, clocks or threads: inputs are messages, ticks and the
 //! current time; outputs are messages and storage actions.
+//!
+//! - [`partition`]: keys → Q partitions; [`ring`]: partitions → preference lists of nodes.
+//! - [`vv`], [`dvv`]: version vectors and dotted version vector sets (what replicas store).
+//! - [`consistency`]: ONE / QUORUM / ALL / n.
+//! - [`message`], [`coordinator`], [`replica`]: the quorum read/write protocol.
+//!
+//! Membership is static for now: the node builds a [`ring::Ring`] from its configured member
+//! list. Gossip will produce the same member list and rebuild the ring the same way.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -5,7 +5,7 @@
 //! dots `{(a, 1..=vv[a])}`: every write it has seen, per actor, downward closed.
 //!
 //! Version vectors travel to clients as opaque contexts (VGET returns one, VSET/VDEL take it
-//! back), encoded in the [`crate::codec`] envelope with magic `b"VC"`:
+//! back), encoded in the checksummed envelope of `codec.rs` with magic `b"VC"`:
 //!
 //! | field            | size | meaning                                         |
 //! |------------------|------|-------------------------------------------------|
