@@ -302,9 +302,13 @@ impl<F: FileSystem> Log<F> {
                 end.reason,
                 StopReason::BadChecksum | StopReason::ImpossibleLength(_)
             ) {
-                let found =
-                    reader::intact_record_after(file, seg.bytes, end.offset + 1, end.next_record + 1)
-                        .await?;
+                let found = reader::intact_record_after(
+                    file,
+                    seg.bytes,
+                    end.offset + 1,
+                    end.next_record + 1,
+                )
+                .await?;
                 if let Some((offset, record_no)) = found {
                     return Err(Error::corruption(
                         segment_path(&dir, seg.number),
@@ -319,7 +323,9 @@ impl<F: FileSystem> Log<F> {
             }
         }
         // A damaged header on a segment after the last valid one hides its records the same way.
-        let next_expected = kept.last().map_or(from_record, |(_, _, end)| end.next_record);
+        let next_expected = kept
+            .last()
+            .map_or(from_record, |(_, _, end)| end.next_record);
         for s in &found[valid.len()..] {
             if let HeaderState::Invalid(why) = &s.header {
                 let path = segment_path(&dir, s.number);

@@ -174,7 +174,11 @@ fn table_regions(fs: &FaultFs, path: &Path) -> Vec<(&'static str, u64, u64)> {
     let props = block_on(async {
         let file = fs.open(path).await.unwrap();
         let cache = Arc::new(BlockCache::new(1 << 20));
-        Table::open(file, 1, cache).await.unwrap().properties().clone()
+        Table::open(file, 1, cache)
+            .await
+            .unwrap()
+            .properties()
+            .clone()
     });
     const TRAILER: u64 = 5;
     const FOOTER: u64 = 64;

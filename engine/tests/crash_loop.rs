@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,10 @@ fn parse(lines: &[String]) -> Report {
             _ => panic!("bad line from the child: {line:?}"),
         }
     }
-    report.in_flight = intents.into_iter().map(|(t, (_, k, v))| (t, (k, v))).collect();
+    report.in_flight = intents
+        .into_iter()
+        .map(|(t, (_, k, v))| (t, (k, v)))
+        .collect();
     report
 }
 
@@ -143,14 +146,20 @@ fn run_and_kill(bin: &Path, dir: &Path, run: u64, rng: &mut StdRng) -> Vec<Strin
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => lines.push(line),
-            Err(e) => panic!("no acknowledgement from the writer within {FIRST_ACK_TIMEOUT:?}: {e}"),
+            Err(e) => {
+                panic!("no acknowledgement from the writer within {FIRST_ACK_TIMEOUT:?}: {e}")
+            }
         }
     }
     // The random moment of the kill is the point of the test, not a synchronisation.
     std::thread::sleep(Duration::from_millis(rng.gen_range(RUN_MS)));
     child.0.kill().unwrap();
     let status = child.0.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "the writer stopped by itself: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the writer stopped by itself: {status}"
+    );
     reader.join().unwrap();
     // Every line was one pipe write of under PIPE_BUF bytes: the kill cannot cut one.
     lines.extend(rx.try_iter());
@@ -159,10 +168,17 @@ fn run_and_kill(bin: &Path, dir: &Path, run: u64, rng: &mut StdRng) -> Vec<Strin
 
 /// Checks the database against the model and the writes in flight, then folds what those
 /// writes left into the model. Returns the number of tables, to see that flushes ran.
-fn check(dir: &Path, model: &mut Model, in_flight: &BTreeMap<u32, (String, Option<String>)>) -> u64 {
+fn check(
+    dir: &Path,
+    model: &mut Model,
+    in_flight: &BTreeMap<u32, (String, Option<String>)>,
+) -> u64 {
     let db = Db::open(dir, options()).unwrap();
     for (key, want) in model.iter() {
-        let got = db.get(key.as_bytes()).unwrap().map(|v| String::from_utf8(v).unwrap());
+        let got = db
+            .get(key.as_bytes())
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap());
         let flying = in_flight.values().find(|(k, _)| k == key).map(|(_, v)| v);
         assert!(
             got == *want || flying == Some(&got),
@@ -171,10 +187,19 @@ fn check(dir: &Path, model: &mut Model, in_flight: &BTreeMap<u32, (String, Optio
     }
     // A write in flight may have landed; from now on its result is the state to keep.
     for (key, _) in in_flight.values() {
-        let got = db.get(key.as_bytes()).unwrap().map(|v| String::from_utf8(v).unwrap());
+        let got = db
+            .get(key.as_bytes())
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap());
         let known = model.get(key).cloned().flatten();
-        let flying = in_flight.values().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        assert!(got == known || Some(got.clone()) == flying, "{key}: got {got:?}");
+        let flying = in_flight
+            .values()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone());
+        assert!(
+            got == known || Some(got.clone()) == flying,
+            "{key}: got {got:?}"
+        );
         model.insert(key.clone(), got);
     }
     // Nothing else is there.
@@ -211,7 +236,10 @@ fn crash_loop(kills: u64, seed: u64) {
         );
     }
     assert!(acked_total > 0);
-    assert!(tables > 0, "no flush ever happened: the test did not exercise tables");
+    assert!(
+        tables > 0,
+        "no flush ever happened: the test did not exercise tables"
+    );
 }
 
 #[test]

@@ -34,7 +34,10 @@ impl Model {
         let acked = self.acked.get(key);
         let unsure = self.unsure.get(key);
         let ok = got.as_ref() == acked || (unsure.is_some() && got.as_ref() == unsure);
-        assert!(ok, "{key:?}: got {got:?}, acked {acked:?}, unsure {unsure:?}");
+        assert!(
+            ok,
+            "{key:?}: got {got:?}, acked {acked:?}, unsure {unsure:?}"
+        );
     }
 }
 
@@ -63,7 +66,11 @@ fn value(i: usize) -> Vec<u8> {
 }
 
 /// Writes from `*next` on until one fails; returns its error.
-async fn write_until_error<F: FileSystem>(db: &Db<F>, model: &mut Model, next: &mut usize) -> Error {
+async fn write_until_error<F: FileSystem>(
+    db: &Db<F>,
+    model: &mut Model,
+    next: &mut usize,
+) -> Error {
     for _ in 0..WRITES_MAX {
         let i = *next;
         *next += 1;
@@ -200,7 +207,11 @@ fn enospc_on_the_commit_log_disables_writes_until_reopen() {
     let mut next = 0;
     block_on(async {
         let db = Db::open(fs.clone(), dir, options()).await.unwrap();
-        fs.inject(FaultRule::new(FaultOp::Write, FaultError::NoSpace).on_path("/log/").after(40));
+        fs.inject(
+            FaultRule::new(FaultOp::Write, FaultError::NoSpace)
+                .on_path("/log/")
+                .after(40),
+        );
         let e = write_until_error(&db, &mut model, &mut next).await;
         assert!(is_no_space(&e), "{e}");
         let e = write_until_error(&db, &mut model, &mut next).await;
@@ -253,7 +264,10 @@ fn enospc_on_the_manifest_fails_flushes_until_reopen() {
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "sst"))
             .count();
-        assert_eq!(tables as u64, db.stats().levels.iter().map(|l| l.0).sum::<u64>());
+        assert_eq!(
+            tables as u64,
+            db.stats().levels.iter().map(|l| l.0).sum::<u64>()
+        );
     });
 }
 

@@ -424,7 +424,11 @@ fn check_torn_tail(count: u64, k: isize, how: impl FnOnce(&std::fs::File, &Dumpe
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let (last_no, last) = log_with_records(&dir, count);
-    let k = if k < 0 { last.records.len() as isize + k } else { k };
+    let k = if k < 0 {
+        last.records.len() as isize + k
+    } else {
+        k
+    };
     let victim = &last.records[k as usize];
     damage(&dir, last_no, |f| how(f, victim));
     let cut = victim.record_no;
@@ -487,7 +491,9 @@ fn damage_before_intact_records_is_corruption() {
     // No torn write leaves intact records after damage in the last segment: they may have
     // been acknowledged, so replay must not stop there silently.
     let cases: [(usize, fn(&std::fs::File, &DumpedRecord)); 4] = [
-        (2, |f, r| f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap()),
+        (2, |f, r| {
+            f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap()
+        }),
         (0, |f, r| f.write_all_at(&[0xFF; 4], r.offset + 4).unwrap()),
         (0, |f, r| f.write_all_at(&[1], r.offset + 20).unwrap()),
         (1, |f, r| {
@@ -501,15 +507,29 @@ fn damage_before_intact_records_is_corruption() {
         let (last_no, last) = log_with_records(&dir, 120);
         damage(&dir, last_no, |f| how(f, &last.records[k]));
         let before = segment_numbers(&dir);
-        assert_corruption(open(Arc::new(StdFs), &dir, SMALL_SEGMENT, ReplayFrom::Oldest));
-        assert_eq!(segment_numbers(&dir), before, "a failed open changed the log");
+        assert_corruption(open(
+            Arc::new(StdFs),
+            &dir,
+            SMALL_SEGMENT,
+            ReplayFrom::Oldest,
+        ));
+        assert_eq!(
+            segment_numbers(&dir),
+            before,
+            "a failed open changed the log"
+        );
     }
     // A damaged header of the last segment, with its records intact behind it.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let (last_no, _) = log_with_records(&dir, 120);
     damage(&dir, last_no, |f| f.write_all_at(&[0x5A], 10).unwrap());
-    assert_corruption(open(Arc::new(StdFs), &dir, SMALL_SEGMENT, ReplayFrom::Oldest));
+    assert_corruption(open(
+        Arc::new(StdFs),
+        &dir,
+        SMALL_SEGMENT,
+        ReplayFrom::Oldest,
+    ));
 }
 
 #[test]
