@@ -253,6 +253,6 @@ fn long_crash_loop() {
     let seed = std::env::var("CRASH_LOOP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::random());
+        .unwrap_or_else(rand::random);
     crash_loop(30, seed);
 }

@@ -490,7 +490,8 @@ fn torn_tail_garbage() {
 fn damage_before_intact_records_is_corruption() {
     // No torn write leaves intact records after damage in the last segment: they may have
     // been acknowledged, so replay must not stop there silently.
-    let cases: [(usize, fn(&std::fs::File, &DumpedRecord)); 4] = [
+    type Damage = fn(&std::fs::File, &DumpedRecord);
+    let cases: [(usize, Damage); 4] = [
         (2, |f, r| {
             f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap()
         }),
