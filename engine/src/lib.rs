@@ -15,6 +15,8 @@ mod coding;
 pub mod db;
 pub mod error;
 pub mod fs;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod iter;
 pub mod log;
 pub mod manifest;
