@@ -53,10 +53,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{File, FileSystem, WRITE_ALIGN, align_up};
-#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use record::encode_record;
-#[cfg(not(any(test, feature = "fuzzing")))]
-use record::encode_record;
 use record::{SEGMENT_HEADER_LEN, framed_len};
 use segment::{parse_segment_name, prepare_segment, remove_segment, segment_path};
 
