@@ -123,6 +123,12 @@ pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatc
     if count as usize > payload.len() / ENTRY_HEADER_LEN {
         return Err(bad(&format!("impossible entry count {count}")));
     }
+    // Sequence numbers of the batch must fit below `SeqNo::MAX` (the "see everything" snapshot).
+    if first_seq.checked_add(u64::from(count)).is_none() {
+        return Err(bad(&format!(
+            "{count} entries from seq {first_seq} overflow"
+        )));
+    }
     let mut ops = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let tag = r.u8().ok_or_else(|| bad("truncated entry"))?;
@@ -130,6 +136,10 @@ pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatc
         let expires_at_ms = r.u64().ok_or_else(|| bad("truncated entry"))?;
         let key = r.bytes().ok_or_else(|| bad("truncated key"))?.to_vec();
         let value = r.bytes().ok_or_else(|| bad("truncated value"))?.to_vec();
+        // Flushing an entry past the limits would break the table format's bounds.
+        if check_key(&key).is_err() || check_value(&value).is_err() {
+            return Err(bad("key or value over the size limit"));
+        }
         if kind == ValueKind::Delete && expires_at_ms != NO_EXPIRY {
             return Err(bad("tombstone with an expiry"));
         }

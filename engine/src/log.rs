@@ -307,7 +307,7 @@ impl<F: FileSystem> Log<F> {
                     file,
                     seg.bytes,
                     end.offset + 1,
-                    end.next_record + 1,
+                    end.next_record.saturating_add(1),
                 )
                 .await?;
                 if let Some((offset, record_no)) = found {

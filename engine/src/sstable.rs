@@ -93,10 +93,10 @@ pub use iter::TableIter;
 pub use table::Table;
 
 pub(crate) use block::Block;
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) use block::unseal;
 #[cfg(test)]
 pub(crate) use block::BlockBuilder;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use block::unseal;
 
 use std::cmp::Ordering;
 
