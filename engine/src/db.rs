@@ -164,7 +164,6 @@ impl<F: FileSystem> Db<F> {
         for meta in manifest_state.tables.values() {
             handles.push(open_table(&fs, &dir, meta.clone(), &cache).await?);
         }
-        remove_orphan_tables(&fs, &dir, &manifest_state).await?;
 
         // Replay the log into memtables, freezing whenever one fills up.
         let log_dir = dir.join("log");
@@ -203,6 +202,9 @@ impl<F: FileSystem> Db<F> {
             },
         )
         .await?;
+        // Only once the log agrees with the manifest: a manifest that lost an edit must fail
+        // open without deleting the tables that edit recorded.
+        remove_orphan_tables(&fs, &dir, &manifest_state).await?;
 
         let mut memtables: Vec<Arc<Memtable>> = memtables.into_iter().map(Arc::new).collect();
         let mem = memtables

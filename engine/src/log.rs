@@ -29,8 +29,10 @@
 //! Reopening recovers exactly the valid prefix.
 //!
 //! Recovery ([`Log::open`]) replays valid records in order and stops cleanly at a torn or
-//! zeroed tail of the last segment that has records; damage followed by later valid segments
-//! means synced data was lost, and is `Error::Corruption`. The last recovered segment is
+//! zeroed tail of the last segment that has records; damage followed by later valid segments,
+//! or by intact records before the next all-zero sector (which no torn write leaves), means
+//! synced data was lost, and is `Error::Corruption`. Damage to the very last record cannot be
+//! told from a torn write of it: that record is dropped. The last recovered segment is
 //! fdatasynced (what a killed process left in the page cache becomes what a later power loss
 //! cannot take back), and appending resumes in a new segment, never in a recovered tail.
 
@@ -293,6 +295,61 @@ impl<F: FileSystem> Log<F> {
             };
             kept.push((seg, file, end));
         }
+        // Replay stops at damage in the last segment as at a torn tail, unless intact records
+        // follow it, which no torn write leaves (see `reader::intact_record_after`).
+        if let Some((seg, file, end)) = kept.last() {
+            if matches!(
+                end.reason,
+                StopReason::BadChecksum | StopReason::ImpossibleLength(_)
+            ) {
+                let found = reader::intact_record_after(
+                    file,
+                    seg.bytes,
+                    end.offset + 1,
+                    end.next_record + 1,
+                )
+                .await?;
+                if let Some((offset, record_no)) = found {
+                    return Err(Error::corruption(
+                        segment_path(&dir, seg.number),
+                        end.offset,
+                        format!(
+                            "{} at record {}, but record {record_no} at offset {offset} is \
+                             intact: damaged records, not a torn write",
+                            end.reason, end.next_record
+                        ),
+                    ));
+                }
+            }
+        }
+        // A damaged header on a segment after the last valid one hides its records the same way.
+        let next_expected = kept
+            .last()
+            .map_or(from_record, |(_, _, end)| end.next_record);
+        for s in &found[valid.len()..] {
+            if let HeaderState::Invalid(why) = &s.header {
+                let path = segment_path(&dir, s.number);
+                let file = fs.open(&path).await.at(&path)?;
+                let found = reader::intact_record_after(
+                    &file,
+                    s.file_len,
+                    SEGMENT_HEADER_LEN as u64,
+                    next_expected,
+                )
+                .await?;
+                if let Some((offset, record_no)) = found {
+                    return Err(Error::corruption(
+                        path,
+                        0,
+                        format!(
+                            "{why}, but record {record_no} at offset {offset} is intact: a \
+                             damaged header, not a torn write"
+                        ),
+                    ));
+                }
+            }
+        }
+
         let next_record = kept
             .last()
             .map_or(0, |(_, _, end)| end.next_record)

@@ -419,11 +419,17 @@ fn damage(dir: &Path, segment: u64, how: impl FnOnce(&std::fs::File)) {
 
 /// After damage to the last segment at record index `k`, replay ends just before it, appends
 /// continue from there, and a second reopen sees both.
-fn check_torn_tail(count: u64, k: usize, how: impl FnOnce(&std::fs::File, &DumpedRecord)) {
+/// A negative `k` counts from the end (-1 is the last record).
+fn check_torn_tail(count: u64, k: isize, how: impl FnOnce(&std::fs::File, &DumpedRecord)) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let (last_no, last) = log_with_records(&dir, count);
-    let victim = &last.records[k];
+    let k = if k < 0 {
+        last.records.len() as isize + k
+    } else {
+        k
+    };
+    let victim = &last.records[k as usize];
     damage(&dir, last_no, |f| how(f, victim));
     let cut = victim.record_no;
 
@@ -457,8 +463,8 @@ fn torn_tail_zeroed() {
     check_torn_tail(120, 3, |f, r| {
         f.write_all_at(&vec![0; 8192], r.offset).unwrap()
     });
-    // Only the payload's end zeroed: the crc catches it.
-    check_torn_tail(120, 1, |f, r| {
+    // Only the last payload's end zeroed: the crc catches it.
+    check_torn_tail(120, -1, |f, r| {
         f.write_all_at(&[0; 4], r.offset + 16 + r.payload.len() as u64 - 4)
             .unwrap()
     });
@@ -466,14 +472,65 @@ fn torn_tail_zeroed() {
 
 #[test]
 fn torn_tail_garbage() {
-    check_torn_tail(120, 2, |f, r| {
+    // Damage to the last record is indistinguishable from a torn write of it.
+    check_torn_tail(120, -1, |f, r| {
         f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap()
     });
-    check_torn_tail(120, 0, |f, r| {
+    check_torn_tail(120, -1, |f, r| {
         f.write_all_at(&[0xFF; 4], r.offset + 4).unwrap()
     });
-    // The very first record of the last segment: the segment keeps only its header.
-    check_torn_tail(120, 0, |f, r| f.write_all_at(&[1], r.offset + 20).unwrap());
+    // Garbage running into the zeroed space after the last record is a tear too.
+    check_torn_tail(120, 2, |f, r| {
+        f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap();
+        f.write_all_at(&[0; 8192], r.offset + 307).unwrap();
+    });
+}
+
+#[test]
+fn damage_before_intact_records_is_corruption() {
+    // No torn write leaves intact records after damage in the last segment: they may have
+    // been acknowledged, so replay must not stop there silently.
+    type Damage = fn(&std::fs::File, &DumpedRecord);
+    let cases: [(usize, Damage); 4] = [
+        (2, |f, r| {
+            f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap()
+        }),
+        (0, |f, r| f.write_all_at(&[0xFF; 4], r.offset + 4).unwrap()),
+        (0, |f, r| f.write_all_at(&[1], r.offset + 20).unwrap()),
+        (1, |f, r| {
+            f.write_all_at(&[0; 4], r.offset + 16 + r.payload.len() as u64 - 4)
+                .unwrap()
+        }),
+    ];
+    for (k, how) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let (last_no, last) = log_with_records(&dir, 120);
+        damage(&dir, last_no, |f| how(f, &last.records[k]));
+        let before = segment_numbers(&dir);
+        assert_corruption(open(
+            Arc::new(StdFs),
+            &dir,
+            SMALL_SEGMENT,
+            ReplayFrom::Oldest,
+        ));
+        assert_eq!(
+            segment_numbers(&dir),
+            before,
+            "a failed open changed the log"
+        );
+    }
+    // A damaged header of the last segment, with its records intact behind it.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (last_no, _) = log_with_records(&dir, 120);
+    damage(&dir, last_no, |f| f.write_all_at(&[0x5A], 10).unwrap());
+    assert_corruption(open(
+        Arc::new(StdFs),
+        &dir,
+        SMALL_SEGMENT,
+        ReplayFrom::Oldest,
+    ));
 }
 
 #[test]
@@ -481,7 +538,12 @@ fn torn_header_of_last_segment() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let (last_no, last) = log_with_records(&dir, 120);
-    damage(&dir, last_no, |f| f.write_all_at(&[0x5A; 3], 10).unwrap());
+    // Torn inside the header: nothing the write put after it reached the disk.
+    damage(&dir, last_no, |f| {
+        f.write_all_at(&[0x5A; 3], 10).unwrap();
+        f.write_all_at(&vec![0; SMALL_SEGMENT as usize - 13], 13)
+            .unwrap();
+    });
     let cut = last.records[0].record_no;
     let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
     assert_eq!(seen, expected(0..cut));
