@@ -113,6 +113,8 @@ pub struct Stats {
     /// Per level: (tables, bytes).
     pub levels: Vec<(u64, u64)>,
     pub log_bytes: u64,
+    /// Commit-log fdatasyncs; writes per sync measures group commit.
+    pub log_syncs: u64,
     pub last_seq: SeqNo,
     pub visible_seq: SeqNo,
     pub cache: CacheStats,
@@ -447,6 +449,7 @@ impl<F: FileSystem> Db<F> {
                 .map(|l| (l.len() as u64, l.iter().map(|t| t.meta.file_size).sum()))
                 .collect(),
             log_bytes: inner.log.disk_bytes(),
+            log_syncs: inner.log.data_syncs(),
             last_seq,
             visible_seq: inner.visible_seq.load(Ordering::Acquire),
             cache: inner.cache.stats(),
