@@ -266,7 +266,7 @@ fn enospc_on_the_manifest_fails_flushes_until_reopen() {
             .count();
         assert_eq!(
             tables as u64,
-            db.stats().levels.iter().map(|l| l.0).sum::<u64>()
+            db.stats().levels.iter().map(|l| l.tables).sum::<u64>()
         );
     });
 }

@@ -1,4 +1,7 @@
-//! shoal-tools: operator tools for Shoal. The library holds what the binaries share; so far
-//! the file dumps behind `sstable-dump`.
+//! shoal-tools: command-line tools around Shoal. The logic lives here so it is unit-tested;
+//! the binaries in `src/bin/` only parse arguments and print.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod bench;
 pub mod dump;

@@ -394,6 +394,56 @@ fn group_commit_shares_fdatasyncs() {
     assert_eq!(seen, written);
 }
 
+/// Tasks on one thread (a shard): each fdatasync must cover every task that was ready to
+/// append, not just the leader's own record.
+#[cfg(feature = "dma")]
+#[test]
+fn group_commit_groups_every_ready_task_on_one_thread() {
+    use std::rc::Rc;
+    const TASKS: u64 = 64;
+    const ROUNDS: u64 = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open(
+        Arc::new(TestFs::default()),
+        &dir,
+        4 << 20,
+        ReplayFrom::Oldest,
+    )
+    .unwrap();
+    let log = Rc::new(log);
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .make()
+        .unwrap();
+    let task_log = log.clone();
+    ex.run(async move {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let log = task_log.clone();
+                glommio::spawn_local(async move {
+                    for i in 0..ROUNDS {
+                        let n = log
+                            .append(format!("task {t} round {i}").as_bytes())
+                            .unwrap();
+                        log.sync(n).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    });
+    assert_eq!(log.durable_record(), Some(TASKS * ROUNDS - 1));
+    // One fdatasync per round; the first round may start before every task was spawned.
+    let syncs = log.data_syncs();
+    assert!(
+        syncs <= ROUNDS + 1,
+        "{syncs} fdatasyncs for {ROUNDS} rounds of {TASKS} tasks"
+    );
+}
+
 /// Writes records 0..`count` over several segments, returning the dump of the last one.
 fn log_with_records(dir: &Path, count: u64) -> (u64, SegmentDump) {
     let (log, _) = open_std(dir, SMALL_SEGMENT, ReplayFrom::Oldest);

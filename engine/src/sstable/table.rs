@@ -264,14 +264,27 @@ impl<F: File> Table<F> {
 
     /// Data block `i`, from the cache or from disk (then cached).
     pub(super) async fn block(&self, i: usize) -> Result<Arc<Block>> {
+        self.block_with(i, true).await
+    }
+
+    /// Data block `i`, from the cache or from disk; cached only when `fill_cache` (a
+    /// compaction reads each block once and must not evict the readers' hot blocks).
+    pub(super) async fn block_with(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
         let ie = &self.index[i];
         if let Some(block) = self.cache.get(self.number, ie.offset) {
             return Ok(block);
         }
         let block = Arc::new(self.read_block(ie).await?);
-        self.cache
-            .insert(self.number, ie.offset, Arc::clone(&block));
+        if fill_cache {
+            self.cache
+                .insert(self.number, ie.offset, Arc::clone(&block));
+        }
         Ok(block)
+    }
+
+    /// Bytes of the index and bloom filter this open table keeps in memory.
+    pub fn meta_memory_bytes(&self) -> u64 {
+        self.props.index_bytes + self.props.filter_bytes
     }
 
     /// Reads, checks and decodes a data block from disk.
