@@ -175,7 +175,6 @@ impl<F: FileSystem> Db<F> {
             tables.get(meta).await?;
             handles.push(TableHandle::new(meta.clone(), Arc::clone(&tables)));
         }
-        remove_orphan_tables(&fs, &dir, &manifest_state).await?;
 
         // Replay the log into memtables, freezing whenever one fills up.
         let log_dir = dir.join("log");
@@ -214,6 +213,9 @@ impl<F: FileSystem> Db<F> {
             },
         )
         .await?;
+        // Only once the log agrees with the manifest: a manifest that lost an edit must fail
+        // open without deleting the tables that edit recorded.
+        remove_orphan_tables(&fs, &dir, &manifest_state).await?;
 
         let mut memtables: Vec<Arc<Memtable>> = memtables.into_iter().map(Arc::new).collect();
         let mem = memtables
@@ -724,9 +726,7 @@ impl<F: FileSystem> Db<F> {
                 removed: removed.clone(),
                 log_start: log_start.unwrap_or(state_after.log_start),
                 next_file: st.next_file,
-                last_seq: state_after
-                    .last_seq
-                    .max(flushed.map_or(0, |m| m.max_seq())),
+                last_seq: state_after.last_seq.max(flushed.map_or(0, |m| m.max_seq())),
             };
             state_after
                 .apply(edit.clone())
@@ -772,8 +772,9 @@ impl<F: FileSystem> Db<F> {
             let choice = picker::pick(&sv.version.meta_levels(), &inner.shape, &st.cursors);
             let from = match &choice {
                 Some(Choice::Move { table, .. }) => Some((table.level, table.largest.clone())),
-                Some(Choice::Merge(job)) => picker::key_range(&job.inputs)
-                    .map(|(_, hi)| (job.level, hi.to_vec())),
+                Some(Choice::Merge(job)) => {
+                    picker::key_range(&job.inputs).map(|(_, hi)| (job.level, hi.to_vec()))
+                }
                 None => None,
             };
             if let Some((level, largest)) = from {
@@ -785,10 +786,8 @@ impl<F: FileSystem> Db<F> {
             None => Ok(false),
             Some(Choice::Move { table, to }) => {
                 let number = table.number;
-                let moved = TableHandle::new(
-                    TableMeta { level: to, ..table },
-                    Arc::clone(&inner.tables),
-                );
+                let moved =
+                    TableHandle::new(TableMeta { level: to, ..table }, Arc::clone(&inner.tables));
                 self.install(vec![moved], vec![number], None, None).await?;
                 Counters::add(&inner.counters.trivial_moves, 1);
                 Ok(true)

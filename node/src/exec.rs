@@ -118,7 +118,9 @@ impl Ctx {
             return self.shard.apply(op).await;
         }
         match self.send(to, &op).await {
-            Ok(p) => p.await.unwrap_or_else(|e| ShardReply::Error(format!("ERR {e}"))),
+            Ok(p) => p
+                .await
+                .unwrap_or_else(|e| ShardReply::Error(format!("ERR {e}"))),
             Err(e) => ShardReply::Error(e),
         }
     }
@@ -294,7 +296,11 @@ impl Ctx {
     }
 
     /// Groups `keys` by owning shard, one op per shard built by `op`.
-    fn by_shard(&self, keys: &[&[u8]], op: impl Fn(Vec<Vec<u8>>) -> ShardOp) -> Vec<Option<ShardOp>> {
+    fn by_shard(
+        &self,
+        keys: &[&[u8]],
+        op: impl Fn(Vec<Vec<u8>>) -> ShardOp,
+    ) -> Vec<Option<ShardOp>> {
         let mut per: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.shard.shards];
         for k in keys {
             per[self.shard.owner(k)].push(k.to_vec());
@@ -318,7 +324,11 @@ impl Ctx {
             .collect()
     }
 
-    async fn count_keys(&self, keys: &[&[u8]], op: impl Fn(Vec<Vec<u8>>) -> ShardOp) -> Result<i64, String> {
+    async fn count_keys(
+        &self,
+        keys: &[&[u8]],
+        op: impl Fn(Vec<Vec<u8>>) -> ShardOp,
+    ) -> Result<i64, String> {
         let results = self
             .fan_out(self.by_shard(keys, op), |r| match r {
                 ShardReply::Count(n) => Ok(n),
@@ -360,11 +370,7 @@ impl Ctx {
             Command::ClientId => reply.int(session.id as i64),
             Command::ClientGetName => reply.null(),
             Command::ConfigGet => reply.map(0),
-            Command::Set {
-                key,
-                value,
-                opts,
-            } => {
+            Command::Set { key, value, opts } => {
                 let op = ShardOp::Set {
                     key: key.to_vec(),
                     value: value.to_vec(),
@@ -428,7 +434,10 @@ impl Ctx {
                 pattern,
                 count,
                 type_mismatch,
-            } => self.scan(*cursor, *pattern, *count, *type_mismatch, reply).await,
+            } => {
+                self.scan(*cursor, *pattern, *count, *type_mismatch, reply)
+                    .await
+            }
             Command::Get(_) | Command::MGet(_) | Command::MSet(_) => {
                 debug_assert!(false, "reads and blind writes run in runs");
                 reply.error("ERR internal: unbatched command");

@@ -207,7 +207,10 @@ fn check_layout(config: &Config) -> Result<(), ServerError> {
     };
     std::fs::create_dir_all(dir).map_err(|e| layout_err(e.to_string()))?;
     let path = dir.join(LAYOUT_FILE);
-    let want = format!("shards={}\npartitions={}\n", config.shards, config.partitions);
+    let want = format!(
+        "shards={}\npartitions={}\n",
+        config.shards, config.partitions
+    );
     match std::fs::read_to_string(&path) {
         Ok(have) if have == want => Ok(()),
         Ok(have) => Err(layout_err(format!(

@@ -343,19 +343,32 @@ mod tests {
         let clock = Arc::new(TestClock(AtomicU64::new(1_000)));
         let s = open(dir.path(), clock.clone());
         block_on(async {
-            s.put(&[put(b"a", b"1", 0), put(b"b", b"2", 5_000)]).await.unwrap();
+            s.put(&[put(b"a", b"1", 0), put(b"b", b"2", 5_000)])
+                .await
+                .unwrap();
             assert_eq!(s.get(b"a").await.unwrap().unwrap().bytes(), b"1");
             assert_eq!(s.ttl_ms(b"a").await.unwrap(), -1);
             assert_eq!(s.ttl_ms(b"b").await.unwrap(), 4_000);
             assert_eq!(s.ttl_ms(b"zz").await.unwrap(), -2);
 
-            let r = s.set(b"a", b"x", Cond::Nx, Expiry::Never, true).await.unwrap();
+            let r = s
+                .set(b"a", b"x", Cond::Nx, Expiry::Never, true)
+                .await
+                .unwrap();
             assert!(!r.written);
             assert_eq!(r.old.as_deref(), Some(&b"1"[..]));
-            let r = s.set(b"b", b"3", Cond::Xx, Expiry::Keep, false).await.unwrap();
+            let r = s
+                .set(b"b", b"3", Cond::Xx, Expiry::Keep, false)
+                .await
+                .unwrap();
             assert!(r.written);
             assert_eq!(s.ttl_ms(b"b").await.unwrap(), 4_000);
-            assert!(!s.set(b"c", b"3", Cond::Xx, Expiry::Never, false).await.unwrap().written);
+            assert!(
+                !s.set(b"c", b"3", Cond::Xx, Expiry::Never, false)
+                    .await
+                    .unwrap()
+                    .written
+            );
             assert!(s.get(b"c").await.unwrap().is_none());
 
             assert!(!s.expire(b"a", 3_000, ExpireCond::Xx).await.unwrap());
@@ -365,7 +378,10 @@ mod tests {
             assert_eq!(s.ttl_ms(b"a").await.unwrap(), 8_000);
             clock.0.store(9_000, Ordering::Relaxed);
             assert!(s.get(b"a").await.unwrap().is_none(), "expired");
-            assert!(!s.expire(b"b", 0, ExpireCond::Always).await.unwrap(), "b expired at 5000");
+            assert!(
+                !s.expire(b"b", 0, ExpireCond::Always).await.unwrap(),
+                "b expired at 5000"
+            );
             assert_eq!(s.count().await.unwrap(), (0, 0));
         });
     }
@@ -377,7 +393,13 @@ mod tests {
         let s = open(dir.path(), clock);
         block_on(async {
             let entries: Vec<PutEntry> = (0..100)
-                .map(|i| put(format!("k{i}").as_bytes(), b"v", if i % 10 == 0 { 1_000 } else { 0 }))
+                .map(|i| {
+                    put(
+                        format!("k{i}").as_bytes(),
+                        b"v",
+                        if i % 10 == 0 { 1_000 } else { 0 },
+                    )
+                })
                 .collect();
             s.put(&entries).await.unwrap();
             assert_eq!(s.count().await.unwrap(), (100, 10));

@@ -25,8 +25,15 @@ pub fn shoal_binary() -> &'static Path {
         if !bin.exists() {
             let target_dir = profile_dir.parent().unwrap();
             let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args(["build", "-p", "shoal-node", "--bin", "shoal", "--target-dir"])
-                .arg(target_dir);
+            cmd.args([
+                "build",
+                "-p",
+                "shoal-node",
+                "--bin",
+                "shoal",
+                "--target-dir",
+            ])
+            .arg(target_dir);
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
@@ -161,4 +168,3 @@ impl Drop for Server {
         self.kill();
     }
 }
-
