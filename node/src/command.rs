@@ -205,7 +205,9 @@ pub fn unknown_command(args: &[&[u8]]) -> Refusal {
 }
 
 fn wrong_arity(name: &str) -> Refusal {
-    Refusal(format!("ERR wrong number of arguments for '{name}' command"))
+    Refusal(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
 }
 
 /// Parses a Redis integer argument strictly (no spaces, no `+`, no leading zeros).
@@ -255,7 +257,11 @@ fn check_value(value: &[u8], limits: Limits) -> Result<(), Refusal> {
 }
 
 /// Parses one request. `args` is the request array, name first; it is never empty.
-pub fn parse<'a>(args: &'a [&'a [u8]], now_ms: u64, limits: Limits) -> Result<Command<'a>, Refusal> {
+pub fn parse<'a>(
+    args: &'a [&'a [u8]],
+    now_ms: u64,
+    limits: Limits,
+) -> Result<Command<'a>, Refusal> {
     debug_assert!(!args.is_empty());
     let Some((name, arity)) = lookup(args[0]) else {
         return Err(unknown_command(args));
@@ -327,9 +333,7 @@ pub fn parse<'a>(args: &'a [&'a [u8]], now_ms: u64, limits: Limits) -> Result<Co
         "scan" => parse_scan(rest)?,
         "flushdb" | "flushall" => match rest {
             [] => Command::FlushDb,
-            [mode]
-                if mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async") =>
-            {
+            [mode] if mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async") => {
                 Command::FlushDb
             }
             _ => return Err(Refusal::new(SYNTAX_ERROR)),
@@ -342,9 +346,8 @@ fn parse_hello<'a>(rest: &'a [&'a [u8]]) -> Result<Command<'a>, Refusal> {
     let Some((first, mut opts)) = rest.split_first() else {
         return Ok(Command::Hello(None));
     };
-    let version = parse_i64(first).ok_or_else(|| {
-        Refusal::new("ERR Protocol version is not an integer or out of range")
-    })?;
+    let version = parse_i64(first)
+        .ok_or_else(|| Refusal::new("ERR Protocol version is not an integer or out of range"))?;
     while let Some((opt, tail)) = opts.split_first() {
         opts = if opt.eq_ignore_ascii_case(b"auth") && tail.len() >= 2 {
             &tail[2..]
@@ -400,10 +403,15 @@ fn parse_client<'a>(rest: &'a [&'a [u8]]) -> Result<Command<'a>, Refusal> {
 
 /// `base + n * unit` as an absolute time in ms, or `None` on overflow.
 fn absolute_ms(n: i64, unit_ms: i64, base_ms: u64) -> Option<i64> {
-    n.checked_mul(unit_ms)?.checked_add(i64::try_from(base_ms).ok()?)
+    n.checked_mul(unit_ms)?
+        .checked_add(i64::try_from(base_ms).ok()?)
 }
 
-fn parse_set<'a>(rest: &'a [&'a [u8]], now_ms: u64, limits: Limits) -> Result<Command<'a>, Refusal> {
+fn parse_set<'a>(
+    rest: &'a [&'a [u8]],
+    now_ms: u64,
+    limits: Limits,
+) -> Result<Command<'a>, Refusal> {
     let (key, value) = (rest[0], rest[1]);
     check_key(key)?;
     check_value(value, limits)?;
@@ -613,16 +621,32 @@ mod tests {
             "ERR invalid expire time in 'set' command"
         );
         let big = vec![b'x'; 2000];
-        assert!(p(&[b"set", b"k", &big]).unwrap_err().starts_with("ERR string exceeds"));
+        assert!(
+            p(&[b"set", b"k", &big])
+                .unwrap_err()
+                .starts_with("ERR string exceeds")
+        );
         let long_key = vec![b'k'; KEY_LEN_MAX + 1];
-        assert!(p(&[b"get", &long_key]).unwrap_err().starts_with("ERR key is"));
+        assert!(
+            p(&[b"get", &long_key])
+                .unwrap_err()
+                .starts_with("ERR key is")
+        );
     }
 
     #[test]
     fn integers_are_strict() {
         assert_eq!(parse_i64(b"10"), Some(10));
         assert_eq!(parse_i64(b"-3"), Some(-3));
-        for bad in [&b""[..], b"+1", b"01", b" 1", b"1.5", b"-0", b"99999999999999999999"] {
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"01",
+            b" 1",
+            b"1.5",
+            b"-0",
+            b"99999999999999999999",
+        ] {
             assert_eq!(parse_i64(bad), None, "{:?}", bad);
         }
     }

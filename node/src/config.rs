@@ -43,7 +43,11 @@ impl Fsync {
 
 /// Command-line flags. Unset flags fall back to the config file, then to the defaults.
 #[derive(Debug, Parser, Default)]
-#[command(name = "shoal", version, about = "Shoal: a Dynamo-style key-value server speaking the Redis protocol")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: a Dynamo-style key-value server speaking the Redis protocol"
+)]
 pub struct Flags {
     /// TOML file with any of the options below (flags override it).
     #[arg(long, value_name = "FILE")]
@@ -193,7 +197,10 @@ impl Config {
             ));
         }
         if self.memtable_bytes < (1 << 20) {
-            return invalid(format!("memtable_bytes = {} (at least 1 MiB)", self.memtable_bytes));
+            return invalid(format!(
+                "memtable_bytes = {} (at least 1 MiB)",
+                self.memtable_bytes
+            ));
         }
         Ok(())
     }
@@ -239,7 +246,8 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nshards = 3\nfsync = \"interval\"\ndata_dir = \"/tmp/x\"\n",
         )
         .unwrap();
-        let flags = Flags::parse_from(["shoal", "--config", path.to_str().unwrap(), "--shards", "2"]);
+        let flags =
+            Flags::parse_from(["shoal", "--config", path.to_str().unwrap(), "--shards", "2"]);
         let c = Config::resolve(flags).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.shards, 2);
@@ -253,11 +261,20 @@ mod tests {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "shardz = 3\n").unwrap();
         let flags = Flags::parse_from(["shoal", "--config", path.to_str().unwrap()]);
-        assert!(matches!(Config::resolve(flags), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::resolve(flags),
+            Err(ConfigError::Parse { .. })
+        ));
         let flags = Flags::parse_from(["shoal", "--shards", "0"]);
-        assert!(matches!(Config::resolve(flags), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            Config::resolve(flags),
+            Err(ConfigError::Invalid(_))
+        ));
         let flags = Flags::parse_from(["shoal", "--shards", "8", "--partitions", "4"]);
-        assert!(matches!(Config::resolve(flags), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            Config::resolve(flags),
+            Err(ConfigError::Invalid(_))
+        ));
         assert!(Flags::try_parse_from(["shoal", "--fsync", "sometimes"]).is_err());
     }
 }

@@ -140,7 +140,10 @@ fn check_header(buf: &[u8], bulk_max: usize) -> Result<(), ProtocolError> {
             .map(|p| from + p)
     };
     let number = |from: usize, to: usize| -> Option<i64> {
-        std::str::from_utf8(&buf[from..to]).ok()?.parse::<i64>().ok()
+        std::str::from_utf8(&buf[from..to])
+            .ok()?
+            .parse::<i64>()
+            .ok()
     };
     let invalid_multibulk = || ProtocolError("invalid multibulk length".to_owned());
     let invalid_bulk = || ProtocolError("invalid bulk length".to_owned());
@@ -195,7 +198,11 @@ fn decode_inline(
             Ok(Decoded::Incomplete)
         };
     };
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     let before = args.len();
     let mut i = 0;
     while i < line_end {
@@ -266,14 +273,12 @@ async fn run(
                 return Ok(());
             }
         }
-        let read = futures_lite::future::or(
-            async { Some(stream.read(&mut buf[end..]).await) },
-            async {
+        let read =
+            futures_lite::future::or(async { Some(stream.read(&mut buf[end..]).await) }, async {
                 shutdown.wait().await;
                 None
-            },
-        )
-        .await;
+            })
+            .await;
         let n = match read {
             Some(r) => r?,
             None => return Ok(()),
@@ -376,7 +381,10 @@ mod tests {
         let input = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*0\r\n*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET";
         for proto in [Proto::Resp2, Proto::Resp3] {
             let reqs = decode_all(input, proto).unwrap();
-            assert_eq!(reqs, vec![vec![b"GET".to_vec(), b"k".to_vec()], vec![b"PING".to_vec()]]);
+            assert_eq!(
+                reqs,
+                vec![vec![b"GET".to_vec(), b"k".to_vec()], vec![b"PING".to_vec()]]
+            );
         }
     }
 
@@ -385,7 +393,10 @@ mod tests {
         let reqs = decode_all(b"PING\r\nset  a   b\n\r\n", Proto::Resp2).unwrap();
         assert_eq!(
             reqs,
-            vec![vec![b"PING".to_vec()], vec![b"set".to_vec(), b"a".to_vec(), b"b".to_vec()]]
+            vec![
+                vec![b"PING".to_vec()],
+                vec![b"set".to_vec(), b"a".to_vec(), b"b".to_vec()]
+            ]
         );
         let long = vec![b'a'; INLINE_LEN_MAX + 1];
         assert!(decode_all(&long, Proto::Resp2).is_err());
@@ -401,7 +412,10 @@ mod tests {
         assert_eq!(err(b"*x\r\n"), "invalid multibulk length");
         assert_eq!(err(b"*1\r\n:5\r\n"), "expected '$', got ':'");
         // A partial request within limits waits for more.
-        assert_eq!(decode_all(b"*2\r\n$50\r\nabc", Proto::Resp2).unwrap().len(), 0);
+        assert_eq!(
+            decode_all(b"*2\r\n$50\r\nabc", Proto::Resp2).unwrap().len(),
+            0
+        );
     }
 
     #[test]

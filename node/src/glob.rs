@@ -78,7 +78,9 @@ fn class(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
             let &esc = pattern.get(p + 1)?;
             matched |= esc == c;
             p += 2;
-        } else if pattern.get(p + 1) == Some(&b'-') && pattern.get(p + 2).is_some_and(|&e| e != b']') {
+        } else if pattern.get(p + 1) == Some(&b'-')
+            && pattern.get(p + 2).is_some_and(|&e| e != b']')
+        {
             let (mut lo, mut hi) = (first, pattern[p + 2]);
             if lo > hi {
                 std::mem::swap(&mut lo, &mut hi);

@@ -9,14 +9,26 @@ use crate::message::ShardStats;
 /// The Redis version whose command semantics Shoal follows; tools parse `redis_version`.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
-const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "persistence", "keyspace", "shards"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "stats",
+    "persistence",
+    "keyspace",
+    "shards",
+];
 
 /// Resident set size of this process in bytes (from /proc; 0 if unreadable).
 fn rss_bytes() -> u64 {
     let page = 4096;
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * page)
 }
 
@@ -45,7 +57,11 @@ fn wanted(sections: &[&[u8]]) -> Vec<&'static str> {
     SECTIONS
         .iter()
         .copied()
-        .filter(|name| all || sections.iter().any(|s| s.eq_ignore_ascii_case(name.as_bytes())))
+        .filter(|name| {
+            all || sections
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(name.as_bytes()))
+        })
         .collect()
 }
 

@@ -70,7 +70,11 @@ impl Mesh {
         let (req_tx, mut req_rx) = requests.join().await.map_err(|_| MeshError::Closed(0))?;
         let (rep_tx, mut rep_rx) = replies.join().await.map_err(|_| MeshError::Closed(0))?;
         let me = req_tx.peer_id();
-        debug_assert_eq!(me, rep_tx.peer_id(), "both meshes are joined in the same order");
+        debug_assert_eq!(
+            me,
+            rep_tx.peer_id(),
+            "both meshes are joined in the same order"
+        );
         let receivers = MeshReceivers {
             requests: req_rx.streams(),
             replies: rep_rx.streams(),

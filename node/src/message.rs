@@ -104,7 +104,10 @@ pub enum ShardReply {
         keys: Vec<(u64, Vec<u8>)>,
         exhausted: bool,
     },
-    Counted { keys: u64, expires: u64 },
+    Counted {
+        keys: u64,
+        expires: u64,
+    },
     Stats(Box<ShardStats>),
     /// The operation failed on the owning shard; the text goes to the client.
     Error(String),

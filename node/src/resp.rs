@@ -41,8 +41,10 @@ impl Reply {
     /// Redis, so the reply stays one line.
     pub fn error(&mut self, msg: &str) {
         self.buf.push(b'-');
-        self.buf
-            .extend(msg.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        self.buf.extend(
+            msg.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
         self.buf.extend_from_slice(b"\r\n");
     }
 
@@ -139,7 +141,10 @@ mod tests {
         r.null();
         r.array(2);
         r.error("ERR bad\r\nthing");
-        assert_eq!(r.buf, b"+OK\r\n:-42\r\n$2\r\nhi\r\n$-1\r\n*2\r\n-ERR bad  thing\r\n");
+        assert_eq!(
+            r.buf,
+            b"+OK\r\n:-42\r\n$2\r\nhi\r\n$-1\r\n*2\r\n-ERR bad  thing\r\n"
+        );
         r.buf.clear();
         r.proto = Proto::Resp3;
         r.null();

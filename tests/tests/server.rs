@@ -15,7 +15,9 @@ const SHARDS: &[&str] = &["--shards", "2"];
 
 fn err_text<T: std::fmt::Debug>(r: RedisResult<T>) -> String {
     let e = r.unwrap_err();
-    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or("")).trim().to_owned()
+    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+        .trim()
+        .to_owned()
 }
 
 /// Reads from a raw connection until the server closes it; returns what it sent.
@@ -32,33 +34,68 @@ fn strings_keys_and_expiry() {
     let mut c = server.connection();
 
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
-    assert_eq!(redis::cmd("ECHO").arg("hi").query::<String>(&mut c).unwrap(), "hi");
+    assert_eq!(
+        redis::cmd("ECHO")
+            .arg("hi")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "hi"
+    );
     let _: () = c.set("greeting", "hello").unwrap();
     assert_eq!(c.get::<_, String>("greeting").unwrap(), "hello");
     assert_eq!(c.get::<_, Option<String>>("missing").unwrap(), None);
 
     // Multi-key commands over keys spread across both shards, answered in order.
-    let pairs: Vec<(String, String)> = (0..200).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let pairs: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
     let _: () = c.mset(&pairs).unwrap();
     let keys: Vec<&String> = pairs.iter().map(|(k, _)| k).collect();
     let values: Vec<Option<String>> = c.mget(&keys).unwrap();
-    assert_eq!(values, pairs.iter().map(|(_, v)| Some(v.clone())).collect::<Vec<_>>());
+    assert_eq!(
+        values,
+        pairs
+            .iter()
+            .map(|(_, v)| Some(v.clone()))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(c.exists::<_, i64>(&["k1", "k2", "nope", "k1"]).unwrap(), 3);
     assert_eq!(c.del::<_, i64>(&["k1", "k2", "nope", "k1"]).unwrap(), 2);
     assert_eq!(c.exists::<_, i64>(&["k1", "k2"]).unwrap(), 0);
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 199);
 
     // SET options.
-    let nx: Option<String> = redis::cmd("SET").arg("greeting").arg("x").arg("NX").query(&mut c).unwrap();
+    let nx: Option<String> = redis::cmd("SET")
+        .arg("greeting")
+        .arg("x")
+        .arg("NX")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(nx, None);
-    let xx: Option<String> = redis::cmd("SET").arg("fresh").arg("x").arg("XX").query(&mut c).unwrap();
+    let xx: Option<String> = redis::cmd("SET")
+        .arg("fresh")
+        .arg("x")
+        .arg("XX")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(xx, None);
-    let old: Option<String> = redis::cmd("SET").arg("greeting").arg("bye").arg("GET").query(&mut c).unwrap();
+    let old: Option<String> = redis::cmd("SET")
+        .arg("greeting")
+        .arg("bye")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(old.as_deref(), Some("hello"));
     assert_eq!(c.get::<_, String>("greeting").unwrap(), "bye");
 
     // Expiry.
-    let _: () = redis::cmd("SET").arg("t").arg("v").arg("EX").arg(100).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("t")
+        .arg("v")
+        .arg("EX")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
     let ttl: i64 = c.ttl("t").unwrap();
     assert!((99..=100).contains(&ttl), "ttl {ttl}");
     let pttl: i64 = c.pttl("t").unwrap();
@@ -67,13 +104,23 @@ fn strings_keys_and_expiry() {
     assert_eq!(c.ttl::<_, i64>("missing").unwrap(), -2);
     assert_eq!(c.expire::<_, i64>("greeting", 50).unwrap(), 1);
     assert_eq!(c.expire::<_, i64>("missing", 50).unwrap(), 0);
-    let _: () = redis::cmd("SET").arg("short").arg("v").arg("PX").arg(50).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("short")
+        .arg("v")
+        .arg("PX")
+        .arg(50)
+        .query(&mut c)
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while c.get::<_, Option<String>>("short").unwrap().is_some() {
         assert!(std::time::Instant::now() < deadline, "key did not expire");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(c.expire::<_, i64>("t", -1).unwrap(), 1, "a past time deletes");
+    assert_eq!(
+        c.expire::<_, i64>("t", -1).unwrap(),
+        1,
+        "a past time deletes"
+    );
     assert_eq!(c.exists::<_, i64>("t").unwrap(), 0);
 
     // Redis's error texts.
@@ -86,15 +133,34 @@ fn strings_keys_and_expiry() {
         "ERR wrong number of arguments for 'get' command"
     );
     assert_eq!(
-        err_text(redis::cmd("SET").arg("a").arg("b").arg("NX").arg("XX").query::<Value>(&mut c)),
+        err_text(
+            redis::cmd("SET")
+                .arg("a")
+                .arg("b")
+                .arg("NX")
+                .arg("XX")
+                .query::<Value>(&mut c)
+        ),
         "ERR syntax error"
     );
     assert_eq!(
-        err_text(redis::cmd("EXPIRE").arg("a").arg("soon").query::<Value>(&mut c)),
+        err_text(
+            redis::cmd("EXPIRE")
+                .arg("a")
+                .arg("soon")
+                .query::<Value>(&mut c)
+        ),
         "ERR value is not an integer or out of range"
     );
     assert_eq!(
-        err_text(redis::cmd("SET").arg("a").arg("b").arg("EX").arg(0).query::<Value>(&mut c)),
+        err_text(
+            redis::cmd("SET")
+                .arg("a")
+                .arg("b")
+                .arg("EX")
+                .arg(0)
+                .query::<Value>(&mut c)
+        ),
         "ERR invalid expire time in 'set' command"
     );
     // The connection is still usable after errors.
@@ -111,7 +177,11 @@ fn scan_visits_every_key_once() {
     let mut c = server.connection();
     let mut expected = HashSet::new();
     for i in 0..500 {
-        let key = if i % 5 == 0 { format!("user:{i}") } else { format!("item:{i}") };
+        let key = if i % 5 == 0 {
+            format!("user:{i}")
+        } else {
+            format!("item:{i}")
+        };
         let _: () = c.set(&key, i).unwrap();
         expected.insert(key);
     }
@@ -135,7 +205,11 @@ fn scan_visits_every_key_once() {
             cursor = next;
         }
         let unique: HashSet<String> = seen.iter().cloned().collect();
-        assert_eq!(unique.len(), seen.len(), "a key was returned twice (COUNT {count})");
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "a key was returned twice (COUNT {count})"
+        );
         assert_eq!(unique, expected, "COUNT {count}");
     }
     let users: HashSet<String> = c.scan_match("user:*").unwrap().collect();
@@ -148,7 +222,13 @@ fn info_hello_and_pipelines() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), SHARDS);
     let mut c = server.connection();
-    let _: () = redis::cmd("SET").arg("a").arg("1").arg("EX").arg(1000).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("a")
+        .arg("1")
+        .arg("EX")
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
     let _: () = c.set("b", "2").unwrap();
     let info: String = redis::cmd("INFO").query(&mut c).unwrap();
     for field in [
@@ -173,12 +253,19 @@ fn info_hello_and_pipelines() {
     }
     let keyspace: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
     assert!(keyspace.starts_with("# Keyspace") && !keyspace.contains("# Server"));
-    assert!(redis::cmd("COMMAND").arg("COUNT").query::<i64>(&mut c).unwrap() > 20);
+    assert!(
+        redis::cmd("COMMAND")
+            .arg("COUNT")
+            .query::<i64>(&mut c)
+            .unwrap()
+            > 20
+    );
 
     // A pipeline mixing writes and reads of the same keys is answered in order.
     let mut pipe = redis::pipe();
     for i in 0..50 {
-        pipe.set(format!("p{}", i % 7), i).get(format!("p{}", i % 7));
+        pipe.set(format!("p{}", i % 7), i)
+            .get(format!("p{}", i % 7));
     }
     let replies: Vec<Value> = pipe.query(&mut c).unwrap();
     for (i, pair) in replies.chunks(2).enumerate() {
@@ -188,8 +275,10 @@ fn info_hello_and_pipelines() {
 
     // RESP3 after HELLO 3, on a raw connection.
     let mut raw = server.raw();
-    raw.write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$3\r\nGET\r\n$4\r\nnone\r\n*1\r\n$4\r\nQUIT\r\n")
-        .unwrap();
+    raw.write_all(
+        b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$3\r\nGET\r\n$4\r\nnone\r\n*1\r\n$4\r\nQUIT\r\n",
+    )
+    .unwrap();
     let text = read_to_close(&mut raw);
     assert!(text.starts_with("%7\r\n"), "{text}");
     assert!(text.contains("$5\r\nproto\r\n:3\r\n"), "{text}");
@@ -209,13 +298,23 @@ fn acknowledged_writes_survive_kill_9() {
         pipe.set(format!("d{i}"), format!("value-{i}")).ignore();
     }
     let _: () = pipe.query(&mut c).unwrap();
-    let _: () = redis::cmd("SET").arg("ttl").arg("x").arg("EX").arg(1000).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("ttl")
+        .arg("x")
+        .arg("EX")
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
     let _: i64 = c.del("d0").unwrap();
     drop(c);
     server.kill();
     server.restart();
     let mut c = server.connection();
-    assert_eq!(c.get::<_, Option<String>>("d0").unwrap(), None, "delete survived");
+    assert_eq!(
+        c.get::<_, Option<String>>("d0").unwrap(),
+        None,
+        "delete survived"
+    );
     let keys: Vec<String> = (1..1000).map(|i| format!("d{i}")).collect();
     let values: Vec<Option<String>> = c.mget(&keys).unwrap();
     for (i, v) in values.iter().enumerate() {
@@ -231,7 +330,9 @@ fn sigterm_stops_cleanly_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &["--shards", "2", "--fsync", "never"]);
     let mut c = server.connection();
-    let pairs: Vec<(String, String)> = (0..500).map(|i| (format!("g{i}"), format!("{i}"))).collect();
+    let pairs: Vec<(String, String)> = (0..500)
+        .map(|i| (format!("g{i}"), format!("{i}")))
+        .collect();
     let _: () = c.mset(&pairs).unwrap();
     drop(c);
     assert_eq!(server.stop(), Some(0));
@@ -249,17 +350,33 @@ fn malformed_input_closes_only_that_connection() {
     let _: () = good.set("k", "v").unwrap();
 
     let cases: &[(&[u8], &str)] = &[
-        (b"*1\r\n$99999999999\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*2\r\n$3\r\nGET\r\n$-7\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*99999999999\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*2\r\n$3\r\nGET\r\n:12\r\n", "-ERR Protocol error: expected '$', got ':'\r\n"),
+        (
+            b"*1\r\n$99999999999\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*2\r\n$3\r\nGET\r\n$-7\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*99999999999\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*2\r\n$3\r\nGET\r\n:12\r\n",
+            "-ERR Protocol error: expected '$', got ':'\r\n",
+        ),
     ];
     for (input, reply) in cases {
         let mut raw = server.raw();
         // A good request first: it is answered before the broken one closes the connection.
         raw.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
         raw.write_all(input).unwrap();
-        assert_eq!(read_to_close(&mut raw), format!("+PONG\r\n{reply}"), "{input:?}");
+        assert_eq!(
+            read_to_close(&mut raw),
+            format!("+PONG\r\n{reply}"),
+            "{input:?}"
+        );
     }
 
     // Over-limit keys and values are refused without closing the connection.
@@ -272,7 +389,10 @@ fn malformed_input_closes_only_that_connection() {
 
     // The good connection never noticed.
     assert_eq!(good.get::<_, String>("k").unwrap(), "v");
-    assert_eq!(redis::cmd("PING").query::<String>(&mut good).unwrap(), "PONG");
+    assert_eq!(
+        redis::cmd("PING").query::<String>(&mut good).unwrap(),
+        "PONG"
+    );
 }
 
 #[test]
@@ -288,4 +408,36 @@ fn refuses_a_port_in_use() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already in use"), "{stderr}");
+}
+
+#[test]
+fn relative_data_dir_and_layout_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(Some(dir.path()), std::path::Path::new("data"), SHARDS);
+    let mut c = server.connection();
+    let _: () = c.set("k", "v").unwrap();
+    drop(c);
+    assert_eq!(server.stop(), Some(0));
+    assert!(dir.path().join("data/shard-0").is_dir());
+    assert!(dir.path().join("data/shard-1").is_dir());
+
+    // The data directory remembers its shard count.
+    let out = std::process::Command::new(shoal_tests::shoal_binary())
+        .current_dir(dir.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "data",
+            "--shards",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("shards and partitions cannot change"),
+        "{stderr}"
+    );
 }
