@@ -159,13 +159,55 @@ impl Ctx {
         results
     }
 
+    /// GET/MGET whose keys this shard owns: no grouping, no copies of keys.
+    async fn read_local(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
+        let store = &self.shard.store;
+        for cmd in run {
+            match cmd {
+                Ok(Command::Get(key)) => match store.get(key).await {
+                    Ok(v) => reply.bulk_or_null(v.as_ref().map(Value::bytes)),
+                    Err(e) => reply.error(&format!("ERR {e}")),
+                },
+                _ => {
+                    let keys = keys_of(cmd);
+                    let mut values = Vec::with_capacity(keys.len());
+                    let mut failed = None;
+                    for key in keys {
+                        match store.get(key).await {
+                            Ok(v) => values.push(v),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(e) = failed {
+                        reply.error(&format!("ERR {e}"));
+                        continue;
+                    }
+                    reply.array(values.len());
+                    for v in &values {
+                        reply.bulk_or_null(v.as_ref().map(Value::bytes));
+                    }
+                }
+            }
+        }
+    }
+
     async fn read_run(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
         let n = self.shard.shards;
         let me = self.shard.id;
+        if run
+            .iter()
+            .flat_map(keys_of)
+            .all(|k| self.shard.owner(k) == me)
+        {
+            return self.read_local(run, reply).await;
+        }
         let mut remote: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
         let mut local: Vec<&[u8]> = Vec::new();
         let mut slots: Vec<(usize, usize)> = Vec::new();
-        for key in run.iter().flat_map(|c| keys_of(c)) {
+        for key in run.iter().flat_map(keys_of) {
             let s = self.shard.owner(key);
             if s == me {
                 slots.push((s, local.len()));
@@ -244,18 +286,18 @@ impl Ctx {
 
     async fn write_run(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
         let n = self.shard.shards;
-        let mut entries: Vec<Vec<PutEntry>> = vec![Vec::new(); n];
-        let mut shards_of_cmd: Vec<Vec<usize>> = Vec::with_capacity(run.len());
+        let me = self.shard.id;
+        let mut local: Vec<(&[u8], &[u8], u64)> = Vec::new();
+        let mut remote: Vec<Vec<PutEntry>> = vec![Vec::new(); n];
+        // Per command, the shards it wrote to, as a bit set.
+        const _: () = assert!(crate::config::SHARDS_MAX <= 4 * 64);
+        let mut touched: Vec<[u64; 4]> = Vec::with_capacity(run.len());
         for cmd in run {
-            let mut touched = Vec::new();
-            let mut add = |key: &[u8], value: &[u8], expires_at_ms: u64| {
+            let mut bits = [0u64; 4];
+            let mut owner = |key: &[u8]| {
                 let s = self.shard.owner(key);
-                touched.push(s);
-                entries[s].push(PutEntry {
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                    expires_at_ms,
-                });
+                bits[s / 64] |= 1 << (s % 64);
+                s
             };
             match cmd {
                 Ok(Command::Set { key, value, opts }) => {
@@ -263,32 +305,62 @@ impl Ctx {
                         Expiry::At(t) => t,
                         Expiry::Never | Expiry::Keep => shoal_engine::NO_EXPIRY,
                     };
-                    add(key, value, at);
+                    let s = owner(key);
+                    push_put(s, me, key, value, at, &mut local, &mut remote);
                 }
                 Ok(Command::MSet(pairs)) => {
                     for pair in pairs.chunks_exact(2) {
-                        add(pair[0], pair[1], shoal_engine::NO_EXPIRY);
+                        let s = owner(pair[0]);
+                        push_put(
+                            s,
+                            me,
+                            pair[0],
+                            pair[1],
+                            shoal_engine::NO_EXPIRY,
+                            &mut local,
+                            &mut remote,
+                        );
                     }
                 }
                 _ => debug_assert!(false, "only blind writes are batched"),
             }
-            shards_of_cmd.push(touched);
+            touched.push(bits);
         }
-        let ops = entries
-            .into_iter()
-            .map(|e| (!e.is_empty()).then_some(ShardOp::Put { entries: e }))
-            .collect();
-        let results = self
-            .fan_out(ops, |r| match r {
-                ShardReply::Done => Ok(()),
-                other => Err(unexpected(&other)),
-            })
-            .await;
-        for touched in shards_of_cmd {
-            match touched.iter().find_map(|&s| match &results[s] {
-                Some(Err(e)) => Some(e.as_str()),
-                _ => None,
-            }) {
+        let mut results: ShardResults<()> = (0..n).map(|_| None).collect();
+        let mut pending = Vec::new();
+        for (s, entries) in remote.into_iter().enumerate() {
+            if entries.is_empty() {
+                continue;
+            }
+            match self.send(s, &ShardOp::Put { entries }).await {
+                Ok(p) => pending.push((s, p)),
+                Err(e) => results[s] = Some(Err(e)),
+            }
+        }
+        if !local.is_empty() {
+            results[me] = Some(
+                self.shard
+                    .store
+                    .put(local.iter().copied())
+                    .await
+                    .map_err(|e| format!("ERR {e}")),
+            );
+        }
+        for (s, p) in pending {
+            results[s] = Some(match p.await {
+                Ok(ShardReply::Done) => Ok(()),
+                Ok(other) => Err(unexpected(&other)),
+                Err(e) => Err(format!("ERR {e}")),
+            });
+        }
+        for bits in touched {
+            let failed = (0..n)
+                .filter(|s| bits[s / 64] & (1 << (s % 64)) != 0)
+                .find_map(|s| match &results[s] {
+                    Some(Err(e)) => Some(e.as_str()),
+                    _ => None,
+                });
+            match failed {
                 Some(e) => reply.error(e),
                 None => reply.ok(),
             }
@@ -528,6 +600,27 @@ impl Ctx {
         for k in shown {
             reply.bulk(k);
         }
+    }
+}
+
+/// Queues one blind write for shard `s`: borrowed when local, copied into a message otherwise.
+fn push_put<'a>(
+    s: usize,
+    me: usize,
+    key: &'a [u8],
+    value: &'a [u8],
+    expires_at_ms: u64,
+    local: &mut Vec<(&'a [u8], &'a [u8], u64)>,
+    remote: &mut [Vec<PutEntry>],
+) {
+    if s == me {
+        local.push((key, value, expires_at_ms));
+    } else {
+        remote[s].push(PutEntry {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            expires_at_ms,
+        });
     }
 }
 

@@ -122,7 +122,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 }
 
 fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), ServerError> {
-    check_layout(&config)?;
+    config.data_dir = prepare_data_dir(&config)?;
     config.listen = claim_port(config.listen)?;
     tracing::info!(
         listen = %config.listen,
@@ -197,29 +197,31 @@ fn claim_port(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
     }
 }
 
-/// Records the shard and partition counts on first start and refuses to start with others:
-/// data placed by one layout is not found under another.
-fn check_layout(config: &Config) -> Result<(), ServerError> {
-    let dir = &config.data_dir;
+/// Creates the data directory and returns its absolute path (glommio's directory sync fails
+/// with EBADF on relative paths). Records the shard and partition counts on first start and
+/// refuses to start with others: data placed by one layout is not found under another.
+fn prepare_data_dir(config: &Config) -> Result<PathBuf, ServerError> {
     let layout_err = |what: String| ServerError::Layout {
-        dir: dir.clone(),
+        dir: config.data_dir.clone(),
         what,
     };
-    std::fs::create_dir_all(dir).map_err(|e| layout_err(e.to_string()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| layout_err(e.to_string()))?;
+    let dir = std::fs::canonicalize(&config.data_dir).map_err(|e| layout_err(e.to_string()))?;
     let path = dir.join(LAYOUT_FILE);
     let want = format!(
         "shards={}\npartitions={}\n",
         config.shards, config.partitions
     );
     match std::fs::read_to_string(&path) {
-        Ok(have) if have == want => Ok(()),
+        Ok(have) if have == want => Ok(dir),
         Ok(have) => Err(layout_err(format!(
             "was created with {}, not {} (shards and partitions cannot change)",
             have.trim().replace('\n', ", "),
             want.trim().replace('\n', ", ")
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_durably(&path, want.as_bytes()).map_err(|e| layout_err(e.to_string()))
+            write_durably(&path, want.as_bytes()).map_err(|e| layout_err(e.to_string()))?;
+            Ok(dir)
         }
         Err(e) => Err(layout_err(e.to_string())),
     }

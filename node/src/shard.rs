@@ -131,7 +131,14 @@ impl Shard {
                     None => Ok(ShardReply::Values(values)),
                 }
             }
-            ShardOp::Put { entries } => store.put(&entries).await.map(|()| ShardReply::Done),
+            ShardOp::Put { entries } => store
+                .put(
+                    entries
+                        .iter()
+                        .map(|e| (&e.key[..], &e.value[..], e.expires_at_ms)),
+                )
+                .await
+                .map(|()| ShardReply::Done),
             ShardOp::Set {
                 key,
                 value,

@@ -24,7 +24,7 @@ use shoal_engine::{Clock, Db, Entry, NO_EXPIRY, WriteBatch};
 
 use crate::command::{Cond, ExpireCond, Expiry};
 use crate::keylock::KeyLocks;
-use crate::message::{PutEntry, SetResult};
+use crate::message::SetResult;
 
 /// Value format tag of a plain string. Stored on disk: never renumber.
 const FORMAT_PLAIN: u8 = 1;
@@ -124,15 +124,18 @@ impl<F: FileSystem> Store<F> {
         Ok(self.entry(key).await?.map(|(v, _)| v))
     }
 
-    /// Blind writes as one atomic batch.
-    pub async fn put(&self, entries: &[PutEntry]) -> Result<()> {
+    /// Blind writes `(key, value, expires_at_ms)` as one atomic batch.
+    pub async fn put<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a [u8], &'a [u8], u64)> + Clone,
+    ) -> Result<()> {
         let _guard = self
             .locks
-            .shared(entries.iter().map(|e| key_hash(&e.key)).collect())
+            .shared(entries.clone().map(|(k, _, _)| key_hash(k)).collect())
             .await;
         let mut batch = WriteBatch::new();
-        for e in entries {
-            batch.put_entry(engine_key(&e.key), put_entry(&e.value, e.expires_at_ms));
+        for (key, value, expires_at_ms) in entries {
+            batch.put_entry(engine_key(key), put_entry(value, expires_at_ms));
         }
         Ok(self.db.write(batch).await?)
     }
@@ -325,16 +328,18 @@ mod tests {
             clock: clock.clone(),
             ..Options::default()
         };
-        let db = block_on(Db::open(StdFs::default(), dir, options)).unwrap();
+        let db = block_on(Db::open(StdFs, dir, options)).unwrap();
         Store::new(db, clock)
     }
 
-    fn put(key: &[u8], value: &[u8], expires_at_ms: u64) -> PutEntry {
-        PutEntry {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            expires_at_ms,
-        }
+    fn put(key: &[u8], value: &[u8], expires_at_ms: u64) -> (Vec<u8>, Vec<u8>, u64) {
+        (key.to_vec(), value.to_vec(), expires_at_ms)
+    }
+
+    fn refs(
+        entries: &[(Vec<u8>, Vec<u8>, u64)],
+    ) -> impl Iterator<Item = (&[u8], &[u8], u64)> + Clone {
+        entries.iter().map(|(k, v, t)| (&k[..], &v[..], *t))
     }
 
     #[test]
@@ -343,9 +348,8 @@ mod tests {
         let clock = Arc::new(TestClock(AtomicU64::new(1_000)));
         let s = open(dir.path(), clock.clone());
         block_on(async {
-            s.put(&[put(b"a", b"1", 0), put(b"b", b"2", 5_000)])
-                .await
-                .unwrap();
+            let entries = [put(b"a", b"1", 0), put(b"b", b"2", 5_000)];
+            s.put(refs(&entries)).await.unwrap();
             assert_eq!(s.get(b"a").await.unwrap().unwrap().bytes(), b"1");
             assert_eq!(s.ttl_ms(b"a").await.unwrap(), -1);
             assert_eq!(s.ttl_ms(b"b").await.unwrap(), 4_000);
@@ -392,7 +396,7 @@ mod tests {
         let clock = Arc::new(TestClock(AtomicU64::new(1)));
         let s = open(dir.path(), clock);
         block_on(async {
-            let entries: Vec<PutEntry> = (0..100)
+            let entries: Vec<_> = (0..100)
                 .map(|i| {
                     put(
                         format!("k{i}").as_bytes(),
@@ -401,7 +405,7 @@ mod tests {
                     )
                 })
                 .collect();
-            s.put(&entries).await.unwrap();
+            s.put(refs(&entries)).await.unwrap();
             assert_eq!(s.count().await.unwrap(), (100, 10));
             let keys = vec![b"k1".to_vec(), b"k1".to_vec(), b"nope".to_vec()];
             assert_eq!(s.exists(&keys).await.unwrap(), 2);

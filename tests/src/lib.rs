@@ -58,6 +58,8 @@ pub fn free_port() -> u16 {
 pub struct Server {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Working directory of the process (a relative `data_dir` is relative to it).
+    cwd: Option<PathBuf>,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -66,10 +68,16 @@ impl Server {
     /// Starts a server on a free port with `data_dir` and extra flags, and waits until it
     /// accepts connections.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_in(None, data_dir, extra)
+    }
+
+    /// Like [`Server::start`], with the process running in `cwd`.
+    pub fn start_in(cwd: Option<&Path>, data_dir: &Path, extra: &[&str]) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut server = Server {
             addr,
             data_dir: data_dir.to_path_buf(),
+            cwd: cwd.map(Path::to_path_buf),
             args: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
@@ -79,7 +87,11 @@ impl Server {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new(shoal_binary())
+        let mut cmd = Command::new(shoal_binary());
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd
             .arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")

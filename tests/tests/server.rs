@@ -409,3 +409,35 @@ fn refuses_a_port_in_use() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already in use"), "{stderr}");
 }
+
+#[test]
+fn relative_data_dir_and_layout_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(Some(dir.path()), std::path::Path::new("data"), SHARDS);
+    let mut c = server.connection();
+    let _: () = c.set("k", "v").unwrap();
+    drop(c);
+    assert_eq!(server.stop(), Some(0));
+    assert!(dir.path().join("data/shard-0").is_dir());
+    assert!(dir.path().join("data/shard-1").is_dir());
+
+    // The data directory remembers its shard count.
+    let out = std::process::Command::new(shoal_tests::shoal_binary())
+        .current_dir(dir.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "data",
+            "--shards",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("shards and partitions cannot change"),
+        "{stderr}"
+    );
+}
