@@ -86,7 +86,7 @@ pub struct CompareArgs {
     pub keys: u64,
     #[arg(long, value_enum, default_value = "1m")]
     pub scale: Scale,
-    /// Operations of the synced fill (default: a fifth of --keys; synced writes are slow).
+    /// Operations of the synced fill (default: a tenth of --keys; synced writes are slow).
     #[arg(long)]
     pub sync_ops: Option<u64>,
     /// Concurrent writers of the synced fill.
@@ -141,7 +141,7 @@ pub fn plan(args: &CompareArgs) -> Vec<Step> {
                 step(
                     Phase::FillSync,
                     "fillrandom sync",
-                    args.sync_ops.unwrap_or(keys / 5).max(1),
+                    args.sync_ops.unwrap_or(keys / 10).max(1),
                 ),
             ]
         }

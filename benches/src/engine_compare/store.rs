@@ -50,10 +50,10 @@ pub async fn run_stream<S: Store>(
         ..PhaseResult::default()
     };
     for _ in 0..ops {
-        match stream.next() {
+        match stream.next_op() {
             Op::Put(k) => {
                 let k = key(k);
-                store.put(&k, values.next()).await?;
+                store.put(&k, values.next_value()).await?;
                 result.user_bytes += (k.len() + VALUE_LEN) as u64;
             }
             Op::Delete(k) => {
