@@ -287,11 +287,16 @@ pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Rep
             }
             progress(&format!("{} {} ...", engine.name(), step.label));
             if let Some(m) = run_step(args, engine, &spec, &mut assertions)? {
+                let write_amp = m
+                    .write_amp
+                    .map(|w| format!(", write-amp {w:.2}"))
+                    .unwrap_or_default();
                 progress(&format!(
-                    "{} {}: {:.0} ops/s",
+                    "{} {}: {:.0} ops/s{write_amp}, peak RSS {} MiB",
                     engine.name(),
                     step.label,
-                    m.ops_per_sec
+                    m.ops_per_sec,
+                    m.peak_rss_bytes >> 20
                 ));
                 row.results.insert(engine, m);
             }
