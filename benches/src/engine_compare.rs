@@ -36,6 +36,8 @@ pub enum CompareError {
         phase: &'static str,
         output: String,
     },
+    #[error("glommio executor: {0}")]
+    Runtime(String),
     #[error("a writer thread panicked")]
     WriterPanicked,
     #[error("invalid argument: {0}")]

@@ -225,10 +225,10 @@ fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
             db.close().await?;
             Ok::<_, CompareError>(result)
         })
-        .map_err(|e| CompareError::Io(std::io::Error::other(e.to_string())))?;
+        .map_err(|e| CompareError::Runtime(e.to_string()))?;
     handle
         .join()
-        .map_err(|e| CompareError::Io(std::io::Error::other(e.to_string())))?
+        .map_err(|e| CompareError::Runtime(e.to_string()))?
 }
 
 #[cfg(feature = "fjall")]
