@@ -36,6 +36,8 @@ pub enum CompareError {
         phase: &'static str,
         output: String,
     },
+    #[error("glommio executor: {0}")]
+    Runtime(String),
     #[error("a writer thread panicked")]
     WriterPanicked,
     #[error("invalid argument: {0}")]
@@ -86,7 +88,7 @@ pub struct CompareArgs {
     pub keys: u64,
     #[arg(long, value_enum, default_value = "1m")]
     pub scale: Scale,
-    /// Operations of the synced fill (default: a fifth of --keys; synced writes are slow).
+    /// Operations of the synced fill (default: a tenth of --keys; synced writes are slow).
     #[arg(long)]
     pub sync_ops: Option<u64>,
     /// Concurrent writers of the synced fill.
@@ -141,7 +143,7 @@ pub fn plan(args: &CompareArgs) -> Vec<Step> {
                 step(
                     Phase::FillSync,
                     "fillrandom sync",
-                    args.sync_ops.unwrap_or(keys / 5).max(1),
+                    args.sync_ops.unwrap_or(keys / 10).max(1),
                 ),
             ]
         }
@@ -287,11 +289,16 @@ pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Rep
             }
             progress(&format!("{} {} ...", engine.name(), step.label));
             if let Some(m) = run_step(args, engine, &spec, &mut assertions)? {
+                let write_amp = m
+                    .write_amp
+                    .map(|w| format!(", write-amp {w:.2}"))
+                    .unwrap_or_default();
                 progress(&format!(
-                    "{} {}: {:.0} ops/s",
+                    "{} {}: {:.0} ops/s{write_amp}, peak RSS {} MiB",
                     engine.name(),
                     step.label,
-                    m.ops_per_sec
+                    m.ops_per_sec,
+                    m.peak_rss_bytes >> 20
                 ));
                 row.results.insert(engine, m);
             }

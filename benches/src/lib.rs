@@ -5,3 +5,5 @@
 
 pub mod engine_compare;
 pub mod proc;
+pub mod redis_compare;
+pub mod resp_echo;

@@ -50,10 +50,10 @@ pub async fn run_stream<S: Store>(
         ..PhaseResult::default()
     };
     for _ in 0..ops {
-        match stream.next() {
+        match stream.next_op() {
             Op::Put(k) => {
                 let k = key(k);
-                store.put(&k, values.next()).await?;
+                store.put(&k, values.next_value()).await?;
                 result.user_bytes += (k.len() + VALUE_LEN) as u64;
             }
             Op::Delete(k) => {
@@ -225,10 +225,10 @@ fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
             db.close().await?;
             Ok::<_, CompareError>(result)
         })
-        .map_err(|e| CompareError::Io(std::io::Error::other(e.to_string())))?;
+        .map_err(|e| CompareError::Runtime(e.to_string()))?;
     handle
         .join()
-        .map_err(|e| CompareError::Io(std::io::Error::other(e.to_string())))?
+        .map_err(|e| CompareError::Runtime(e.to_string()))?
 }
 
 #[cfg(feature = "fjall")]

@@ -135,7 +135,7 @@ pub struct Values {
 
 impl Values {
     pub fn new(seed: u64) -> Values {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F_7A1E);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F7A_1E55);
         let random = (VALUE_LEN as f64 * COMPRESSION_RATIO) as usize;
         let mut pool = Vec::with_capacity(VALUE_POOL_LEN + VALUE_LEN);
         while pool.len() < VALUE_POOL_LEN + VALUE_LEN {
@@ -145,7 +145,7 @@ impl Values {
         Values { pool, pos: 0 }
     }
 
-    pub fn next(&mut self) -> &[u8] {
+    pub fn next_value(&mut self) -> &[u8] {
         self.pos = (self.pos + VALUE_LEN) % VALUE_POOL_LEN;
         &self.pool[self.pos..self.pos + VALUE_LEN]
     }
@@ -180,7 +180,7 @@ impl Ops {
         }
     }
 
-    pub fn next(&mut self) -> Op {
+    pub fn next_op(&mut self) -> Op {
         match (self.phase, &self.zipf) {
             (Phase::Read, _) => Op::Get(self.rng.gen_range(0..self.keys)),
             (_, Some(z)) => {
@@ -220,8 +220,8 @@ mod tests {
     #[test]
     fn values_compress_to_about_half() {
         let mut v = Values::new(1);
-        let a = v.next().to_vec();
-        let b = v.next().to_vec();
+        let a = v.next_value().to_vec();
+        let b = v.next_value().to_vec();
         assert_eq!(a.len(), VALUE_LEN);
         assert_ne!(a, b);
         assert_eq!(a[..50], a[50..]);
@@ -232,7 +232,7 @@ mod tests {
         let mut ops = Ops::new(&spec(Phase::ZipfMix), 0);
         let (mut gets, mut puts, mut dels) = (0, 0, 0);
         for _ in 0..100_000 {
-            match ops.next() {
+            match ops.next_op() {
                 Op::Get(k) | Op::Put(k) | Op::Delete(k) if k >= 1000 => {
                     panic!("key {k} out of range")
                 }
@@ -247,13 +247,13 @@ mod tests {
         let a: Vec<_> = (0..5)
             .map({
                 let mut o = Ops::new(&spec(Phase::Fill), 3);
-                move |_| o.next()
+                move |_| o.next_op()
             })
             .collect();
         let b: Vec<_> = (0..5)
             .map({
                 let mut o = Ops::new(&spec(Phase::Fill), 3);
-                move |_| o.next()
+                move |_| o.next_op()
             })
             .collect();
         assert_eq!(a, b);

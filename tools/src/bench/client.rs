@@ -112,6 +112,8 @@ struct Thread<'a> {
     clock: Clock,
     rng: StdRng,
     key: Vec<u8>,
+    /// Read buffer shared by the thread's connections (replies are copied out of it).
+    scratch: Vec<u8>,
     record: ThreadRecord,
 }
 
@@ -176,22 +178,14 @@ impl Thread<'_> {
     /// Reads what is available and accounts for every complete reply.
     fn receive(&mut self, conn: &mut Conn) -> Result<(), BenchError> {
         loop {
-            let len = conn.input.len();
-            conn.input.resize(len + READ_CHUNK_BYTES, 0);
-            match conn.stream.read(&mut conn.input[len..]) {
-                Ok(0) => {
-                    conn.input.truncate(len);
-                    return Err(self.lost(conn, "closed by the server"));
-                }
-                Ok(n) => conn.input.truncate(len + n),
-                Err(e) => {
-                    conn.input.truncate(len);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => break,
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return Err(self.lost(conn, e.to_string())),
-                    }
-                }
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => return Err(self.lost(conn, "closed by the server")),
+                Ok(n) => conn.input.extend_from_slice(&self.scratch[..n]),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(self.lost(conn, e.to_string())),
+                },
             }
         }
         let now = Instant::now();
@@ -347,6 +341,7 @@ pub fn run_thread(
         clock,
         rng: StdRng::seed_from_u64(seed),
         key: Vec::new(),
+        scratch: vec![0; READ_CHUNK_BYTES],
         record: ThreadRecord {
             get: OpRecord::new(),
             set: OpRecord::new(),

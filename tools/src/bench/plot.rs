@@ -181,9 +181,14 @@ fn timeline_panel(svg: &mut String, report: &Report) {
         "seconds since start",
         "latency (µs)",
     );
-    for i in 0..=TICKS {
-        let x = seconds * i as f64 / TICKS as f64;
+    // Whole seconds between x ticks, so short runs are not labelled 0.6, 1.2, ...
+    let step = nice_ceil(seconds / TICKS as f64).max(1.0);
+    let mut x = 0.0;
+    while x <= seconds {
         x_tick(svg, &f, x, &label(x));
+        x += step;
+    }
+    for i in 0..=TICKS {
         let y = y_max * i as f64 / TICKS as f64;
         y_tick(svg, &f, y, &label(y));
     }
