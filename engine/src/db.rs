@@ -198,7 +198,7 @@ impl<F: FileSystem> Db<F> {
                     Error::corruption(&log_dir, record_no, "no memtable to replay into")
                 })?;
                 for (i, (key, entry)) in batch.ops.into_iter().enumerate() {
-                    mem.insert(&key, batch.first_seq + i as u64, entry);
+                    mem.insert(&key, batch.first_seq + i as u64, &entry);
                     last_seq = batch.first_seq + i as u64;
                 }
                 Ok(())
@@ -276,7 +276,7 @@ impl<F: FileSystem> Db<F> {
             let mem = Arc::clone(&st.current.mem);
             let count = batch.len() as u64;
             for (i, (key, entry)) in batch.ops().iter().enumerate() {
-                mem.insert(key, first_seq + i as u64, entry.clone());
+                mem.insert(key, first_seq + i as u64, entry);
             }
             st.last_seq += count;
             (record, st.last_seq)
