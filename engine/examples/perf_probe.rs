@@ -281,9 +281,15 @@ fn db_bench_runs(args: &Args, base: &Path) -> Result<(), Box<dyn std::error::Err
             .arg(format!("--value_size={VALUE_BYTES}"))
             .arg(format!("--db={}", dir.display()))
             .arg("--compression_type=zstd")
+            // Shoal's defaults: 10 bloom bits per key, 64 MiB block cache, 64 MiB memtable.
+            .arg("--bloom_bits=10")
+            .arg("--cache_size=67108864")
+            .arg("--write_buffer_size=67108864")
             .output()?;
         if !out.status.success() {
-            return Err(format!("db_bench failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+            return Err(
+                format!("db_bench failed: {}", String::from_utf8_lossy(&out.stderr)).into(),
+            );
         }
         meter.report(&format!("db_bench {benchmark} (whole process)"), args.num);
         for line in String::from_utf8_lossy(&out.stdout).lines() {

@@ -11,6 +11,7 @@
 //!
 //! | bytes          | field                                    |
 //! |----------------|------------------------------------------|
+//! | 8              | key prefix: first 8 key bytes, big-endian|
 //! | 8              | seq                                      |
 //! | 8              | expires_at_ms                            |
 //! | 4              | key length                               |
@@ -51,6 +52,9 @@ const LARGE_NODE_BYTES: usize = CHUNK_BYTES / 4;
 
 #[repr(C)]
 struct Node {
+    /// [`key_prefix`] of the key: most comparisons are decided by this one integer, without
+    /// a call to memcmp.
+    prefix: u64,
     seq: SeqNo,
     expires_at_ms: u64,
     key_len: u32,
@@ -61,7 +65,7 @@ struct Node {
     tower: [AtomicPtr<Node>; 0],
 }
 
-const _: () = assert!(size_of::<Node>() == 32);
+const _: () = assert!(size_of::<Node>() == 40);
 const _: () = assert!(KEY_LEN_MAX <= u32::MAX as usize && VALUE_LEN_MAX <= u32::MAX as usize);
 const _: () = assert!(align_of::<Node>() == 8);
 const _: () = assert!(size_of::<AtomicPtr<Node>>() == 8);
@@ -107,10 +111,24 @@ impl Node {
         }
     }
 
-    /// Table order: key ascending, then sequence number descending.
-    fn cmp_to(&self, key: &[u8], seq: SeqNo) -> Ordering {
-        self.key().cmp(key).then_with(|| seq.cmp(&self.seq))
+    /// Table order: key ascending, then sequence number descending. `prefix` is
+    /// `key_prefix(key)`.
+    fn cmp_to(&self, prefix: u64, key: &[u8], seq: SeqNo) -> Ordering {
+        self.prefix
+            .cmp(&prefix)
+            .then_with(|| self.key().cmp(key))
+            .then_with(|| seq.cmp(&self.seq))
     }
+}
+
+/// The first 8 bytes of `key`, zero-padded, as a big-endian integer. Order-preserving: if
+/// `key_prefix(a) < key_prefix(b)` then `a < b`, and equal prefixes leave the order to the
+/// full keys.
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 /// A node of the list, borrowed for as long as the list.
@@ -213,6 +231,7 @@ impl SkipList {
         // are zeroed, so every link starts null.
         unsafe {
             head.write(Node {
+                prefix: 0,
                 seq: 0,
                 expires_at_ms: 0,
                 key_len: 0,
@@ -250,13 +269,14 @@ impl SkipList {
         seq: SeqNo,
         mut preds: Option<&mut [*mut Node; MAX_HEIGHT]>,
     ) -> *mut Node {
+        let prefix = key_prefix(key);
         let mut x = self.head();
         let mut level = self.height.load(AtomicOrdering::Relaxed) - 1;
         loop {
             let next = x.next(level);
             // SAFETY: non-null links point to published nodes in the arena.
             match unsafe { next.as_ref() } {
-                Some(n) if n.cmp_to(key, seq) == Ordering::Less => x = n,
+                Some(n) if n.cmp_to(prefix, key, seq) == Ordering::Less => x = n,
                 _ => {
                     if let Some(p) = preds.as_deref_mut() {
                         p[level] = x as *const Node as *mut Node;
@@ -290,7 +310,8 @@ impl SkipList {
         let next = self.seek(key, seq, Some(&mut preds));
         // SAFETY: a non-null result is a published node.
         debug_assert!(
-            unsafe { next.as_ref() }.is_none_or(|n| n.cmp_to(key, seq) != Ordering::Equal),
+            unsafe { next.as_ref() }
+                .is_none_or(|n| n.cmp_to(key_prefix(key), key, seq) != Ordering::Equal),
             "sequence number {seq} reused"
         );
         let list_height = self.height.load(AtomicOrdering::Relaxed);
@@ -309,6 +330,7 @@ impl SkipList {
         // completely here before any Release store publishes it.
         unsafe {
             node.write(Node {
+                prefix: key_prefix(key),
                 seq,
                 expires_at_ms: entry.expires_at_ms,
                 key_len,
@@ -393,6 +415,39 @@ mod tests {
                 assert_eq!(got, want, "probe {probe} at {snap}");
             }
         }
+    }
+
+    #[test]
+    fn prefix_order_agrees_with_key_order() {
+        let keys: [&[u8]; 9] = [
+            b"",
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"a\0",
+            b"a\0\0\0\0\0\0\0\0",
+            b"a\0\0\0\0\0\0\0\x01",
+            b"abcdefgh",
+            b"abcdefgha",
+        ];
+        for a in keys {
+            for b in keys {
+                if key_prefix(a) != key_prefix(b) {
+                    assert_eq!(key_prefix(a).cmp(&key_prefix(b)), a.cmp(b), "{a:?} {b:?}");
+                }
+            }
+        }
+        let list = SkipList::new();
+        for (seq, k) in keys.iter().rev().enumerate() {
+            list.insert(k, seq as u64 + 1, &Entry::tombstone());
+        }
+        let mut c = list.first();
+        for k in keys {
+            let n = c.unwrap();
+            assert_eq!(n.key(), k);
+            c = n.next();
+        }
+        assert!(c.is_none());
     }
 
     #[test]
