@@ -11,7 +11,7 @@ use crate::sstable::Block;
 const BLOCK_OVERHEAD_BYTES: u64 = 96;
 
 /// Typical decoded block, to size the cache's table up front.
-const TYPICAL_BLOCK_BYTES: usize = 16 << 10;
+const TYPICAL_BLOCK_BYTES: usize = crate::sstable::DEFAULT_BLOCK_BYTES;
 
 type Key = (u64, u64);
 

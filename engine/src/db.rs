@@ -206,7 +206,7 @@ impl<F: FileSystem> Db<F> {
                     Error::corruption(&log_dir, record_no, "no memtable to replay into")
                 })?;
                 for (i, (key, entry)) in batch.ops.into_iter().enumerate() {
-                    mem.insert(&key, batch.first_seq + i as u64, entry);
+                    mem.insert(&key, batch.first_seq + i as u64, &entry);
                     last_seq = batch.first_seq + i as u64;
                 }
                 Ok(())
@@ -294,7 +294,7 @@ impl<F: FileSystem> Db<F> {
             let mut user_bytes = 0;
             for (i, (key, entry)) in batch.ops().iter().enumerate() {
                 user_bytes += (key.len() + entry.value.len()) as u64;
-                mem.insert(key, first_seq + i as u64, entry.clone());
+                mem.insert(key, first_seq + i as u64, entry);
             }
             Counters::add(&inner.counters.user_bytes, user_bytes);
             st.last_seq += count;

@@ -1,46 +1,27 @@
-//! The memtable: recent writes, ordered, in memory. A lock-free skiplist so that readers on
-//! other threads (blocking API) never wait for writers; on a glommio shard it is simply fast.
+//! The memtable: recent writes, ordered, in memory. An arena skiplist ([`skiplist`]) with one
+//! writer at a time and lock-free readers, so readers on other threads (blocking API) never
+//! wait for writers; on a glommio shard it is simply fast.
 //!
 //! Keys are ordered by user key ascending, then sequence number descending, so the first
 //! entry at or after `(key, snapshot)` is the newest version a reader at `snapshot` may see.
 
-use std::cmp::{Ordering, Reverse};
-use std::ops::Bound;
+mod skiplist;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
-use crossbeam_skiplist::SkipMap;
+use skiplist::SkipList;
 
 use crate::types::{Entry, SeqNo};
 
-/// Bookkeeping bytes per entry beyond key and value (skiplist node, lengths), for the size
-/// estimate that decides when to freeze.
-const ENTRY_OVERHEAD_BYTES: usize = 64;
+/// Bookkeeping bytes per entry beyond key and value (node header, average tower), for the
+/// size estimate that decides when to freeze.
+const ENTRY_OVERHEAD_BYTES: usize = 48;
 
 /// How many entries an iterator copies out per step: amortises the skiplist seek.
 const ITER_CHUNK: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct MemKey {
-    key: Vec<u8>,
-    seq: Reverse<SeqNo>,
-}
-
-impl Ord for MemKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.key
-            .cmp(&other.key)
-            .then_with(|| self.seq.cmp(&other.seq))
-    }
-}
-
-impl PartialOrd for MemKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 pub struct Memtable {
-    map: SkipMap<MemKey, Entry>,
+    list: SkipList,
     bytes: AtomicUsize,
     /// The first commit-log record whose writes may be here: once this memtable is flushed,
     /// the log before the next memtable's `first_record` is no longer needed.
@@ -51,35 +32,27 @@ pub struct Memtable {
 impl Memtable {
     pub fn new(first_record: u64) -> Memtable {
         Memtable {
-            map: SkipMap::new(),
+            list: SkipList::new(),
             bytes: AtomicUsize::new(0),
             first_record,
             max_seq: AtomicU64::new(0),
         }
     }
 
-    pub fn insert(&self, key: &[u8], seq: SeqNo, entry: Entry) {
+    /// Adds one version; `(key, seq)` must be new.
+    pub fn insert(&self, key: &[u8], seq: SeqNo, entry: &Entry) {
         self.bytes.fetch_add(
             key.len() + entry.value.len() + ENTRY_OVERHEAD_BYTES,
             AtomicOrdering::Relaxed,
         );
         self.max_seq.fetch_max(seq, AtomicOrdering::Relaxed);
-        let key = MemKey {
-            key: key.to_vec(),
-            seq: Reverse(seq),
-        };
-        debug_assert!(self.map.get(&key).is_none(), "sequence number {seq} reused");
-        self.map.insert(key, entry);
+        self.list.insert(key, seq, entry);
     }
 
     /// The newest version of `key` with seq <= `snapshot`, tombstones included.
     pub fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<(SeqNo, Entry)> {
-        let probe = MemKey {
-            key: key.to_vec(),
-            seq: Reverse(snapshot),
-        };
-        let found = self.map.lower_bound(Bound::Included(&probe))?;
-        (found.key().key == key).then(|| (found.key().seq.0, found.value().clone()))
+        let found = self.list.seek_ge(key, snapshot)?;
+        (found.key() == key).then(|| (found.seq(), found.entry()))
     }
 
     pub fn approximate_bytes(&self) -> usize {
@@ -87,11 +60,11 @@ impl Memtable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.list.len() == 0
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.list.len()
     }
 
     pub fn first_record(&self) -> u64 {
@@ -102,16 +75,32 @@ impl Memtable {
         self.max_seq.load(AtomicOrdering::Relaxed)
     }
 
-    /// Up to `ITER_CHUNK` versions strictly after `after` (or from `start` when `after` is
-    /// None), in table order.
-    fn chunk(&self, from: Bound<&MemKey>, out: &mut Vec<(Vec<u8>, SeqNo, Entry)>) {
-        let mut cursor = self.map.lower_bound(from);
-        while let Some(e) = cursor {
+    /// Up to `ITER_CHUNK` versions from `from` on (all of them when `None`), skipping the
+    /// version `from` itself unless `inclusive`, in table order.
+    fn chunk(
+        &self,
+        from: Option<&(Vec<u8>, SeqNo)>,
+        inclusive: bool,
+        out: &mut Vec<(Vec<u8>, SeqNo, Entry)>,
+    ) {
+        let mut cursor = match from {
+            None => self.list.first(),
+            Some((key, seq)) => {
+                let at = self.list.seek_ge(key, *seq);
+                match at {
+                    Some(c) if !inclusive && c.key() == key.as_slice() && c.seq() == *seq => {
+                        c.next()
+                    }
+                    other => other,
+                }
+            }
+        };
+        while let Some(c) = cursor {
             if out.len() == ITER_CHUNK {
                 break;
             }
-            out.push((e.key().key.clone(), e.key().seq.0, e.value().clone()));
-            cursor = e.next();
+            out.push((c.key().to_vec(), c.seq(), c.entry()));
+            cursor = c.next();
         }
     }
 }
@@ -121,7 +110,8 @@ impl Memtable {
 pub struct MemtableIter {
     table: std::sync::Arc<Memtable>,
     buffered: std::collections::VecDeque<(Vec<u8>, SeqNo, Entry)>,
-    resume: Option<MemKey>,
+    /// The version to resume at (after, once something was returned from it).
+    resume: Option<(Vec<u8>, SeqNo)>,
     done: bool,
 }
 
@@ -140,28 +130,18 @@ impl MemtableIter {
         self.buffered.clear();
         self.done = false;
         // The newest possible version of `key` sorts first among its versions.
-        self.resume = Some(MemKey {
-            key: key.to_vec(),
-            seq: Reverse(SeqNo::MAX),
-        });
+        self.resume = Some((key.to_vec(), SeqNo::MAX));
         self.fill(true);
     }
 
     fn fill(&mut self, inclusive: bool) {
         let mut out = Vec::with_capacity(ITER_CHUNK);
-        match &self.resume {
-            None => self.table.chunk(Bound::Unbounded, &mut out),
-            Some(k) if inclusive => self.table.chunk(Bound::Included(k), &mut out),
-            Some(k) => self.table.chunk(Bound::Excluded(k), &mut out),
-        }
+        self.table.chunk(self.resume.as_ref(), inclusive, &mut out);
         if out.len() < ITER_CHUNK {
             self.done = true;
         }
         if let Some((key, seq, _)) = out.last() {
-            self.resume = Some(MemKey {
-                key: key.clone(),
-                seq: Reverse(*seq),
-            });
+            self.resume = Some((key.clone(), *seq));
         }
         self.buffered.extend(out);
     }
@@ -187,10 +167,10 @@ mod tests {
     #[test]
     fn newest_visible_version() {
         let m = Memtable::new(0);
-        m.insert(b"a", 1, Entry::put(b"a1".to_vec()));
-        m.insert(b"a", 5, Entry::put(b"a5".to_vec()));
-        m.insert(b"a", 9, Entry::tombstone());
-        m.insert(b"b", 3, Entry::put(b"b3".to_vec()));
+        m.insert(b"a", 1, &Entry::put(b"a1".to_vec()));
+        m.insert(b"a", 5, &Entry::put(b"a5".to_vec()));
+        m.insert(b"a", 9, &Entry::tombstone());
+        m.insert(b"b", 3, &Entry::put(b"b3".to_vec()));
         assert_eq!(m.get(b"a", 0), None);
         assert_eq!(m.get(b"a", 1).unwrap().1.value, b"a1");
         assert_eq!(m.get(b"a", 8).unwrap(), (5, Entry::put(b"a5".to_vec())));
@@ -211,7 +191,7 @@ mod tests {
                 m.insert(
                     &k.to_be_bytes(),
                     seq,
-                    Entry::put(seq.to_le_bytes().to_vec()),
+                    &Entry::put(seq.to_le_bytes().to_vec()),
                 );
             }
         }

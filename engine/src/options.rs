@@ -152,7 +152,7 @@ impl Default for Options {
             memtable_bytes: 64 << 20,
             max_immutable_memtables: 4,
             block_cache_bytes: 64 << 20,
-            block_bytes: 16 << 10,
+            block_bytes: crate::sstable::DEFAULT_BLOCK_BYTES,
             compression: Compression::Zstd(1),
             bloom_bits_per_key: 10,
             log_segment_bytes: 64 << 20,

@@ -109,6 +109,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Identifies an SSTable footer ("shoalSST" in ASCII).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"shoalSST");
 
+/// Default target size of a data block. A point read that misses the cache reads,
+/// decompresses and checks one whole block, so small blocks make misses cheap (4 KiB: ~4x less
+/// work per miss than 16 KiB, as RocksDB's default); the index grows by one entry per block.
+pub const DEFAULT_BLOCK_BYTES: usize = 4 << 10;
+
 /// Largest `block_bytes` a builder accepts: blocks are read whole, so keep them small.
 pub const BLOCK_BYTES_MAX: usize = 4 << 20;
 
@@ -125,7 +130,7 @@ pub struct TableOptions {
 impl Default for TableOptions {
     fn default() -> TableOptions {
         TableOptions {
-            block_bytes: 16 << 10,
+            block_bytes: DEFAULT_BLOCK_BYTES,
             compression: Compression::Zstd(1),
             bloom_bits_per_key: 10,
         }

@@ -1,0 +1,502 @@
+//! An arena-allocated skiplist with one writer at a time and lock-free readers (LevelDB's and
+//! RocksDB's memtable design).
+//!
+//! Why not a general concurrent map: every comparison in a map of `Vec<u8>` keys chases a
+//! pointer from the node to the key, and every entry is two or three small allocations that
+//! a frozen memtable's drop hands back one by one. Here a node is one block in a large arena
+//! chunk holding its header, its tower of links, its key and its value, so a comparison reads
+//! one cache line and dropping the memtable frees a few 1 MiB chunks.
+//!
+//! Node layout (8-byte aligned, in an arena chunk):
+//!
+//! | bytes          | field                                    |
+//! |----------------|------------------------------------------|
+//! | 8              | key prefix: first 8 key bytes, big-endian|
+//! | 8              | seq                                      |
+//! | 8              | expires_at_ms                            |
+//! | 4              | key length                               |
+//! | 4              | value length                             |
+//! | 1              | value kind                               |
+//! | 1              | height (links in the tower, 1..=12)      |
+//! | 6              | padding                                  |
+//! | 8 × height     | tower: `next` link per level             |
+//! | key length     | key                                      |
+//! | value length   | value                                    |
+//!
+//! Concurrency: writers are serialised by a mutex (the DB inserts under its own lock anyway,
+//! so it is never contended). A node is fully written before a Release store links it in; a
+//! reader follows links with Acquire loads, so it sees complete nodes only. Nodes are never
+//! unlinked or moved, and the arena lives as long as the list, so a `&Node` obtained from the
+//! list is valid for the list's lifetime.
+
+use std::cmp::Ordering;
+use std::mem::{align_of, size_of};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as AtomicOrdering};
+
+use parking_lot::Mutex;
+
+use crate::types::{Entry, KEY_LEN_MAX, SeqNo, VALUE_LEN_MAX, ValueKind};
+
+/// Tallest tower: with a branching factor of 4, 12 levels index ~16M entries at full speed,
+/// far more than a memtable holds.
+const MAX_HEIGHT: usize = 12;
+/// One in `BRANCHING` nodes of a level is promoted to the next.
+const BRANCHING: u32 = 4;
+/// Arena chunk size: large enough that chunk allocation is rare, small enough that a nearly
+/// empty memtable stays cheap.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Nodes larger than this get a chunk of their own, so big values do not waste the rest of a
+/// shared chunk.
+const LARGE_NODE_BYTES: usize = CHUNK_BYTES / 4;
+
+#[repr(C)]
+struct Node {
+    /// [`key_prefix`] of the key: most comparisons are decided by this one integer, without
+    /// a call to memcmp.
+    prefix: u64,
+    seq: SeqNo,
+    expires_at_ms: u64,
+    key_len: u32,
+    value_len: u32,
+    kind: ValueKind,
+    height: u8,
+    /// The tower: `height` links follow the header.
+    tower: [AtomicPtr<Node>; 0],
+}
+
+const _: () = assert!(size_of::<Node>() == 40);
+const _: () = assert!(KEY_LEN_MAX <= u32::MAX as usize && VALUE_LEN_MAX <= u32::MAX as usize);
+const _: () = assert!(align_of::<Node>() == 8);
+const _: () = assert!(size_of::<AtomicPtr<Node>>() == 8);
+
+impl Node {
+    fn size(height: usize, key_len: usize, value_len: usize) -> usize {
+        size_of::<Node>() + height * size_of::<AtomicPtr<Node>>() + key_len + value_len
+    }
+
+    fn next(&self, level: usize) -> *mut Node {
+        debug_assert!(level < self.height as usize);
+        // SAFETY: the node was allocated with `height` links after the header, all
+        // initialised before the node was published (or, for the head, at creation).
+        unsafe { (*self.tower.as_ptr().add(level)).load(AtomicOrdering::Acquire) }
+    }
+
+    fn link(&self, level: usize) -> &AtomicPtr<Node> {
+        debug_assert!(level < self.height as usize);
+        // SAFETY: as in `next`.
+        unsafe { &*self.tower.as_ptr().add(level) }
+    }
+
+    fn data(&self) -> *const u8 {
+        // SAFETY: key and value bytes follow the tower inside the node's allocation.
+        unsafe {
+            (self as *const Node as *const u8)
+                .add(size_of::<Node>() + self.height as usize * size_of::<AtomicPtr<Node>>())
+        }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        // SAFETY: `key_len` bytes of key were written after the tower before publication.
+        unsafe { std::slice::from_raw_parts(self.data(), self.key_len as usize) }
+    }
+
+    pub fn value(&self) -> &[u8] {
+        // SAFETY: `value_len` bytes of value follow the key, written before publication.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data().add(self.key_len as usize),
+                self.value_len as usize,
+            )
+        }
+    }
+
+    /// Table order: key ascending, then sequence number descending. `prefix` is
+    /// `key_prefix(key)`.
+    fn cmp_to(&self, prefix: u64, key: &[u8], seq: SeqNo) -> Ordering {
+        self.prefix
+            .cmp(&prefix)
+            .then_with(|| self.key().cmp(key))
+            .then_with(|| seq.cmp(&self.seq))
+    }
+}
+
+/// The first 8 bytes of `key`, zero-padded, as a big-endian integer. Order-preserving: if
+/// `key_prefix(a) < key_prefix(b)` then `a < b`, and equal prefixes leave the order to the
+/// full keys.
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// A node of the list, borrowed for as long as the list.
+#[derive(Clone, Copy)]
+pub struct Cursor<'a> {
+    node: &'a Node,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn key(&self) -> &'a [u8] {
+        self.node.key()
+    }
+
+    pub fn seq(&self) -> SeqNo {
+        self.node.seq
+    }
+
+    pub fn entry(&self) -> Entry {
+        Entry {
+            kind: self.node.kind,
+            expires_at_ms: self.node.expires_at_ms,
+            value: self.node.value().to_vec(),
+        }
+    }
+
+    pub fn next(&self) -> Option<Cursor<'a>> {
+        // SAFETY: a non-null link points to a published node in the list's arena, which
+        // outlives 'a.
+        unsafe { self.node.next(0).as_ref() }.map(|node| Cursor { node })
+    }
+}
+
+/// Bump allocator over chunks that never move until the arena drops.
+struct Arena {
+    chunks: Vec<Box<[u64]>>,
+    /// Next free byte of the current chunk, and bytes left in it.
+    cursor: *mut u8,
+    left: usize,
+}
+
+impl Arena {
+    /// `bytes` of 8-byte aligned memory, uninitialised as far as the caller is concerned.
+    fn alloc(&mut self, bytes: usize) -> *mut u8 {
+        let bytes = bytes.next_multiple_of(8);
+        if bytes > LARGE_NODE_BYTES {
+            return self.new_chunk(bytes);
+        }
+        if bytes > self.left {
+            self.cursor = self.new_chunk(CHUNK_BYTES);
+            self.left = CHUNK_BYTES;
+        }
+        let p = self.cursor;
+        // SAFETY: `bytes <= left`, so the result stays inside the current chunk.
+        self.cursor = unsafe { p.add(bytes) };
+        self.left -= bytes;
+        p
+    }
+
+    fn new_chunk(&mut self, bytes: usize) -> *mut u8 {
+        let mut chunk = vec![0u64; bytes.div_ceil(8)].into_boxed_slice();
+        let p = chunk.as_mut_ptr() as *mut u8;
+        // Moving the box does not move its heap allocation, so `p` stays valid.
+        self.chunks.push(chunk);
+        p
+    }
+}
+
+struct Writer {
+    arena: Arena,
+    rng: u32,
+}
+
+pub struct SkipList {
+    head: *mut Node,
+    /// Height of the tallest tower in use; readers may see a stale value, which only costs
+    /// them a level or two of search.
+    height: AtomicUsize,
+    len: AtomicUsize,
+    writer: Mutex<Writer>,
+}
+
+// SAFETY: the raw pointers point into the arena owned by `writer`, which is freed only when
+// the list drops. Published nodes are immutable except for their links, which are atomics;
+// all mutation goes through `writer`'s mutex.
+unsafe impl Send for SkipList {}
+// SAFETY: see `Send`; shared access only reads published nodes through atomics.
+unsafe impl Sync for SkipList {}
+// SAFETY: the arena is only reached through the mutex that owns it.
+unsafe impl Send for Writer {}
+
+impl SkipList {
+    pub fn new() -> SkipList {
+        let mut arena = Arena {
+            chunks: Vec::new(),
+            cursor: ptr::null_mut(),
+            left: 0,
+        };
+        let head = arena.alloc(Node::size(MAX_HEIGHT, 0, 0)) as *mut Node;
+        // SAFETY: `head` is a fresh, aligned allocation big enough for a full tower; chunks
+        // are zeroed, so every link starts null.
+        unsafe {
+            head.write(Node {
+                prefix: 0,
+                seq: 0,
+                expires_at_ms: 0,
+                key_len: 0,
+                value_len: 0,
+                kind: ValueKind::Delete,
+                height: MAX_HEIGHT as u8,
+                tower: [],
+            });
+        }
+        SkipList {
+            head,
+            height: AtomicUsize::new(1),
+            len: AtomicUsize::new(0),
+            writer: Mutex::new(Writer {
+                arena,
+                rng: 0x2545_F491,
+            }),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(AtomicOrdering::Relaxed)
+    }
+
+    fn head(&self) -> &Node {
+        // SAFETY: the head lives in the arena for the list's lifetime.
+        unsafe { &*self.head }
+    }
+
+    /// The first node at or after `(key, seq)` in table order, and, if `preds` is given, the
+    /// last node before it on every level.
+    fn seek(
+        &self,
+        key: &[u8],
+        seq: SeqNo,
+        mut preds: Option<&mut [*mut Node; MAX_HEIGHT]>,
+    ) -> *mut Node {
+        let prefix = key_prefix(key);
+        let mut x = self.head();
+        let mut level = self.height.load(AtomicOrdering::Relaxed) - 1;
+        loop {
+            let next = x.next(level);
+            // SAFETY: non-null links point to published nodes in the arena.
+            match unsafe { next.as_ref() } {
+                Some(n) if n.cmp_to(prefix, key, seq) == Ordering::Less => x = n,
+                _ => {
+                    if let Some(p) = preds.as_deref_mut() {
+                        p[level] = x as *const Node as *mut Node;
+                    }
+                    if level == 0 {
+                        return next;
+                    }
+                    level -= 1;
+                }
+            }
+        }
+    }
+
+    /// The first node at or after `(key, seq)`: the newest version of `key` visible at `seq`
+    /// if there is one.
+    pub fn seek_ge(&self, key: &[u8], seq: SeqNo) -> Option<Cursor<'_>> {
+        // SAFETY: a non-null result is a published node in the arena.
+        unsafe { self.seek(key, seq, None).as_ref() }.map(|node| Cursor { node })
+    }
+
+    pub fn first(&self) -> Option<Cursor<'_>> {
+        // SAFETY: as in `seek_ge`.
+        unsafe { self.head().next(0).as_ref() }.map(|node| Cursor { node })
+    }
+
+    /// Inserts one version. `(key, seq)` must not be in the list already.
+    pub fn insert(&self, key: &[u8], seq: SeqNo, entry: &Entry) {
+        let mut w = self.writer.lock();
+        let height = random_height(&mut w.rng);
+        let mut preds = [self.head; MAX_HEIGHT];
+        let next = self.seek(key, seq, Some(&mut preds));
+        // SAFETY: a non-null result is a published node.
+        debug_assert!(
+            unsafe { next.as_ref() }
+                .is_none_or(|n| n.cmp_to(key_prefix(key), key, seq) != Ordering::Equal),
+            "sequence number {seq} reused"
+        );
+        let list_height = self.height.load(AtomicOrdering::Relaxed);
+        if height > list_height {
+            // Levels above the old height start at the head (already in `preds`).
+            self.height.store(height, AtomicOrdering::Relaxed);
+        }
+        let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+        let value_len = u32::try_from(entry.value.len()).unwrap_or(u32::MAX);
+        debug_assert_eq!(key_len as usize, key.len());
+        debug_assert_eq!(value_len as usize, entry.value.len());
+        let node =
+            w.arena
+                .alloc(Node::size(height, key.len(), entry.value.len())) as *mut Node;
+        // SAFETY: `node` is a fresh, aligned allocation of exactly the node's size, written
+        // completely here before any Release store publishes it.
+        unsafe {
+            node.write(Node {
+                prefix: key_prefix(key),
+                seq,
+                expires_at_ms: entry.expires_at_ms,
+                key_len,
+                value_len,
+                kind: entry.kind,
+                height: height as u8,
+                tower: [],
+            });
+            let n = &*node;
+            for (level, pred) in preds.iter().enumerate().take(height) {
+                n.link(level)
+                    .store((**pred).next(level), AtomicOrdering::Relaxed);
+            }
+            let data = n.data() as *mut u8;
+            ptr::copy_nonoverlapping(key.as_ptr(), data, key.len());
+            ptr::copy_nonoverlapping(entry.value.as_ptr(), data.add(key.len()), entry.value.len());
+            for (level, pred) in preds.iter().enumerate().take(height) {
+                (**pred).link(level).store(node, AtomicOrdering::Release);
+            }
+        }
+        self.len.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+}
+
+/// 1 with probability 3/4, 2 with 3/16, ...: each level holds a quarter of the one below.
+fn random_height(rng: &mut u32) -> usize {
+    let mut height = 1;
+    while height < MAX_HEIGHT && next_random(rng) % BRANCHING == 0 {
+        height += 1;
+    }
+    height
+}
+
+/// xorshift32: the height only needs to be unpredictable by key, not secure.
+fn next_random(state: &mut u32) -> u32 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn matches_a_btreemap_in_table_order() {
+        let list = SkipList::new();
+        let mut model = BTreeMap::new();
+        let mut rng = 7u32;
+        for seq in 1..5000u64 {
+            let k = (next_random(&mut rng) % 700).to_be_bytes();
+            let value = vec![seq as u8; (seq % 40) as usize];
+            let entry = Entry::put(value);
+            list.insert(&k, seq, &entry);
+            model.insert((k.to_vec(), std::cmp::Reverse(seq)), entry);
+        }
+        assert_eq!(list.len(), model.len());
+        let mut got = Vec::new();
+        let mut c = list.first();
+        while let Some(n) = c {
+            got.push((n.key().to_vec(), n.seq(), n.entry()));
+            c = n.next();
+        }
+        let want: Vec<_> = model
+            .iter()
+            .map(|((k, s), e)| (k.clone(), s.0, e.clone()))
+            .collect();
+        assert_eq!(got, want);
+        for probe in 0..710u32 {
+            let k = probe.to_be_bytes();
+            for snap in [0, 1, 2500, 10_000] {
+                let want = model
+                    .range((k.to_vec(), std::cmp::Reverse(snap))..)
+                    .next()
+                    .map(|((k, s), _)| (k.clone(), s.0));
+                let got = list.seek_ge(&k, snap).map(|c| (c.key().to_vec(), c.seq()));
+                assert_eq!(got, want, "probe {probe} at {snap}");
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_order_agrees_with_key_order() {
+        let keys: [&[u8]; 9] = [
+            b"",
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"a\0",
+            b"a\0\0\0\0\0\0\0\0",
+            b"a\0\0\0\0\0\0\0\x01",
+            b"abcdefgh",
+            b"abcdefgha",
+        ];
+        for a in keys {
+            for b in keys {
+                if key_prefix(a) != key_prefix(b) {
+                    assert_eq!(key_prefix(a).cmp(&key_prefix(b)), a.cmp(b), "{a:?} {b:?}");
+                }
+            }
+        }
+        let list = SkipList::new();
+        for (seq, k) in keys.iter().rev().enumerate() {
+            list.insert(k, seq as u64 + 1, &Entry::tombstone());
+        }
+        let mut c = list.first();
+        for k in keys {
+            let n = c.unwrap();
+            assert_eq!(n.key(), k);
+            c = n.next();
+        }
+        assert!(c.is_none());
+    }
+
+    #[test]
+    fn large_values_and_empty_keys() {
+        let list = SkipList::new();
+        let big = vec![0xABu8; 3 * LARGE_NODE_BYTES];
+        list.insert(b"", 1, &Entry::tombstone());
+        list.insert(b"big", 2, &Entry::put(big.clone()));
+        list.insert(b"small", 3, &Entry::put(b"v".to_vec()));
+        assert_eq!(list.seek_ge(b"", 10).map(|c| c.seq()), Some(1));
+        let b = list.seek_ge(b"big", 10).unwrap();
+        assert_eq!(b.entry().value, big);
+        assert_eq!(b.next().unwrap().entry().value, b"v");
+    }
+
+    #[test]
+    fn readers_run_while_a_writer_inserts() {
+        const KEYS: u64 = 20_000;
+        let list = Arc::new(SkipList::new());
+        let writer = {
+            let list = list.clone();
+            std::thread::spawn(move || {
+                for i in 0..KEYS {
+                    let k = (i * 7919 % KEYS).to_be_bytes();
+                    list.insert(&k, i + 1, &Entry::put(k.to_vec()));
+                }
+            })
+        };
+        // Every node a reader reaches is complete and in order, while inserts go on and
+        // once they are done.
+        let check = || {
+            let mut count = 0u64;
+            let mut prev: Option<Vec<u8>> = None;
+            let mut c = list.first();
+            while let Some(n) = c {
+                assert_eq!(n.entry().value, n.key());
+                if let Some(p) = &prev {
+                    assert!(p.as_slice() < n.key());
+                }
+                prev = Some(n.key().to_vec());
+                count += 1;
+                c = n.next();
+            }
+            count
+        };
+        while !writer.is_finished() {
+            assert!(check() <= KEYS);
+        }
+        assert_eq!(check(), KEYS);
+        writer.join().unwrap();
+    }
+}
