@@ -14,11 +14,11 @@ use futures_lite::future::block_on;
 
 use crate::batch::WriteBatch;
 use crate::db;
-use crate::stats::Stats;
 use crate::error::IoContext;
 use crate::fs::StdFs;
 use crate::iter::ScanIter;
 use crate::options::Options;
+use crate::stats::Stats;
 use crate::types::Entry;
 use crate::{Error, Result};
 

@@ -51,7 +51,15 @@ pub async fn merge<F: FileSystem>(
     cancelled: impl Fn() -> bool,
 ) -> Result<Option<Vec<TableMeta>>> {
     let mut created: Vec<PathBuf> = Vec::new();
-    let result = merge_into(spec, inputs, retention, &mut next_number, &cancelled, &mut created).await;
+    let result = merge_into(
+        spec,
+        inputs,
+        retention,
+        &mut next_number,
+        &cancelled,
+        &mut created,
+    )
+    .await;
     if !matches!(result, Ok(Some(_))) {
         for path in &created {
             let _ = spec.fs.remove(path).await;

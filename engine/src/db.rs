@@ -537,6 +537,15 @@ impl<F: FileSystem> Db<F> {
         }
     }
 
+    /// The tables of the current version, L0 newest first, then each level in key order.
+    pub fn tables(&self) -> Vec<TableMeta> {
+        self.current()
+            .version
+            .tables()
+            .map(|t| t.meta.clone())
+            .collect()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -723,9 +732,7 @@ impl<F: FileSystem> Db<F> {
                 removed: removed.clone(),
                 log_start: log_start.unwrap_or(state_after.log_start),
                 next_file: st.next_file,
-                last_seq: state_after
-                    .last_seq
-                    .max(flushed.map_or(0, |m| m.max_seq())),
+                last_seq: state_after.last_seq.max(flushed.map_or(0, |m| m.max_seq())),
             };
             state_after
                 .apply(edit.clone())
@@ -771,8 +778,9 @@ impl<F: FileSystem> Db<F> {
             let choice = picker::pick(&sv.version.meta_levels(), &inner.shape, &st.cursors);
             let from = match &choice {
                 Some(Choice::Move { table, .. }) => Some((table.level, table.largest.clone())),
-                Some(Choice::Merge(job)) => picker::key_range(&job.inputs)
-                    .map(|(_, hi)| (job.level, hi.to_vec())),
+                Some(Choice::Merge(job)) => {
+                    picker::key_range(&job.inputs).map(|(_, hi)| (job.level, hi.to_vec()))
+                }
                 None => None,
             };
             if let Some((level, largest)) = from {
@@ -784,10 +792,8 @@ impl<F: FileSystem> Db<F> {
             None => Ok(false),
             Some(Choice::Move { table, to }) => {
                 let number = table.number;
-                let moved = TableHandle::new(
-                    TableMeta { level: to, ..table },
-                    Arc::clone(&inner.tables),
-                );
+                let moved =
+                    TableHandle::new(TableMeta { level: to, ..table }, Arc::clone(&inner.tables));
                 self.install(vec![moved], vec![number], None, None).await?;
                 Counters::add(&inner.counters.trivial_moves, 1);
                 Ok(true)
@@ -925,4 +931,30 @@ async fn remove_orphan_tables<F: FileSystem>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_delay_grows_from_the_slowdown_to_the_stop_limit() {
+        assert_eq!(write_delay(7, 8, 12), None);
+        let delays: Vec<Duration> = (8..12).map(|l0| write_delay(l0, 8, 12).unwrap()).collect();
+        assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
+        assert!(delays[0] > Duration::ZERO);
+        assert!(delays.iter().all(|d| *d <= WRITE_DELAY_MAX));
+        assert_eq!(write_delay(20, 8, 12), Some(WRITE_DELAY_MAX));
+    }
+
+    #[test]
+    fn l0_limits_keep_stop_above_slowdown() {
+        let o = Options {
+            l0_slowdown_trigger: 6,
+            l0_stop_trigger: 3,
+            ..Options::default()
+        };
+        assert_eq!(l0_limits(&o), (6, 7));
+        assert_eq!(l0_limits(&Options::default()), (8, 12));
+    }
 }

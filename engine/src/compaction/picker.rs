@@ -82,7 +82,10 @@ pub fn level_bytes(tables: &[&TableMeta]) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice {
     /// Re-file `table` at level `to` unchanged: nothing there overlaps it.
-    Move { table: TableMeta, to: u32 },
+    Move {
+        table: TableMeta,
+        to: u32,
+    },
     Merge(Job),
 }
 
@@ -111,7 +114,9 @@ impl Job {
 }
 
 /// Smallest and largest user key over `tables` (which must not be empty).
-pub fn key_range<'a>(tables: impl IntoIterator<Item = &'a TableMeta>) -> Option<(&'a [u8], &'a [u8])> {
+pub fn key_range<'a>(
+    tables: impl IntoIterator<Item = &'a TableMeta>,
+) -> Option<(&'a [u8], &'a [u8])> {
     let mut range: Option<(&[u8], &[u8])> = None;
     for t in tables {
         range = Some(match range {
@@ -141,9 +146,13 @@ pub fn overlapping<'a>(level: &[&'a TableMeta], lo: &[u8], hi: &[u8]) -> Vec<&'a
 /// last table compacted out of that level (empty: start from the beginning).
 pub fn pick(levels: &[Vec<&TableMeta>], shape: &Shape, cursors: &[Vec<u8>]) -> Option<Choice> {
     debug_assert_eq!(levels.len(), LEVELS as usize);
-    let (level, score) = (0..LAST_LEVEL)
-        .map(|l| (l, shape.score(levels, l)))
-        .fold((0, 0.0), |best, cur| if cur.1 > best.1 { cur } else { best });
+    let (level, score) =
+        (0..LAST_LEVEL)
+            .map(|l| (l, shape.score(levels, l)))
+            .fold(
+                (0, 0.0),
+                |best, cur| if cur.1 > best.1 { cur } else { best },
+            );
     if score < 1.0 {
         return None;
     }
@@ -152,7 +161,9 @@ pub fn pick(levels: &[Vec<&TableMeta>], shape: &Shape, cursors: &[Vec<u8>]) -> O
         levels[0].clone()
     } else {
         let tables = &levels[level as usize];
-        let cursor = cursors.get(level as usize).map_or(&[][..], |c| c.as_slice());
+        let cursor = cursors
+            .get(level as usize)
+            .map_or(&[][..], |c| c.as_slice());
         let next = tables
             .iter()
             .find(|t| cursor.is_empty() || t.smallest.as_slice() > cursor)
@@ -308,7 +319,11 @@ mod tests {
             order.push(t.number);
             cursors[1] = t.largest.clone();
         }
-        assert_eq!(order, [1, 2, 3, 1], "every range gets its turn, then it wraps");
+        assert_eq!(
+            order,
+            [1, 2, 3, 1],
+            "every range gets its turn, then it wraps"
+        );
     }
 
     #[test]
@@ -331,10 +346,7 @@ mod tests {
 
     #[test]
     fn a_table_overlapping_nothing_below_moves() {
-        let tables = [
-            table(1, 1, "a", "c", 2000),
-            table(2, 2, "d", "z", 100),
-        ];
+        let tables = [table(1, 1, "a", "c", 2000), table(2, 2, "d", "z", 100)];
         assert_eq!(
             pick(&view(&tables), &SHAPE, &[]),
             Some(Choice::Move {
@@ -359,7 +371,10 @@ mod tests {
         assert!(overlaps(&t, b"a", b"z"));
         assert!(!overlaps(&t, b"a", b"bz"));
         assert!(!overlaps(&t, b"fa", b"z"));
-        assert_eq!(key_range([&t, &table(2, 1, "a", "d", 1)]), Some((&b"a"[..], &b"f"[..])));
+        assert_eq!(
+            key_range([&t, &table(2, 1, "a", "d", 1)]),
+            Some((&b"a"[..], &b"f"[..]))
+        );
         assert_eq!(key_range(std::iter::empty()), None);
     }
 }

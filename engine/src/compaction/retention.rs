@@ -65,7 +65,10 @@ impl Retention {
         snapshots.push(horizon);
         snapshots.sort_unstable();
         snapshots.dedup();
-        debug_assert!(snapshots.last() == Some(&horizon), "a snapshot above the horizon");
+        debug_assert!(
+            snapshots.last() == Some(&horizon),
+            "a snapshot above the horizon"
+        );
         Retention {
             boundaries: snapshots,
             bottommost,
@@ -88,14 +91,20 @@ impl Retention {
     /// in table order.
     pub fn decide(&mut self, key: &[u8], seq: SeqNo, entry: Entry) -> Option<Entry> {
         if !self.started || self.key != key {
-            debug_assert!(!self.started || self.key.as_slice() < key, "keys out of order");
+            debug_assert!(
+                !self.started || self.key.as_slice() < key,
+                "keys out of order"
+            );
             self.key.clear();
             self.key.extend_from_slice(key);
             self.stripe = None;
             self.started = true;
         }
         let stripe = self.stripe_of(seq);
-        debug_assert!(self.stripe.is_none_or(|s| s >= stripe), "versions out of order");
+        debug_assert!(
+            self.stripe.is_none_or(|s| s >= stripe),
+            "versions out of order"
+        );
         if self.stripe == Some(stripe) {
             self.stats.shadowed += 1;
             return None;

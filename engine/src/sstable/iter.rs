@@ -69,7 +69,10 @@ impl<F: File> TableIter<F> {
                         return Ok(None);
                     }
                     self.pos = 0;
-                    let block = self.table.block_with(self.block_idx, self.fill_cache).await?;
+                    let block = self
+                        .table
+                        .block_with(self.block_idx, self.fill_cache)
+                        .await?;
                     self.block.insert(block)
                 }
             };
