@@ -707,6 +707,9 @@ impl<F: FileSystem> Db<F> {
             .flush_bytes
             .fetch_add(props.file_size, Ordering::Relaxed);
         let meta = TableMeta::from_properties(number, 0, &props);
+        // Read back (footer, index, filter verified) before the manifest lists it; this also
+        // puts it in the table cache for the reads that follow.
+        inner.tables.get(&meta).await?;
         Ok(TableHandle::new(meta, Arc::clone(&inner.tables)))
     }
 
@@ -844,10 +847,12 @@ impl<F: FileSystem> Db<F> {
             return Ok(false);
         };
         let written: u64 = outputs.iter().map(|m| m.file_size).sum();
-        let added = outputs
-            .into_iter()
-            .map(|m| TableHandle::new(m, Arc::clone(&inner.tables)))
-            .collect();
+        let mut added = Vec::with_capacity(outputs.len());
+        for meta in outputs {
+            // Read back before the manifest lists it, as a flush does.
+            inner.tables.get(&meta).await?;
+            added.push(TableHandle::new(meta, Arc::clone(&inner.tables)));
+        }
         let removed = job.tables().map(|t| t.number).collect();
         self.install(added, removed, None, None).await?;
         let c = &inner.counters;
