@@ -71,7 +71,11 @@ fn run(dir: &str, keys: u64) -> shoal_engine::Result<()> {
             // Half random, half repeated: compresses to about 50%, as db_bench's values.
             let r = rng.next().to_le_bytes();
             for (i, b) in value.iter_mut().enumerate() {
-                *b = if i < VALUE_LEN / 2 { r[i % 8] ^ (i as u8) } else { b'v' };
+                *b = if i < VALUE_LEN / 2 {
+                    r[i % 8] ^ (i as u8)
+                } else {
+                    b'v'
+                };
             }
             db.put(key.as_bytes(), &value)?;
         }
