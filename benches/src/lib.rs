@@ -1,1 +1,7 @@
-//! placeholder
+//! shoal-benches: side-by-side comparisons of Shoal with its peers on the same machine in the
+//! same run (RocksDB's `db_bench`, fjall, Redis), reported as ratios to the peer.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod engine_compare;
+pub mod proc;

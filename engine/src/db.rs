@@ -521,6 +521,7 @@ impl<F: FileSystem> Db<F> {
             immutable_memtables: sv.imm.len() as u64,
             levels,
             log_bytes: inner.log.disk_bytes(),
+            log_syncs: inner.log.data_syncs(),
             last_seq,
             visible_seq: inner.visible(),
             cache,

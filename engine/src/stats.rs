@@ -106,6 +106,8 @@ pub struct Stats {
     /// Per level, L0 first.
     pub levels: Vec<LevelStats>,
     pub log_bytes: u64,
+    /// Commit-log fdatasyncs; writes per sync measures group commit.
+    pub log_syncs: u64,
     pub last_seq: SeqNo,
     pub visible_seq: SeqNo,
     pub cache: CacheStats,

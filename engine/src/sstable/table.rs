@@ -22,6 +22,7 @@ pub struct Table<F: File> {
     index: Vec<IndexEntry>,
     filter: Bloom,
     props: TableProperties,
+    footer: Footer,
 }
 
 /// Reads exactly `len` bytes at `pos`; a short read means the file is shorter than its
@@ -48,6 +49,7 @@ struct Meta {
     index: Vec<IndexEntry>,
     filter: Bloom,
     props: TableProperties,
+    footer: Footer,
 }
 
 /// Reads and checks the footer, filter, index and properties blocks.
@@ -107,6 +109,7 @@ async fn read_meta<F: File>(file: &F) -> Result<Meta> {
         index,
         filter,
         props,
+        footer,
     })
 }
 
@@ -117,6 +120,7 @@ impl<F: File> Table<F> {
             index,
             filter,
             props,
+            footer,
         } = read_meta(&file).await?;
         Ok(Table {
             file,
@@ -125,6 +129,7 @@ impl<F: File> Table<F> {
             index,
             filter,
             props,
+            footer,
         })
     }
 
@@ -173,7 +178,7 @@ impl<F: File> Table<F> {
     pub async fn verify(&self) -> Result<()> {
         let path = self.file.path();
         let meta = read_meta(&self.file).await?;
-        if meta.index != self.index || meta.props != self.props {
+        if meta.index != self.index || meta.props != self.props || meta.footer != self.footer {
             return Err(Error::corruption(path, 0, "meta blocks changed since open"));
         }
         let mut seen = TableProperties::default();
@@ -237,6 +242,11 @@ impl<F: File> Table<F> {
     /// Per-block index view for sstable-dump: (last key, last seq, offset, stored len).
     pub fn index_entries(&self) -> impl Iterator<Item = IndexEntry> + '_ {
         self.index.iter().cloned()
+    }
+
+    /// Where the meta blocks are, for sstable-dump.
+    pub fn footer(&self) -> Footer {
+        self.footer
     }
 
     /// Bloom filter stats for sstable-dump: bits, hash count, set-bit ratio.

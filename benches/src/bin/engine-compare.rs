@@ -1,0 +1,69 @@
+//! `engine-compare`: Shoal's engine vs RocksDB's db_bench and fjall. See
+//! `shoal_benches::engine_compare`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shoal_benches::engine_compare::store::ShoalFs;
+use shoal_benches::engine_compare::workload::PhaseSpec;
+use shoal_benches::engine_compare::{self, CompareArgs, Engine};
+
+#[derive(Parser)]
+#[command(
+    name = "engine-compare",
+    version,
+    about = "Shoal's engine vs RocksDB (db_bench) and fjall, side by side"
+)]
+struct Cli {
+    #[command(subcommand)]
+    child: Option<Child>,
+    #[command(flatten)]
+    compare: CompareArgs,
+}
+
+/// One phase of one engine, run by the parent in a child process so it is measured alone.
+#[derive(Subcommand)]
+enum Child {
+    #[command(hide = true)]
+    RunShoal {
+        #[arg(long, value_enum, default_value = "dma")]
+        fs: ShoalFs,
+        #[command(flatten)]
+        spec: PhaseSpec,
+    },
+    #[command(hide = true)]
+    RunFjall {
+        #[command(flatten)]
+        spec: PhaseSpec,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match &cli.child {
+        Some(Child::RunShoal { fs, spec }) => {
+            engine_compare::run_child(Engine::Shoal, spec, *fs).map(|json| println!("{json}"))
+        }
+        Some(Child::RunFjall { spec }) => {
+            engine_compare::run_child(Engine::Fjall, spec, ShoalFs::Std)
+                .map(|json| println!("{json}"))
+        }
+        None => engine_compare::compare(&cli.compare, |msg| eprintln!("{msg}")).map(|report| {
+            if cli.compare.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => eprintln!("engine-compare: encoding the report: {e}"),
+                }
+            } else {
+                print!("{}", report.table());
+            }
+        }),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("engine-compare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! `engine-compare`: Shoal's engine, RocksDB (`db_bench`) and fjall side by side on one machine
+//! in one run. Every phase of every engine runs in its own child process (for Shoal and fjall,
+//! this binary's hidden `run-shoal` / `run-fjall` subcommands), phases interleaved across
+//! engines so machine noise hits all alike. Throughput is timed inside the child, around the
+//! operations only (as db_bench does); peak RSS and bytes written come from the kernel for
+//! every engine alike ([`crate::proc`]).
+
+pub mod db_bench;
+pub mod report;
+pub mod store;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use self::report::{Measurement, Report, Row};
+use self::store::ShoalFs;
+use self::workload::{Phase, PhaseResult, PhaseSpec};
+use crate::proc::{self, ProcError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompareError {
+    #[error("shoal engine: {0}")]
+    Shoal(#[from] shoal_engine::Error),
+    #[cfg(feature = "fjall")]
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Proc(#[from] ProcError),
+    #[error("{engine} {phase}: no result in its output: {output}")]
+    NoResult {
+        engine: String,
+        phase: &'static str,
+        output: String,
+    },
+    #[error("a writer thread panicked")]
+    WriterPanicked,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// The peers this build can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Shoal,
+    Rocksdb,
+    Fjall,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Shoal => "shoal",
+            Engine::Rocksdb => "rocksdb",
+            Engine::Fjall => "fjall",
+        }
+    }
+}
+
+/// Preset workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// Fill, random reads, a scan, and synced fills by concurrent writers (`--keys`, default 1M).
+    #[value(name = "1m")]
+    OneMillion,
+    /// 10M keys: fill, uniform random overwrite, zipfian mix with 10% deletes; write and space
+    /// amplification and peak RSS after each.
+    #[value(name = "10m")]
+    TenMillion,
+}
+
+/// Keys of the `10m` preset.
+pub const TEN_MILLION: u64 = 10_000_000;
+/// A phase that runs longer than this is killed (by PID) and the run fails.
+pub const PHASE_TIMEOUT_DEFAULT_SECS: u64 = 1800;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// Key space and operations per phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    #[arg(long, value_enum, default_value = "1m")]
+    pub scale: Scale,
+    /// Operations of the synced fill (default: a fifth of --keys; synced writes are slow).
+    #[arg(long)]
+    pub sync_ops: Option<u64>,
+    /// Concurrent writers of the synced fill.
+    #[arg(long, default_value_t = 64)]
+    pub writers: usize,
+    /// Engines to run (fjall needs the `fjall` cargo feature).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["shoal", "rocksdb", "fjall"])]
+    pub engines: Vec<Engine>,
+    /// Shoal's file system for the single-threaded phases; the synced fill always runs on the
+    /// node's path (DMA files, writers as glommio tasks).
+    #[arg(long, value_enum, default_value = "std")]
+    pub shoal_fs: ShoalFs,
+    /// Where the databases go (a temporary directory inside it, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The db_bench binary.
+    #[arg(long, default_value = "db_bench")]
+    pub db_bench: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = PHASE_TIMEOUT_DEFAULT_SECS)]
+    pub phase_timeout_secs: u64,
+    /// Print the report as JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One step of the plan: a phase on one of the two databases each engine keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub phase: Phase,
+    pub label: &'static str,
+    /// The synced fill writes its own, fresh database.
+    pub fresh_db: bool,
+    pub ops: u64,
+}
+
+pub fn plan(args: &CompareArgs) -> Vec<Step> {
+    let step = |phase, label, ops| Step {
+        phase,
+        label,
+        fresh_db: phase == Phase::FillSync,
+        ops,
+    };
+    match args.scale {
+        Scale::OneMillion => {
+            let keys = args.keys;
+            vec![
+                step(Phase::Fill, "fillrandom (no sync)", keys),
+                step(Phase::Read, "readrandom", keys),
+                step(Phase::Scan, "scan (all keys)", keys),
+                step(
+                    Phase::FillSync,
+                    "fillrandom sync",
+                    args.sync_ops.unwrap_or(keys / 5).max(1),
+                ),
+            ]
+        }
+        Scale::TenMillion => {
+            let keys = TEN_MILLION;
+            vec![
+                step(Phase::Fill, "fillrandom (no sync)", keys),
+                step(Phase::Scan, "scan after fill", keys),
+                step(Phase::Overwrite, "overwrite (uniform)", keys),
+                step(Phase::Scan, "scan after overwrite", keys),
+                step(Phase::ZipfMix, "zipfian mix, 10% deletes", keys),
+                step(Phase::Scan, "scan after mix", keys),
+            ]
+        }
+    }
+}
+
+fn available(engine: Engine) -> bool {
+    engine != Engine::Fjall || cfg!(feature = "fjall")
+}
+
+/// Runs one step of one engine in a child process; `None` where the engine has no such
+/// workload.
+fn run_step(
+    args: &CompareArgs,
+    engine: Engine,
+    spec: &PhaseSpec,
+    assertions: &mut bool,
+) -> Result<Option<Measurement>, CompareError> {
+    let limit = Duration::from_secs(args.phase_timeout_secs);
+    let self_exe = std::env::current_exe()?;
+    let mut cmd = match engine {
+        Engine::Rocksdb => match db_bench::command(&args.db_bench, spec) {
+            Some(c) => c,
+            None => return Ok(None),
+        },
+        Engine::Shoal => {
+            let fs = if spec.phase == Phase::FillSync {
+                ShoalFs::Dma
+            } else {
+                args.shoal_fs
+            };
+            let mut c = std::process::Command::new(&self_exe);
+            c.arg("run-shoal")
+                .arg("--fs")
+                .arg(format!("{fs:?}").to_lowercase())
+                .args(spec.to_args());
+            c
+        }
+        Engine::Fjall => {
+            let mut c = std::process::Command::new(&self_exe);
+            c.arg("run-fjall").args(spec.to_args());
+            c
+        }
+    };
+    let run = proc::run_measured(&mut cmd, limit)?;
+    let no_result = || CompareError::NoResult {
+        engine: engine.name().to_owned(),
+        phase: spec.phase.name(),
+        output: run
+            .stdout
+            .chars()
+            .rev()
+            .take(2000)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect(),
+    };
+    let result: PhaseResult = match engine {
+        Engine::Rocksdb => {
+            *assertions |= db_bench::has_assertions(&run.stdout);
+            let name = db_bench::benchmark(spec.phase).ok_or_else(no_result)?;
+            db_bench::parse(&run.stdout, name, spec.phase).ok_or_else(no_result)?
+        }
+        Engine::Shoal | Engine::Fjall => run
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .ok_or_else(no_result)?,
+    };
+    let disk_bytes = if spec.phase.writes() {
+        Some(proc::disk_usage(&spec.dir)?)
+    } else {
+        None
+    };
+    Ok(Some(Measurement::new(result, &run, disk_bytes)))
+}
+
+/// Runs the whole comparison and returns its report; `progress` hears about each step.
+pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Report, CompareError> {
+    if args.keys == 0 || args.writers == 0 {
+        return Err(CompareError::InvalidArgument(
+            "--keys and --writers must be at least 1".into(),
+        ));
+    }
+    let engines: Vec<Engine> = args
+        .engines
+        .iter()
+        .copied()
+        .filter(|e| available(*e))
+        .collect();
+    for e in args.engines.iter().filter(|e| !available(**e)) {
+        progress(&format!(
+            "skipping {}: built without its cargo feature",
+            e.name()
+        ));
+    }
+    let base = match &args.dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("engine-compare-")
+            .tempdir_in(d)?,
+        None => tempfile::Builder::new()
+            .prefix("engine-compare-")
+            .tempdir()?,
+    };
+    let keys = if args.scale == Scale::TenMillion {
+        TEN_MILLION
+    } else {
+        args.keys
+    };
+    let mut rows = Vec::new();
+    let mut assertions = false;
+    for step in plan(args) {
+        let mut row = Row::new(step.label, step.phase);
+        for &engine in &engines {
+            let db = if step.fresh_db { "sync" } else { "main" };
+            let spec = PhaseSpec {
+                phase: step.phase,
+                dir: base.path().join(engine.name()).join(db),
+                keys,
+                ops: step.ops,
+                writers: if step.phase == Phase::FillSync {
+                    args.writers
+                } else {
+                    1
+                },
+                seed: args.seed,
+            };
+            if let Some(parent) = spec.dir.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            progress(&format!("{} {} ...", engine.name(), step.label));
+            if let Some(m) = run_step(args, engine, &spec, &mut assertions)? {
+                progress(&format!(
+                    "{} {}: {:.0} ops/s",
+                    engine.name(),
+                    step.label,
+                    m.ops_per_sec
+                ));
+                row.results.insert(engine, m);
+            }
+        }
+        rows.push(row);
+    }
+    Ok(Report::new(args, engines, rows, assertions))
+}
+
+/// Entry of the hidden child subcommands: runs one phase and prints its result as JSON.
+pub fn run_child(engine: Engine, spec: &PhaseSpec, fs: ShoalFs) -> Result<String, CompareError> {
+    let result = match engine {
+        Engine::Shoal => store::run_shoal(spec, fs)?,
+        #[cfg(feature = "fjall")]
+        Engine::Fjall => store::fjall_store::run_fjall(spec)?,
+        other => {
+            return Err(CompareError::InvalidArgument(format!(
+                "{} cannot run in-process",
+                other.name()
+            )));
+        }
+    };
+    serde_json::to_string(&result).map_err(|e| CompareError::Io(std::io::Error::other(e)))
+}

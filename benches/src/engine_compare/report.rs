@@ -1,0 +1,300 @@
+//! The comparison's results: throughput per workload and engine with the ratio to RocksDB,
+//! and for every writing phase its write amplification, space amplification and peak RSS.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::workload::{KEY_LEN, Phase, PhaseResult, VALUE_LEN};
+use super::{CompareArgs, Engine, Scale};
+use crate::proc::ChildRun;
+
+const MIB: f64 = (1 << 20) as f64;
+/// Shoal's synced writes with 64 writers should reach this fraction of its unsynced fill rate.
+const SYNC_TARGET: f64 = 0.8;
+
+/// One engine on one step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measurement {
+    pub ops: u64,
+    pub secs: f64,
+    pub ops_per_sec: f64,
+    /// Gets that found a value, or keys a scan visited.
+    pub found: u64,
+    pub user_bytes: u64,
+    pub peak_rss_bytes: u64,
+    /// Bytes the process wrote toward storage (`write_bytes`).
+    pub write_bytes: u64,
+    /// `write_bytes / user_bytes`, for writing phases.
+    pub write_amp: Option<f64>,
+    /// Space used by the database directory after a writing phase.
+    pub disk_bytes: Option<u64>,
+    /// `disk_bytes` over the live keys' bytes (counted by the next scan).
+    pub space_amp: Option<f64>,
+}
+
+impl Measurement {
+    pub fn new(result: PhaseResult, run: &ChildRun, disk_bytes: Option<u64>) -> Measurement {
+        let ops_per_sec = if result.secs > 0.0 {
+            result.ops as f64 / result.secs
+        } else {
+            0.0
+        };
+        Measurement {
+            ops: result.ops,
+            secs: result.secs,
+            ops_per_sec,
+            found: result.found,
+            user_bytes: result.user_bytes,
+            peak_rss_bytes: run.max_rss_bytes,
+            write_bytes: run.write_bytes,
+            write_amp: (result.user_bytes > 0)
+                .then(|| run.write_bytes as f64 / result.user_bytes as f64),
+            disk_bytes,
+            space_amp: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub workload: &'static str,
+    pub phase: Phase,
+    pub results: BTreeMap<Engine, Measurement>,
+}
+
+impl Row {
+    pub fn new(workload: &'static str, phase: Phase) -> Row {
+        Row {
+            workload,
+            phase,
+            results: BTreeMap::new(),
+        }
+    }
+
+    /// Shoal's throughput over RocksDB's.
+    pub fn ratio(&self) -> Option<f64> {
+        let shoal = self.results.get(&Engine::Shoal)?.ops_per_sec;
+        let rocks = self.results.get(&Engine::Rocksdb)?.ops_per_sec;
+        (rocks > 0.0).then(|| shoal / rocks)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Target {
+    pub what: String,
+    pub value: f64,
+    pub goal: f64,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub scale: Scale,
+    pub keys: u64,
+    pub shoal_fs: super::store::ShoalFs,
+    pub engines: Vec<Engine>,
+    pub db_bench_assertions: bool,
+    pub rows: Vec<Row>,
+    pub targets: Vec<Target>,
+}
+
+/// Fills each writing phase's space amplification from the next scan of the same database.
+fn space_amplification(rows: &mut [Row]) {
+    for i in 0..rows.len() {
+        if !rows[i].phase.writes() || rows[i].phase == Phase::FillSync {
+            continue;
+        }
+        let scan = rows[i + 1..]
+            .iter()
+            .filter(|r| r.phase != Phase::FillSync)
+            .take_while(|r| !r.phase.writes())
+            .find(|r| r.phase == Phase::Scan)
+            .map(|r| r.results.clone());
+        let Some(scan) = scan else { continue };
+        for (engine, m) in rows[i].results.iter_mut() {
+            let live = scan.get(engine).map_or(0, |s| s.found) * (KEY_LEN + VALUE_LEN) as u64;
+            if let (Some(disk), true) = (m.disk_bytes, live > 0) {
+                m.space_amp = Some(disk as f64 / live as f64);
+            }
+        }
+    }
+}
+
+fn targets(rows: &[Row]) -> Vec<Target> {
+    let mut out = Vec::new();
+    let find = |p: Phase| rows.iter().find(|r| r.phase == p);
+    for (phase, what) in [
+        (Phase::Fill, "no-sync fill, shoal/rocksdb"),
+        (Phase::Read, "random reads, shoal/rocksdb"),
+    ] {
+        if let Some(ratio) = find(phase).and_then(Row::ratio) {
+            out.push(Target {
+                what: what.into(),
+                value: ratio,
+                goal: 1.0,
+                met: ratio >= 1.0,
+            });
+        }
+    }
+    let shoal = |p: Phase| {
+        find(p)
+            .and_then(|r| r.results.get(&Engine::Shoal))
+            .map(|m| m.ops_per_sec)
+    };
+    if let (Some(sync), Some(fill)) = (shoal(Phase::FillSync), shoal(Phase::Fill)) {
+        if fill > 0.0 {
+            let value = sync / fill;
+            out.push(Target {
+                what: "shoal synced fill (concurrent writers) / shoal no-sync fill".into(),
+                value,
+                goal: SYNC_TARGET,
+                met: value >= SYNC_TARGET,
+            });
+        }
+    }
+    out
+}
+
+fn cell(v: Option<f64>, precision: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.precision$}"))
+}
+
+impl Report {
+    pub fn new(
+        args: &CompareArgs,
+        engines: Vec<Engine>,
+        mut rows: Vec<Row>,
+        db_bench_assertions: bool,
+    ) -> Report {
+        space_amplification(&mut rows);
+        Report {
+            scale: args.scale,
+            keys: if args.scale == Scale::TenMillion {
+                super::TEN_MILLION
+            } else {
+                args.keys
+            },
+            shoal_fs: args.shoal_fs,
+            engines,
+            db_bench_assertions,
+            targets: targets(&rows),
+            rows,
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} keys, {KEY_LEN} B keys, {VALUE_LEN} B values; shoal on {:?} files (synced fill: DMA, writers as glommio tasks)",
+            self.keys, self.shoal_fs
+        );
+        let _ = write!(out, "{:<28}", "workload");
+        for e in &self.engines {
+            let _ = write!(out, " {:>14}", format!("{} ops/s", e.name()));
+        }
+        let _ = writeln!(out, " {:>14}", "shoal/rocksdb");
+        for row in &self.rows {
+            let _ = write!(out, "{:<28}", row.workload);
+            for e in &self.engines {
+                let _ = write!(
+                    out,
+                    " {:>14}",
+                    cell(row.results.get(e).map(|m| m.ops_per_sec), 0)
+                );
+            }
+            let _ = writeln!(out, " {:>14}", cell(row.ratio(), 2));
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<28} {:<8} {:>9} {:>9} {:>10} {:>10} {:>13}",
+            "workload", "engine", "write-amp", "space-amp", "disk MiB", "peak RSS", "written MiB"
+        );
+        for row in self.rows.iter().filter(|r| r.phase.writes()) {
+            for (engine, m) in &row.results {
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<8} {:>9} {:>9} {:>10} {:>6.0} MiB {:>13.0}",
+                    row.workload,
+                    engine.name(),
+                    cell(m.write_amp, 2),
+                    cell(m.space_amp, 2),
+                    cell(m.disk_bytes.map(|b| b as f64 / MIB), 0),
+                    m.peak_rss_bytes as f64 / MIB,
+                    m.write_bytes as f64 / MIB,
+                );
+            }
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(out);
+            for t in &self.targets {
+                let verdict = if t.met { "met" } else { "NOT met" };
+                let _ = writeln!(
+                    out,
+                    "target {:<62} {:>6.2} (goal >= {:.2}): {verdict}",
+                    t.what, t.value, t.goal
+                );
+            }
+        }
+        if self.db_bench_assertions {
+            let _ = writeln!(
+                out,
+                "note: this db_bench was built with assertions enabled, which slows RocksDB"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(ops_per_sec: f64, found: u64, disk: Option<u64>) -> Measurement {
+        let result = PhaseResult {
+            ops: 100,
+            secs: 100.0 / ops_per_sec,
+            found,
+            user_bytes: if disk.is_some() { 11_600 } else { 0 },
+        };
+        let run = ChildRun {
+            write_bytes: 23_200,
+            max_rss_bytes: 1 << 20,
+            ..ChildRun::default()
+        };
+        Measurement::new(result, &run, disk)
+    }
+
+    fn row(phase: Phase, shoal: Measurement, rocks: Measurement) -> Row {
+        let mut r = Row::new(phase.name(), phase);
+        r.results.insert(Engine::Shoal, shoal);
+        r.results.insert(Engine::Rocksdb, rocks);
+        r
+    }
+
+    #[test]
+    fn ratios_amplifications_and_targets() {
+        let mut rows = vec![
+            row(
+                Phase::Fill,
+                m(300.0, 0, Some(116 * 50)),
+                m(200.0, 0, Some(116 * 100)),
+            ),
+            row(Phase::Read, m(100.0, 60, None), m(200.0, 60, None)),
+            row(Phase::Scan, m(1000.0, 50, None), m(1000.0, 50, None)),
+            row(Phase::FillSync, m(270.0, 0, Some(1)), m(10.0, 0, Some(1))),
+        ];
+        space_amplification(&mut rows);
+        let fill = &rows[0].results[&Engine::Shoal];
+        assert_eq!(fill.write_amp, Some(2.0));
+        assert_eq!(fill.space_amp, Some(1.0));
+        assert_eq!(rows[0].results[&Engine::Rocksdb].space_amp, Some(2.0));
+        assert_eq!(rows[3].results[&Engine::Shoal].space_amp, None);
+        assert_eq!(rows[0].ratio(), Some(1.5));
+        let t = targets(&rows);
+        assert_eq!(t.len(), 3);
+        assert!(t[0].met && !t[1].met && t[2].met, "{t:?}");
+        assert!((t[2].value - 0.9).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,289 @@
+//! The engines under test behind one small interface, and the loops that drive a phase
+//! through it. Each engine runs inside a child process of `engine-compare` (`run-shoal`,
+//! `run-fjall`), so its memory and disk writes are measured alone.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_lite::future::block_on;
+use shoal_engine::{Durability, Options};
+
+use super::CompareError;
+use super::workload::{Op, Ops, Phase, PhaseResult, PhaseSpec, VALUE_LEN, Values, key};
+
+/// The operations a phase needs. Blocking engines implement it with futures that are ready
+/// at once; the glommio engine awaits real I/O.
+#[allow(
+    async_fn_in_trait,
+    reason = "used only in this crate, on one thread per future"
+)]
+pub trait Store {
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), CompareError>;
+    async fn delete(&self, key: &[u8]) -> Result<(), CompareError>;
+    /// Whether the key has a value.
+    async fn get(&self, key: &[u8]) -> Result<bool, CompareError>;
+    /// Visits every live key in order; returns how many.
+    async fn scan(&self) -> Result<u64, CompareError>;
+}
+
+/// Runs `ops` operations of writer `writer`'s stream (or the scan) and times them.
+pub async fn run_stream<S: Store>(
+    store: &S,
+    spec: &PhaseSpec,
+    writer: usize,
+    ops: u64,
+) -> Result<PhaseResult, CompareError> {
+    let start = Instant::now();
+    if spec.phase == Phase::Scan {
+        let found = store.scan().await?;
+        return Ok(PhaseResult {
+            ops: found,
+            secs: start.elapsed().as_secs_f64(),
+            found,
+            user_bytes: 0,
+        });
+    }
+    let mut stream = Ops::new(spec, writer);
+    let mut values = Values::new(spec.seed ^ writer as u64);
+    let mut result = PhaseResult {
+        ops,
+        ..PhaseResult::default()
+    };
+    for _ in 0..ops {
+        match stream.next() {
+            Op::Put(k) => {
+                let k = key(k);
+                store.put(&k, values.next()).await?;
+                result.user_bytes += (k.len() + VALUE_LEN) as u64;
+            }
+            Op::Delete(k) => {
+                let k = key(k);
+                store.delete(&k).await?;
+                result.user_bytes += k.len() as u64;
+            }
+            Op::Get(k) => result.found += u64::from(store.get(&key(k)).await?),
+        }
+    }
+    result.secs = start.elapsed().as_secs_f64();
+    Ok(result)
+}
+
+/// Writer `w`'s share of `total` operations.
+fn share(total: u64, writers: usize, w: usize) -> u64 {
+    total / writers as u64 + u64::from((w as u64) < total % writers as u64)
+}
+
+fn sum(parts: Vec<PhaseResult>, secs: f64) -> PhaseResult {
+    parts.into_iter().fold(
+        PhaseResult {
+            secs,
+            ..PhaseResult::default()
+        },
+        |mut acc, p| {
+            acc.ops += p.ops;
+            acc.found += p.found;
+            acc.user_bytes += p.user_bytes;
+            acc
+        },
+    )
+}
+
+/// Runs the phase on a blocking store: one thread, or `writers` threads for FillSync.
+pub fn run_blocking<S: Store + Sync>(
+    store: &S,
+    spec: &PhaseSpec,
+) -> Result<PhaseResult, CompareError> {
+    if spec.phase != Phase::FillSync {
+        return block_on(run_stream(store, spec, 0, spec.ops));
+    }
+    let writers = spec.writers.max(1);
+    let start = Instant::now();
+    let parts = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                s.spawn(move || block_on(run_stream(store, spec, w, share(spec.ops, writers, w))))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| CompareError::WriterPanicked)
+                    .and_then(|r| r)
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(sum(parts, start.elapsed().as_secs_f64()))
+}
+
+/// Which of Shoal's file systems runs the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShoalFs {
+    /// glommio DMA files (O_DIRECT, io_uring) on one executor, writers as tasks: the node's path.
+    Dma,
+    /// std files through the blocking API, writers as threads.
+    Std,
+}
+
+fn shoal_options(phase: Phase) -> Options {
+    Options {
+        durability: if phase == Phase::FillSync {
+            Durability::Sync
+        } else {
+            Durability::Buffered
+        },
+        ..Options::default()
+    }
+}
+
+impl Store for shoal_engine::blocking::Db {
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), CompareError> {
+        Ok(shoal_engine::blocking::Db::put(self, key, value)?)
+    }
+    async fn delete(&self, key: &[u8]) -> Result<(), CompareError> {
+        Ok(shoal_engine::blocking::Db::delete(self, key)?)
+    }
+    async fn get(&self, key: &[u8]) -> Result<bool, CompareError> {
+        Ok(shoal_engine::blocking::Db::get(self, key)?.is_some())
+    }
+    async fn scan(&self) -> Result<u64, CompareError> {
+        let mut n = 0;
+        for item in shoal_engine::blocking::Db::scan(self, ..)? {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl<F: shoal_engine::fs::FileSystem> Store for shoal_engine::Db<F> {
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), CompareError> {
+        Ok(shoal_engine::Db::put(self, key, value).await?)
+    }
+    async fn delete(&self, key: &[u8]) -> Result<(), CompareError> {
+        Ok(shoal_engine::Db::delete(self, key).await?)
+    }
+    async fn get(&self, key: &[u8]) -> Result<bool, CompareError> {
+        Ok(shoal_engine::Db::get(self, key).await?.is_some())
+    }
+    async fn scan(&self) -> Result<u64, CompareError> {
+        let mut iter = shoal_engine::Db::scan(self, ..).await?;
+        let mut n = 0;
+        while iter.next().await?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Runs one phase on Shoal's engine in this process.
+pub fn run_shoal(spec: &PhaseSpec, fs: ShoalFs) -> Result<PhaseResult, CompareError> {
+    match fs {
+        ShoalFs::Std => {
+            let db = shoal_engine::blocking::Db::open(&spec.dir, shoal_options(spec.phase))?;
+            let result = run_blocking(&db, spec)?;
+            db.close()?;
+            Ok(result)
+        }
+        ShoalFs::Dma => run_shoal_dma(spec.clone()),
+    }
+}
+
+/// The node's path: `Db<DmaFs>` on one glommio executor, FillSync's writers as tasks sharing
+/// group commits.
+fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
+    use glommio::{LocalExecutorBuilder, Placement};
+    let handle = LocalExecutorBuilder::new(Placement::Fixed(0))
+        .name("engine-compare")
+        .spawn(move || async move {
+            let fs = shoal_engine::fs::DmaFs::new(&spec.dir)
+                .await
+                .map_err(CompareError::Io)?;
+            let db = shoal_engine::Db::open(fs, &spec.dir, shoal_options(spec.phase)).await?;
+            glommio::spawn_local(db.background()).detach();
+            let result = if spec.phase == Phase::FillSync {
+                let writers = spec.writers.max(1);
+                let spec = Arc::new(spec);
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..writers)
+                    .map(|w| {
+                        let (db, spec) = (db.clone(), spec.clone());
+                        glommio::spawn_local(async move {
+                            run_stream(&db, &spec, w, share(spec.ops, writers, w)).await
+                        })
+                    })
+                    .collect();
+                let mut parts = Vec::with_capacity(writers);
+                for t in tasks {
+                    parts.push(t.await?);
+                }
+                sum(parts, start.elapsed().as_secs_f64())
+            } else {
+                run_stream(&db, &spec, 0, spec.ops).await?
+            };
+            db.close().await?;
+            Ok::<_, CompareError>(result)
+        })
+        .map_err(|e| CompareError::Io(std::io::Error::other(e.to_string())))?;
+    handle
+        .join()
+        .map_err(|e| CompareError::Io(std::io::Error::other(e.to_string())))?
+}
+
+#[cfg(feature = "fjall")]
+pub mod fjall_store {
+    //! fjall 3 with its defaults (LZ4 blocks, leveled compaction) and the same 64 MiB cache
+    //! as Shoal's block cache.
+
+    use super::*;
+
+    /// Same as Shoal's default block cache.
+    const CACHE_BYTES: u64 = 64 << 20;
+
+    pub struct FjallStore {
+        db: fjall::Database,
+        keyspace: fjall::Keyspace,
+        /// Every write is persisted with fdatasync before it returns.
+        sync: bool,
+    }
+
+    impl Store for FjallStore {
+        async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), CompareError> {
+            self.keyspace.insert(key, value)?;
+            if self.sync {
+                self.db.persist(fjall::PersistMode::SyncData)?;
+            }
+            Ok(())
+        }
+        async fn delete(&self, key: &[u8]) -> Result<(), CompareError> {
+            Ok(self.keyspace.remove(key)?)
+        }
+        async fn get(&self, key: &[u8]) -> Result<bool, CompareError> {
+            Ok(self.keyspace.get(key)?.is_some())
+        }
+        async fn scan(&self) -> Result<u64, CompareError> {
+            let mut n = 0;
+            for guard in self.keyspace.iter() {
+                guard.key()?;
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+
+    pub fn run_fjall(spec: &PhaseSpec) -> Result<PhaseResult, CompareError> {
+        let db = fjall::Database::builder(&spec.dir)
+            .cache_size(CACHE_BYTES)
+            .open()?;
+        let keyspace = db.keyspace("bench", fjall::KeyspaceCreateOptions::default)?;
+        let store = FjallStore {
+            db,
+            keyspace,
+            sync: spec.phase == Phase::FillSync,
+        };
+        let result = run_blocking(&store, spec)?;
+        store.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(result)
+    }
+}
