@@ -209,7 +209,7 @@ fn check(
         let v = String::from_utf8(e.value).unwrap();
         assert_eq!(model.get(&k), Some(&Some(v)), "unexpected {k}");
     }
-    let tables = db.stats().levels.iter().map(|l| l.0).sum();
+    let tables = db.stats().levels.iter().map(|l| l.tables).sum();
     db.close().unwrap();
     tables
 }

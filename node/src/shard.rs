@@ -173,7 +173,7 @@ impl Shard {
         let (sstables, sstable_bytes) = e
             .levels
             .iter()
-            .fold((0, 0), |(t, b), (lt, lb)| (t + lt, b + lb));
+            .fold((0, 0), |(t, b), l| (t + l.tables, b + l.bytes));
         ShardStats {
             shard: self.id as u32,
             partitions: (0..self.partitions)
