@@ -540,6 +540,15 @@ impl<F: FileSystem> Db<F> {
         }
     }
 
+    /// The tables of the current version, L0 newest first, then each level in key order.
+    pub fn tables(&self) -> Vec<TableMeta> {
+        self.current()
+            .version
+            .tables()
+            .map(|t| t.meta.clone())
+            .collect()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -701,6 +710,9 @@ impl<F: FileSystem> Db<F> {
             .flush_bytes
             .fetch_add(props.file_size, Ordering::Relaxed);
         let meta = TableMeta::from_properties(number, 0, &props);
+        // Read back (footer, index, filter verified) before the manifest lists it; this also
+        // puts it in the table cache for the reads that follow.
+        inner.tables.get(&meta).await?;
         Ok(TableHandle::new(meta, Arc::clone(&inner.tables)))
     }
 
@@ -838,10 +850,12 @@ impl<F: FileSystem> Db<F> {
             return Ok(false);
         };
         let written: u64 = outputs.iter().map(|m| m.file_size).sum();
-        let added = outputs
-            .into_iter()
-            .map(|m| TableHandle::new(m, Arc::clone(&inner.tables)))
-            .collect();
+        let mut added = Vec::with_capacity(outputs.len());
+        for meta in outputs {
+            // Read back before the manifest lists it, as a flush does.
+            inner.tables.get(&meta).await?;
+            added.push(TableHandle::new(meta, Arc::clone(&inner.tables)));
+        }
         let removed = job.tables().map(|t| t.number).collect();
         self.install(added, removed, None, None).await?;
         let c = &inner.counters;
@@ -925,4 +939,30 @@ async fn remove_orphan_tables<F: FileSystem>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_delay_grows_from_the_slowdown_to_the_stop_limit() {
+        assert_eq!(write_delay(7, 8, 12), None);
+        let delays: Vec<Duration> = (8..12).map(|l0| write_delay(l0, 8, 12).unwrap()).collect();
+        assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
+        assert!(delays[0] > Duration::ZERO);
+        assert!(delays.iter().all(|d| *d <= WRITE_DELAY_MAX));
+        assert_eq!(write_delay(20, 8, 12), Some(WRITE_DELAY_MAX));
+    }
+
+    #[test]
+    fn l0_limits_keep_stop_above_slowdown() {
+        let o = Options {
+            l0_slowdown_trigger: 6,
+            l0_stop_trigger: 3,
+            ..Options::default()
+        };
+        assert_eq!(l0_limits(&o), (6, 7));
+        assert_eq!(l0_limits(&Options::default()), (8, 12));
+    }
 }

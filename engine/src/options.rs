@@ -140,7 +140,10 @@ pub struct Options {
     /// Tables kept open (file descriptor, index and bloom filter in memory); others are
     /// reopened on demand. Bounds descriptors and the memory of index and filter blocks.
     pub max_open_tables: usize,
+    /// When compaction may forget a delete; see [`TombstonePolicy`].
     pub tombstone_policy: Arc<dyn TombstonePolicy>,
+    /// What delayed writers sleep on. The default blocks the thread: a glommio shard must set
+    /// [`GlommioTimer`] (or its own) so a delayed write does not stall the whole shard.
     pub timer: Arc<dyn Timer>,
     pub clock: Arc<dyn Clock>,
 }

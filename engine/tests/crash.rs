@@ -1,16 +1,22 @@
 //! The engine against a model under simulated crashes (power loss / kill -9) on the
-//! fault-injecting file system: random operations, flushes, reopens, crashes and failed
-//! flushes; after every crash the database must hold exactly what was acknowledged (synced
-//! durability) or the state as of some moment since the last sync (buffered durability).
+//! fault-injecting file system: random operations, flushes, compactions, reopens, crashes and
+//! failed flushes and compactions; after every crash the database must hold exactly what was
+//! acknowledged (synced durability) or the state as of some moment since the last sync
+//! (buffered durability). Memtables, tables and level targets are tiny, so flushes and
+//! multi-level compactions (run by writers at the L0 stop limit, or explicitly) happen often.
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_lite::future::block_on;
 use proptest::prelude::*;
 use shoal_engine::fs::{FaultError, FaultFs, FaultOp, FaultRule};
-use shoal_engine::{Db, Durability, Options, WriteBatch};
+use shoal_engine::{Compression, Db, Durability, Options, Timer, WriteBatch};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -20,11 +26,15 @@ enum Op {
     Delete(u8),
     Batch(Vec<(u8, Option<usize>)>),
     Flush,
+    Compact,
     Sync,
     Reopen,
     Crash(u64),
     /// A flush that fails with EIO after `n` table writes, followed by a crash.
     FailedFlushThenCrash(u64, u64),
+    /// A compaction that fails with EIO after `n` table writes or manifest syncs, then a
+    /// crash.
+    FailedCompactionThenCrash(u64, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,10 +44,12 @@ fn op() -> impl Strategy<Value = Op> {
         6 => proptest::collection::vec((any::<u8>(), proptest::option::of(0usize..500)), 1..8)
             .prop_map(|ops| Op::Batch(ops.into_iter().map(|(k, v)| (k % 64, v)).collect())),
         3 => Just(Op::Flush),
+        3 => Just(Op::Compact),
         3 => Just(Op::Sync),
         2 => Just(Op::Reopen),
         4 => any::<u64>().prop_map(Op::Crash),
         2 => (any::<u64>(), 0u64..4).prop_map(|(s, n)| Op::FailedFlushThenCrash(s, n)),
+        2 => (any::<u64>(), 0u64..6).prop_map(|(s, n)| Op::FailedCompactionThenCrash(s, n)),
     ]
 }
 
@@ -52,13 +64,32 @@ fn value(step: usize, len: usize) -> Vec<u8> {
     v
 }
 
+/// Write delays return at once: the model runs on one thread with no background worker.
+struct NoDelay;
+
+impl Timer for NoDelay {
+    fn sleep(&self, _: Duration) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
 fn options(durability: Durability) -> Options {
     Options {
         durability,
-        memtable_bytes: 16 << 10,
+        memtable_bytes: 6 << 10,
         max_immutable_memtables: 2,
         log_segment_bytes: 64 << 10,
         block_bytes: 1024,
+        // Uncompressed, so the level sizes below count the (compressible) test values.
+        compression: Compression::None,
+        l0_compaction_trigger: 2,
+        l0_slowdown_trigger: 3,
+        l0_stop_trigger: 4,
+        level1_bytes: 12 << 10,
+        level_size_ratio: 2,
+        target_file_bytes: 4 << 10,
+        max_open_tables: 4,
+        timer: Arc::new(NoDelay),
         ..Options::default()
     }
 }
@@ -112,6 +143,7 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
                     db.write(batch).await.expect("write batch");
                 }
                 Op::Flush => db.flush().await.expect("flush"),
+                Op::Compact => db.compact().await.expect("compact"),
                 Op::Sync => {
                     db.sync().await.expect("sync");
                     candidates.clear();
@@ -123,7 +155,26 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
                         .expect("reopen");
                     candidates.clear();
                 }
-                Op::Crash(seed) | Op::FailedFlushThenCrash(seed, _) => {
+                Op::Crash(seed)
+                | Op::FailedFlushThenCrash(seed, _)
+                | Op::FailedCompactionThenCrash(seed, _) => {
+                    if let Op::FailedCompactionThenCrash(_, n) = op {
+                        // Fails a table write or the manifest's sync; either way nothing
+                        // acknowledged may be lost or resurrected.
+                        let (fault_op, path) = if n % 2 == 0 {
+                            (FaultOp::Write, ".sst")
+                        } else {
+                            (FaultOp::Sync, "manifest")
+                        };
+                        db.flush().await.expect("flush");
+                        fs.inject(
+                            FaultRule::new(fault_op, FaultError::Eio)
+                                .on_path(path)
+                                .after(n / 2),
+                        );
+                        let _ = db.compact().await;
+                        fs.clear_faults();
+                    }
                     if let Op::FailedFlushThenCrash(_, n) = op {
                         fs.inject(
                             FaultRule::new(FaultOp::Write, FaultError::Eio)

@@ -19,7 +19,7 @@ use event_listener::Event;
 use glommio::net::TcpListener;
 use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use shoal_engine::fs::DmaFs;
-use shoal_engine::{Db, Durability, Options, SystemClock};
+use shoal_engine::{Db, Durability, GlommioTimer, Options, SystemClock};
 
 use crate::config::{Config, Fsync};
 use crate::exec::Ctx;
@@ -308,6 +308,8 @@ async fn shard_main(
         memtable_bytes: config.memtable_bytes,
         block_cache_bytes: config.cache_bytes,
         clock: clock.clone(),
+        // Delayed writes must sleep on the shard's timer, not block its thread.
+        timer: Arc::new(GlommioTimer),
         ..Options::default()
     };
     let db = Db::open(fs, &dir, options)
