@@ -103,14 +103,14 @@ impl WriteBatch {
 
 /// A batch read back from the log.
 #[derive(Debug)]
-pub(crate) struct DecodedBatch {
+pub struct DecodedBatch {
     pub first_seq: SeqNo,
     pub ops: Vec<(Vec<u8>, Entry)>,
 }
 
 /// Decodes a log payload. The log has verified its checksum, so a malformed payload means a
 /// writer bug or a forged record: report it as corruption at `record_no`.
-pub(crate) fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatch> {
+pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatch> {
     let bad = |what: &str| Error::corruption(path, record_no, format!("write batch: {what}"));
     let mut r = Reader::new(payload);
     let version = r.u8().ok_or_else(|| bad("truncated header"))?;

@@ -13,7 +13,8 @@ use std::thread::JoinHandle;
 use futures_lite::future::block_on;
 
 use crate::batch::WriteBatch;
-use crate::db::{self, Stats};
+use crate::db;
+use crate::stats::Stats;
 use crate::error::IoContext;
 use crate::fs::StdFs;
 use crate::iter::ScanIter;

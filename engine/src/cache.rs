@@ -34,6 +34,18 @@ pub struct CacheStats {
     pub capacity_bytes: u64,
 }
 
+impl CacheStats {
+    /// Hits per lookup, 0 before the first lookup.
+    pub fn hit_rate(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+}
+
 pub struct BlockCache {
     blocks: quick_cache::sync::Cache<Key, Arc<Block>, BlockWeighter>,
     hits: AtomicU64,

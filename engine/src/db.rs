@@ -10,35 +10,50 @@
 //!
 //! Flush: a full memtable is frozen and a new one started; a frozen memtable is written to an
 //! L0 SSTable, which is made durable, then recorded in the manifest together with the first
-//! log record still needed; then the log before it is released. Flushes are done by the
-//! background worker the host runs ([`Db::background`]), or by a writer that finds too many
-//! frozen memtables (backpressure) or calls [`Db::flush`].
+//! log record still needed; then the log before it is released.
+//!
+//! Compaction (see [`crate::compaction`]): leveled, one at a time. Its outputs are durable
+//! before the manifest edit that swaps them for the inputs, and the inputs are deleted only
+//! after that edit is durable and no reader holds them (see [`crate::table_cache`]).
+//!
+//! Flushes and compactions are done by the background worker the host runs
+//! ([`Db::background`]). When they fall behind, writers slow down smoothly: past
+//! `l0_slowdown_trigger` L0 tables each write sleeps a little, longer for each further table;
+//! at `l0_stop_trigger` (or with `max_immutable_memtables` frozen memtables) the writer does
+//! the compaction (or flush) itself before writing, so writes keep making progress even when
+//! no background worker runs.
 
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use parking_lot::Mutex;
 
 use crate::batch::{self, WriteBatch};
-use crate::cache::{BlockCache, CacheStats};
+use crate::cache::BlockCache;
+use crate::compaction::{self, Choice, Job, OutputSpec, Retention, Shape, picker};
 use crate::error::IoContext;
-use crate::fs::{FileSystem, numbered_path};
+use crate::fs::FileSystem;
 use crate::iter::{MergeIter, ScanIter, Source};
 use crate::log::{Log, LogOptions, ReplayFrom};
-use crate::manifest::{Edit, Manifest, ManifestState, TableMeta};
+use crate::manifest::{Edit, LEVELS, Manifest, ManifestState, TableMeta};
 use crate::memtable::{Memtable, MemtableIter};
 use crate::options::{Durability, Options};
 use crate::snapshot::{SnapshotGuard, SnapshotList};
-use crate::sstable::{Table, TableBuilder, TableIter, TableOptions, key_hash};
+use crate::sstable::{TableBuilder, TableIter, TableOptions, key_hash};
+use crate::stats::{Counters, LevelStats, MemoryStats, Stats, write_amplification};
+use crate::table_cache::{TABLE_EXT, TableCache};
 use crate::types::{Entry, SeqNo};
 use crate::version::{TableHandle, Version};
 use crate::{Error, Result};
 
-const TABLE_EXT: &str = "sst";
+/// Longest a write is delayed for L0 pressure, reached just below `l0_stop_trigger`. Long
+/// enough to hand a 2-core machine to compaction, short enough that a delayed client sees
+/// latency, not an outage.
+const WRITE_DELAY_MAX: Duration = Duration::from_millis(2);
 
 /// An open database. Cheap to clone: clones share one instance.
 pub struct Db<F: FileSystem> {
@@ -57,18 +72,25 @@ struct Inner<F: FileSystem> {
     dir: PathBuf,
     fs: Arc<F>,
     options: Options,
+    shape: Shape,
     log: Log<F>,
     manifest: Manifest<F>,
     cache: Arc<BlockCache>,
+    tables: Arc<TableCache<F>>,
     state: Mutex<State<F>>,
     /// Readers read at this sequence number: every write at or below it is durable (or, with
     /// `Durability::Buffered`, acknowledged).
     visible_seq: AtomicU64,
     snapshots: Arc<SnapshotList>,
-    /// Wakes the background worker: a memtable was frozen, or the database is closing.
+    /// Wakes the background worker: a memtable was frozen or flushed, or the database is
+    /// closing.
     work: Event,
     /// Held by whoever flushes frozen memtables, so they go out one at a time, oldest first.
     flush_lock: async_lock::Mutex<()>,
+    /// Held by the one compaction running, so two never pick the same tables.
+    compaction_lock: async_lock::Mutex<()>,
+    /// Held from building a manifest edit until it is installed, so edits apply in order.
+    manifest_lock: async_lock::Mutex<()>,
     closed: AtomicBool,
     counters: Counters,
 }
@@ -80,6 +102,9 @@ struct State<F: FileSystem> {
     last_seq: SeqNo,
     /// Reused to encode batches without allocating.
     payload: Vec<u8>,
+    /// Per level, the largest key of the last table compacted out of it: compaction walks
+    /// each level's key space round robin.
+    cursors: Vec<Vec<u8>>,
 }
 
 /// Everything a reader searches, swapped as a whole when it changes.
@@ -88,34 +113,6 @@ struct SuperVersion<F: FileSystem> {
     /// Frozen memtables, oldest first.
     imm: Vec<Arc<Memtable>>,
     version: Arc<Version<F>>,
-}
-
-#[derive(Default)]
-struct Counters {
-    writes: AtomicU64,
-    reads: AtomicU64,
-    flushes: AtomicU64,
-    flush_bytes: AtomicU64,
-    stall_micros: AtomicU64,
-}
-
-/// Engine statistics, for INFO and tests.
-#[derive(Debug, Clone, Default)]
-pub struct Stats {
-    pub writes: u64,
-    pub reads: u64,
-    pub flushes: u64,
-    pub flush_bytes: u64,
-    /// Time writers spent waiting for flushes to catch up.
-    pub stall_micros: u64,
-    pub memtable_bytes: u64,
-    pub immutable_memtables: u64,
-    /// Per level: (tables, bytes).
-    pub levels: Vec<(u64, u64)>,
-    pub log_bytes: u64,
-    pub last_seq: SeqNo,
-    pub visible_seq: SeqNo,
-    pub cache: CacheStats,
 }
 
 /// A consistent view of the database at one sequence number.
@@ -143,6 +140,12 @@ impl<F: FileSystem> Snapshot<F> {
     }
 }
 
+impl<F: FileSystem> Inner<F> {
+    fn visible(&self) -> SeqNo {
+        self.visible_seq.load(Ordering::Acquire)
+    }
+}
+
 impl<F: FileSystem> Db<F> {
     /// Opens the database in `dir`, creating it if needed, and recovers everything that was
     /// durable: the tables the manifest lists, then the commit log after them.
@@ -159,10 +162,18 @@ impl<F: FileSystem> Db<F> {
         fs.sync_dir(&parent).await.at(&parent)?;
         let (manifest, manifest_state) = Manifest::open(Arc::clone(&fs), &dir).await?;
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
+        let tables = Arc::new(TableCache::new(
+            Arc::clone(&fs),
+            &dir,
+            Arc::clone(&cache),
+            options.max_open_tables,
+        ));
 
         let mut handles = Vec::with_capacity(manifest_state.tables.len());
         for meta in manifest_state.tables.values() {
-            handles.push(open_table(&fs, &dir, meta.clone(), &cache).await?);
+            // Opening verifies footer, index and filter now rather than at the first read.
+            tables.get(meta).await?;
+            handles.push(TableHandle::new(meta.clone(), Arc::clone(&tables)));
         }
         remove_orphan_tables(&fs, &dir, &manifest_state).await?;
 
@@ -218,20 +229,25 @@ impl<F: FileSystem> Db<F> {
             inner: Arc::new(Inner {
                 dir,
                 fs,
+                shape: Shape::from_options(&options),
                 log,
                 manifest,
                 cache,
+                tables,
                 state: Mutex::new(State {
                     current,
                     manifest: manifest_state,
                     next_file,
                     last_seq,
                     payload: Vec::new(),
+                    cursors: vec![Vec::new(); LEVELS as usize],
                 }),
                 visible_seq: AtomicU64::new(last_seq),
                 snapshots: Arc::new(SnapshotList::default()),
                 work: Event::new(),
                 flush_lock: async_lock::Mutex::new(()),
+                compaction_lock: async_lock::Mutex::new(()),
+                manifest_lock: async_lock::Mutex::new(()),
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
                 options,
@@ -273,9 +289,12 @@ impl<F: FileSystem> Db<F> {
             let record = appended?;
             let mem = Arc::clone(&st.current.mem);
             let count = batch.len() as u64;
+            let mut user_bytes = 0;
             for (i, (key, entry)) in batch.ops().iter().enumerate() {
+                user_bytes += (key.len() + entry.value.len()) as u64;
                 mem.insert(key, first_seq + i as u64, entry.clone());
             }
+            Counters::add(&inner.counters.user_bytes, user_bytes);
             st.last_seq += count;
             (record, st.last_seq)
         };
@@ -298,48 +317,47 @@ impl<F: FileSystem> Db<F> {
     /// The live entry of `key`, with its expiry.
     pub async fn get_entry(&self, key: &[u8]) -> Result<Option<Entry>> {
         self.check_open()?;
-        let seq = self.inner.visible_seq.load(Ordering::Acquire);
-        self.live_entry_at(key, seq).await
+        // The tables first, then the sequence number: a compaction that installed these
+        // tables kept everything a reader at or above its horizon needs, and the horizon is
+        // at most the visible sequence number read after.
+        let sv = self.current();
+        let seq = self.inner.visible();
+        self.live_entry_in(&sv, key, seq).await
     }
 
     async fn live_entry_at(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
+        let sv = self.current();
+        self.live_entry_in(&sv, key, snapshot).await
+    }
+
+    async fn live_entry_in(
+        &self,
+        sv: &SuperVersion<F>,
+        key: &[u8],
+        snapshot: SeqNo,
+    ) -> Result<Option<Entry>> {
         self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
         let now = self.inner.options.clock.now_ms();
-        Ok(self
-            .version_at(key, snapshot)
+        Ok(version_in(sv, key, snapshot)
             .await?
             .map(|(_, e)| e)
             .filter(|e| e.is_live(now)))
     }
 
-    /// The newest version of `key` at `snapshot`, tombstones and expired entries included.
-    async fn version_at(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<(SeqNo, Entry)>> {
-        let sv = self.current();
-        if let Some(found) = sv.mem.get(key, snapshot) {
-            return Ok(Some(found));
-        }
-        for m in sv.imm.iter().rev() {
-            if let Some(found) = m.get(key, snapshot) {
-                return Ok(Some(found));
-            }
-        }
-        sv.version.get(key, key_hash(key), snapshot).await
-    }
-
     /// A consistent view at the current sequence number, kept until dropped.
     pub fn snapshot(&self) -> Snapshot<F> {
-        let seq = self.inner.visible_seq.load(Ordering::Acquire);
+        let inner = &self.inner;
         Snapshot {
             db: self.clone(),
-            guard: Arc::new(self.inner.snapshots.register(seq)),
+            guard: Arc::new(inner.snapshots.register_with(|| inner.visible())),
         }
     }
 
     /// Live entries with keys in `range`, in key order, as of now.
     pub async fn scan(&self, range: impl RangeBounds<Vec<u8>>) -> Result<ScanIter<F>> {
         self.check_open()?;
-        let seq = self.inner.visible_seq.load(Ordering::Acquire);
-        let guard = self.inner.snapshots.register(seq);
+        let inner = &self.inner;
+        let guard = inner.snapshots.register_with(|| inner.visible());
         self.scan_at(range, guard).await
     }
 
@@ -355,7 +373,7 @@ impl<F: FileSystem> Db<F> {
             sources.push(Source::Memtable(MemtableIter::new(Arc::clone(m))));
         }
         for t in sv.version.tables() {
-            sources.push(Source::Table(TableIter::new(Arc::clone(&t.table))));
+            sources.push(Source::Table(TableIter::new(t.reader().await?)));
         }
         let now = self.inner.options.clock.now_ms();
         ScanIter::new(
@@ -364,6 +382,7 @@ impl<F: FileSystem> Db<F> {
             range.end_bound().cloned(),
             now,
             guard,
+            Arc::clone(&sv.version),
         )
         .await
     }
@@ -386,8 +405,20 @@ impl<F: FileSystem> Db<F> {
         self.flush_frozen().await
     }
 
+    /// Runs compactions until every level is within its target, then deletes the replaced
+    /// tables no reader holds. The background worker does this on its own; this is for
+    /// tools and tests.
+    pub async fn compact(&self) -> Result<()> {
+        self.check_open()?;
+        while self.compact_step().await? {}
+        self.inner.tables.remove_obsolete().await?;
+        Ok(())
+    }
+
     /// The host runs this future (e.g. on a low-priority task queue) for the database's
-    /// lifetime: it flushes frozen memtables as they appear. It ends when the database closes.
+    /// lifetime: it flushes frozen memtables as they appear, runs compactions when a level
+    /// is due (flushes first: they free memory writers wait for), and deletes replaced
+    /// tables. It ends when the database closes.
     pub fn background(&self) -> impl std::future::Future<Output = ()> + 'static {
         let db = self.clone();
         async move {
@@ -396,14 +427,20 @@ impl<F: FileSystem> Db<F> {
                 if db.inner.closed.load(Ordering::Acquire) {
                     return;
                 }
-                let pending = !db.current().imm.is_empty();
-                if pending {
+                // A file that cannot be deleted now is deleted at the next open.
+                let _ = db.inner.tables.remove_obsolete().await;
+                let dir = db.inner.dir.display();
+                if !db.current().imm.is_empty() {
                     match db.flush_frozen().await {
                         Ok(()) => continue,
                         // Writers that need the flush retry it themselves and see the error.
-                        Err(e) => {
-                            tracing::error!(dir = %db.inner.dir.display(), error = %e, "flush failed");
-                        }
+                        Err(e) => tracing::error!(dir = %dir, error = %e, "flush failed"),
+                    }
+                } else {
+                    match db.compact_step().await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(dir = %dir, error = %e, "compaction failed"),
                     }
                 }
                 listener.await;
@@ -411,8 +448,9 @@ impl<F: FileSystem> Db<F> {
         }
     }
 
-    /// Stops the database: makes buffered writes durable and ends the background worker.
-    /// Unflushed memtables are recovered from the log on the next open.
+    /// Stops the database: makes buffered writes durable and ends the background worker (a
+    /// compaction in progress stops at its next yield; its outputs are deleted). Unflushed
+    /// memtables are recovered from the log on the next open.
     pub async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -421,33 +459,82 @@ impl<F: FileSystem> Db<F> {
         if self.inner.options.durability == Durability::Buffered {
             self.sync().await?;
         }
+        // Best effort: what is left is deleted at the next open.
+        let _ = self.inner.tables.remove_obsolete().await;
         Ok(())
     }
 
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
+        let c = &inner.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let sv = self.current();
         let last_seq = inner.state.lock().last_seq;
+        let meta_levels = sv.version.meta_levels();
+        let levels: Vec<LevelStats> = (0..LEVELS)
+            .map(|l| {
+                let tables = &meta_levels[l as usize];
+                LevelStats {
+                    tables: tables.len() as u64,
+                    bytes: picker::level_bytes(tables),
+                    target_bytes: if l == 0 {
+                        0
+                    } else {
+                        inner.shape.target_bytes(l)
+                    },
+                    score: inner.shape.score(&meta_levels, l),
+                }
+            })
+            .collect();
+        let cache = inner.cache.stats();
+        let memtable_bytes = (sv.mem.approximate_bytes()
+            + sv.imm.iter().map(|m| m.approximate_bytes()).sum::<usize>())
+            as u64;
+        let table_meta = inner.tables.meta_memory_bytes();
+        let flush_bytes = get(&c.flush_bytes);
+        let compaction_bytes_written = get(&c.compaction_bytes_written);
+        let user_bytes_written = get(&c.user_bytes);
         Stats {
-            writes: inner.counters.writes.load(Ordering::Relaxed),
-            reads: inner.counters.reads.load(Ordering::Relaxed),
-            flushes: inner.counters.flushes.load(Ordering::Relaxed),
-            flush_bytes: inner.counters.flush_bytes.load(Ordering::Relaxed),
-            stall_micros: inner.counters.stall_micros.load(Ordering::Relaxed),
-            memtable_bytes: (sv.mem.approximate_bytes()
-                + sv.imm.iter().map(|m| m.approximate_bytes()).sum::<usize>())
-                as u64,
+            writes: get(&c.writes),
+            reads: get(&c.reads),
+            user_bytes_written,
+            flushes: get(&c.flushes),
+            flush_bytes,
+            compactions: get(&c.compactions),
+            trivial_moves: get(&c.trivial_moves),
+            compaction_bytes_read: get(&c.compaction_bytes_read),
+            compaction_bytes_written,
+            compaction_micros: get(&c.compaction_micros),
+            write_amplification: write_amplification(
+                flush_bytes + compaction_bytes_written,
+                user_bytes_written,
+            ),
+            pending_compaction_bytes: inner.shape.pending_bytes(&meta_levels),
+            versions_shadowed: get(&c.versions_shadowed),
+            tombstones_dropped: get(&c.tombstones_dropped),
+            tombstones_kept_by_policy: get(&c.tombstones_kept_by_policy),
+            expired_dropped: get(&c.expired_dropped),
+            stall_micros: get(&c.stall_micros),
+            delayed_writes: get(&c.delayed_writes),
+            stopped_writes: get(&c.stopped_writes),
+            memtable_bytes,
             immutable_memtables: sv.imm.len() as u64,
-            levels: sv
-                .version
-                .levels()
-                .iter()
-                .map(|l| (l.len() as u64, l.iter().map(|t| t.meta.file_size).sum()))
-                .collect(),
+            levels,
             log_bytes: inner.log.disk_bytes(),
+            log_syncs: inner.log.data_syncs(),
             last_seq,
-            visible_seq: inner.visible_seq.load(Ordering::Acquire),
-            cache: inner.cache.stats(),
+            visible_seq: inner.visible(),
+            cache,
+            open_tables: inner.tables.open_tables() as u64,
+            max_open_tables: inner.tables.max_open_tables() as u64,
+            table_opens: inner.tables.opens(),
+            obsolete_tables: inner.tables.obsolete_tables() as u64,
+            memory: MemoryStats {
+                memtables: memtable_bytes,
+                block_cache: cache.usage_bytes,
+                table_meta,
+                total: memtable_bytes + cache.usage_bytes + table_meta,
+            },
         }
     }
 
@@ -466,35 +553,53 @@ impl<F: FileSystem> Db<F> {
         Arc::clone(&self.inner.state.lock().current)
     }
 
-    /// Freezes the memtable when it is full; when too many frozen memtables wait, flushes
-    /// (or waits for the flush in progress) before letting the writer in.
+    /// Freezes the memtable when it is full. When too many frozen memtables wait, flushes
+    /// (or waits for the flush in progress); when L0 is at the stop limit, compacts (or
+    /// waits for the compaction in progress); past the slowdown limit, sleeps a little.
     async fn make_room(&self) -> Result<()> {
         let inner = &*self.inner;
-        let limit = inner.options.max_immutable_memtables.max(1);
+        let o = &inner.options;
+        let backlog_limit = o.max_immutable_memtables.max(1);
+        let (slowdown, stop) = l0_limits(o);
         let mut stalled: Option<Instant> = None;
-        loop {
-            let (full, backlog) = {
+        let l0 = loop {
+            let (full, backlog, l0) = {
                 let st = inner.state.lock();
                 (
-                    st.current.mem.approximate_bytes() >= inner.options.memtable_bytes,
+                    st.current.mem.approximate_bytes() >= o.memtable_bytes,
                     st.current.imm.len(),
+                    st.current.version.levels()[0].len(),
                 )
             };
-            if backlog >= limit {
+            if backlog >= backlog_limit {
                 stalled.get_or_insert_with(Instant::now);
                 self.flush_frozen().await?;
                 continue;
             }
+            if l0 >= stop {
+                stalled.get_or_insert_with(Instant::now);
+                if self.compact_step().await? {
+                    continue;
+                }
+            }
             if full {
                 self.freeze();
             }
-            break;
+            break l0;
+        };
+        if stalled.is_some() {
+            Counters::add(&inner.counters.stopped_writes, 1);
+        }
+        if let Some(delay) = write_delay(l0, slowdown, stop) {
+            stalled.get_or_insert_with(Instant::now);
+            Counters::add(&inner.counters.delayed_writes, 1);
+            o.timer.sleep(delay).await;
         }
         if let Some(start) = stalled {
-            inner
-                .counters
-                .stall_micros
-                .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+            Counters::add(
+                &inner.counters.stall_micros,
+                start.elapsed().as_micros() as u64,
+            );
         }
         Ok(())
     }
@@ -552,34 +657,14 @@ impl<F: FileSystem> Db<F> {
         } else {
             Some(self.write_table(&imm, number).await?)
         };
-        let (edit, state_after) = {
-            let st = inner.state.lock();
-            let mut state_after = st.manifest.clone();
-            let edit = Edit::Change {
-                added: handle.iter().map(|h| h.meta.clone()).collect(),
-                removed: Vec::new(),
-                log_start,
-                next_file: st.next_file,
-                last_seq: state_after.last_seq.max(imm.max_seq()),
-            };
-            state_after
-                .apply(edit.clone())
-                .map_err(|what| Error::corruption(inner.manifest.dir(), 0, what))?;
-            (edit, state_after)
-        };
-        inner.manifest.record(&edit, &state_after).await?;
-        {
-            let mut st = inner.state.lock();
-            st.manifest = state_after;
-            let version = st.current.version.apply(handle.into_iter().collect(), &[]);
-            let imm_left: Vec<_> = st.current.imm[1..].to_vec();
-            debug_assert!(Arc::ptr_eq(&st.current.imm[0], &imm));
-            st.current = Arc::new(SuperVersion {
-                mem: Arc::clone(&st.current.mem),
-                imm: imm_left,
-                version: Arc::new(version),
-            });
-        }
+        self.install(
+            handle.into_iter().collect(),
+            Vec::new(),
+            Some(log_start),
+            Some(&imm),
+        )
+        .await?;
+        inner.work.notify(usize::MAX);
         inner.log.release_before(log_start).await?;
         inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(true)
@@ -588,7 +673,7 @@ impl<F: FileSystem> Db<F> {
     /// Writes a memtable into table `number` and opens it.
     async fn write_table(&self, mem: &Arc<Memtable>, number: u64) -> Result<Arc<TableHandle<F>>> {
         let inner = &*self.inner;
-        let path = numbered_path(&inner.dir, number, TABLE_EXT);
+        let path = inner.tables.path(number);
         let written = async {
             let file = inner.fs.create(&path).await.at(&path)?;
             let mut builder = TableBuilder::new(file, self.table_options());
@@ -613,18 +698,167 @@ impl<F: FileSystem> Db<F> {
             .counters
             .flush_bytes
             .fetch_add(props.file_size, Ordering::Relaxed);
-        let meta = TableMeta {
-            number,
-            level: 0,
-            file_size: props.file_size,
-            entries: props.entries,
-            tombstones: props.tombstones,
-            min_seq: props.min_seq,
-            max_seq: props.max_seq,
-            smallest: props.smallest_key.clone(),
-            largest: props.largest_key.clone(),
+        let meta = TableMeta::from_properties(number, 0, &props);
+        Ok(TableHandle::new(meta, Arc::clone(&inner.tables)))
+    }
+
+    /// Records a table-set change in the manifest and, once it is durable, makes it the
+    /// current version. Tables it removes (and does not re-add at another level) are marked
+    /// obsolete, to be deleted when no reader holds them. `flushed` is the frozen memtable a
+    /// flush wrote out, dropped from the read path in the same swap; `log_start` moves the
+    /// start of the log still needed.
+    async fn install(
+        &self,
+        added: Vec<Arc<TableHandle<F>>>,
+        removed: Vec<u64>,
+        log_start: Option<u64>,
+        flushed: Option<&Arc<Memtable>>,
+    ) -> Result<()> {
+        let inner = &*self.inner;
+        let _editing = inner.manifest_lock.lock().await;
+        let (edit, state_after) = {
+            let st = inner.state.lock();
+            let mut state_after = st.manifest.clone();
+            let edit = Edit::Change {
+                added: added.iter().map(|h| h.meta.clone()).collect(),
+                removed: removed.clone(),
+                log_start: log_start.unwrap_or(state_after.log_start),
+                next_file: st.next_file,
+                last_seq: state_after
+                    .last_seq
+                    .max(flushed.map_or(0, |m| m.max_seq())),
+            };
+            state_after
+                .apply(edit.clone())
+                .map_err(|what| Error::corruption(inner.manifest.dir(), 0, what))?;
+            (edit, state_after)
         };
-        open_table(&inner.fs, &inner.dir, meta, &inner.cache).await
+        inner.manifest.record(&edit, &state_after).await?;
+        let mut st = inner.state.lock();
+        st.manifest = state_after;
+        for t in st.current.version.tables() {
+            let moved = added.iter().any(|a| a.meta.number == t.meta.number);
+            if removed.contains(&t.meta.number) && !moved {
+                t.mark_obsolete();
+            }
+        }
+        let version = st.current.version.apply(added, &removed);
+        let imm = match flushed {
+            Some(m) => {
+                debug_assert!(Arc::ptr_eq(&st.current.imm[0], m));
+                st.current.imm[1..].to_vec()
+            }
+            None => st.current.imm.clone(),
+        };
+        st.current = Arc::new(SuperVersion {
+            mem: Arc::clone(&st.current.mem),
+            imm,
+            version: Arc::new(version),
+        });
+        Ok(())
+    }
+
+    /// Runs the most urgent compaction, if one is due; false when none is (or the database
+    /// is closing).
+    async fn compact_step(&self) -> Result<bool> {
+        let inner = &*self.inner;
+        let _compacting = inner.compaction_lock.lock().await;
+        if inner.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let (choice, sv) = {
+            let mut st = inner.state.lock();
+            let sv = Arc::clone(&st.current);
+            let choice = picker::pick(&sv.version.meta_levels(), &inner.shape, &st.cursors);
+            let from = match &choice {
+                Some(Choice::Move { table, .. }) => Some((table.level, table.largest.clone())),
+                Some(Choice::Merge(job)) => picker::key_range(&job.inputs)
+                    .map(|(_, hi)| (job.level, hi.to_vec())),
+                None => None,
+            };
+            if let Some((level, largest)) = from {
+                st.cursors[level as usize] = largest;
+            }
+            (choice, sv)
+        };
+        match choice {
+            None => Ok(false),
+            Some(Choice::Move { table, to }) => {
+                let number = table.number;
+                let moved = TableHandle::new(
+                    TableMeta { level: to, ..table },
+                    Arc::clone(&inner.tables),
+                );
+                self.install(vec![moved], vec![number], None, None).await?;
+                Counters::add(&inner.counters.trivial_moves, 1);
+                Ok(true)
+            }
+            Some(Choice::Merge(job)) => self.merge(&job, &sv).await,
+        }
+    }
+
+    /// Runs `job` over the tables of `sv` and installs its outputs; false when cancelled.
+    async fn merge(&self, job: &Job, sv: &SuperVersion<F>) -> Result<bool> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let mut readers = Vec::new();
+        for meta in job.tables() {
+            let handle = sv.version.find(meta.number).ok_or_else(|| {
+                Error::corruption(
+                    &inner.dir,
+                    0,
+                    format!("compaction input {} is not in the version", meta.number),
+                )
+            })?;
+            readers.push(handle.reader().await?);
+        }
+        let (snapshots, horizon) = inner.snapshots.view(|| inner.visible());
+        let mut retention = Retention::new(
+            snapshots,
+            horizon,
+            job.bottommost,
+            inner.options.clock.now_ms(),
+            Arc::clone(&inner.options.tombstone_policy),
+        );
+        let spec = OutputSpec {
+            fs: &inner.fs,
+            dir: &inner.dir,
+            table_options: self.table_options(),
+            target_file_bytes: inner.options.target_file_bytes,
+            level: job.output_level,
+        };
+        let next_number = || {
+            let mut st = inner.state.lock();
+            st.next_file += 1;
+            st.next_file - 1
+        };
+        let closed = || inner.closed.load(Ordering::Acquire);
+        let Some(outputs) =
+            compaction::merge(&spec, readers, &mut retention, next_number, closed).await?
+        else {
+            return Ok(false);
+        };
+        let written: u64 = outputs.iter().map(|m| m.file_size).sum();
+        let added = outputs
+            .into_iter()
+            .map(|m| TableHandle::new(m, Arc::clone(&inner.tables)))
+            .collect();
+        let removed = job.tables().map(|t| t.number).collect();
+        self.install(added, removed, None, None).await?;
+        let c = &inner.counters;
+        Counters::add(&c.compactions, 1);
+        Counters::add(&c.compaction_bytes_read, job.input_bytes());
+        Counters::add(&c.compaction_bytes_written, written);
+        Counters::add(&c.compaction_micros, started.elapsed().as_micros() as u64);
+        c.add_retention(&retention.stats);
+        tracing::debug!(
+            level = job.level,
+            inputs = job.inputs.len() + job.overlapping.len(),
+            read = job.input_bytes(),
+            written,
+            "compacted"
+        );
+        Ok(true)
     }
 
     fn table_options(&self) -> TableOptions {
@@ -637,30 +871,38 @@ impl<F: FileSystem> Db<F> {
     }
 }
 
-async fn open_table<F: FileSystem>(
-    fs: &Arc<F>,
-    dir: &Path,
-    meta: TableMeta,
-    cache: &Arc<BlockCache>,
-) -> Result<Arc<TableHandle<F>>> {
-    let path = numbered_path(dir, meta.number, TABLE_EXT);
-    let file = fs.open(&path).await.at(&path)?;
-    let table = Table::open(file, meta.number, Arc::clone(cache)).await?;
-    if table.properties().file_size != meta.file_size {
-        return Err(Error::corruption(
-            &path,
-            0,
-            format!(
-                "table is {} bytes, the manifest says {}",
-                table.properties().file_size,
-                meta.file_size
-            ),
-        ));
+/// The newest version of `key` at `snapshot` in `sv`, tombstones and expired entries included.
+async fn version_in<F: FileSystem>(
+    sv: &SuperVersion<F>,
+    key: &[u8],
+    snapshot: SeqNo,
+) -> Result<Option<(SeqNo, Entry)>> {
+    if let Some(found) = sv.mem.get(key, snapshot) {
+        return Ok(Some(found));
     }
-    Ok(Arc::new(TableHandle {
-        meta,
-        table: Arc::new(table),
-    }))
+    for m in sv.imm.iter().rev() {
+        if let Some(found) = m.get(key, snapshot) {
+            return Ok(Some(found));
+        }
+    }
+    sv.version.get(key, key_hash(key), snapshot).await
+}
+
+/// The L0 slowdown and stop limits, made consistent (stop above slowdown).
+fn l0_limits(o: &Options) -> (usize, usize) {
+    let slowdown = o.l0_slowdown_trigger.max(1);
+    (slowdown, o.l0_stop_trigger.max(slowdown + 1))
+}
+
+/// How long a write waits with `l0` tables in L0: nothing below `slowdown`, then growing
+/// quadratically toward [`WRITE_DELAY_MAX`] just below `stop`.
+fn write_delay(l0: usize, slowdown: usize, stop: usize) -> Option<Duration> {
+    if l0 < slowdown {
+        return None;
+    }
+    let steps = (stop - slowdown + 1) as f64;
+    let f = ((l0 - slowdown + 1) as f64 / steps).min(1.0);
+    Some(WRITE_DELAY_MAX.mul_f64(f * f))
 }
 
 /// Deletes tables the manifest does not list: outputs of flushes or compactions that crashed
@@ -672,7 +914,8 @@ async fn remove_orphan_tables<F: FileSystem>(
 ) -> Result<()> {
     for name in fs.list_dir(dir).await.at(dir)? {
         let number = name
-            .strip_suffix(".sst")
+            .strip_suffix(TABLE_EXT)
+            .and_then(|n| n.strip_suffix('.'))
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(number) = number {
             if !state.tables.contains_key(&number) {

@@ -33,7 +33,9 @@ pub enum Error {
     /// An earlier write to the commit log failed, so the log's tail is in an unknown state.
     /// Reads still work; writes are refused until the database is reopened, which recovers
     /// exactly what was made durable.
-    #[error("writes are disabled after an earlier log failure: {0}")]
+    #[error(
+        "writes are disabled after an earlier log failure (reopen the database to recover): {0}"
+    )]
     WritesDisabled(String),
     /// The database has been closed.
     #[error("database is closed")]

@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::Result;
 use crate::fs::FileSystem;
@@ -131,6 +132,8 @@ pub struct ScanIter<F: FileSystem> {
     done: bool,
     /// Keeps the scan's snapshot registered, so compaction keeps what it reads.
     _pin: SnapshotGuard,
+    /// Keeps the tables it reads from being deleted when a compaction replaces them.
+    _tables: Arc<crate::version::Version<F>>,
 }
 
 impl<F: FileSystem> ScanIter<F> {
@@ -140,6 +143,7 @@ impl<F: FileSystem> ScanIter<F> {
         end: Bound<Vec<u8>>,
         now_ms: u64,
         pin: SnapshotGuard,
+        tables: Arc<crate::version::Version<F>>,
     ) -> Result<ScanIter<F>> {
         let mut last_key = None;
         match &start {
@@ -159,6 +163,7 @@ impl<F: FileSystem> ScanIter<F> {
             last_key,
             done: false,
             _pin: pin,
+            _tables: tables,
         })
     }
 

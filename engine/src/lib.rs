@@ -12,6 +12,7 @@ pub mod batch;
 pub mod blocking;
 pub mod cache;
 mod coding;
+pub mod compaction;
 pub mod db;
 pub mod error;
 pub mod fs;
@@ -22,12 +23,20 @@ pub mod memtable;
 pub mod options;
 pub mod snapshot;
 pub mod sstable;
+pub mod stats;
+pub mod table_cache;
 pub mod types;
 pub mod version;
 
 pub use batch::WriteBatch;
-pub use db::{Db, Snapshot, Stats};
+pub use db::{Db, Snapshot};
 pub use error::{Error, Result};
 pub use iter::ScanIter;
-pub use options::{Clock, Compression, Durability, Options, SystemClock};
+#[cfg(feature = "dma")]
+pub use options::GlommioTimer;
+pub use options::{
+    Clock, Compression, Durability, KeepTombstones, Options, PurgeUnneeded, SystemClock,
+    ThreadTimer, Timer, TombstonePolicy,
+};
+pub use stats::{LevelStats, MemoryStats, Stats};
 pub use types::{Entry, ExpiresAt, NO_EXPIRY, SeqNo, ValueKind};

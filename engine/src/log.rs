@@ -8,9 +8,10 @@
 //!
 //! Writing. [`Log::append`] only encodes the record into memory, so the DB can call it under
 //! its own lock to keep record order equal to sequence order. [`Log::sync`] is group commit:
-//! the first caller finding no write in flight becomes the leader, takes everything
-//! buffered, writes it, fdatasyncs once, publishes the new durable record number and wakes
-//! everyone; callers arriving meanwhile wait and re-check. Only the leader does I/O on the
+//! the first caller finding no write in flight becomes the leader, yields once so that every
+//! task ready to run appends first, takes everything buffered, writes it, fdatasyncs once,
+//! publishes the new durable record number and wakes everyone; callers arriving meanwhile
+//! wait and re-check. Only the leader does I/O on the
 //! active segment. Writes are whole [`WRITE_ALIGN`] blocks at aligned offsets: the partial
 //! tail block stays in memory and is rewritten, zero-padded, by the next leader; the segment
 //! was zero-filled when prepared, so the padding matches what the disk already holds.
@@ -29,8 +30,10 @@
 //! Reopening recovers exactly the valid prefix.
 //!
 //! Recovery ([`Log::open`]) replays valid records in order and stops cleanly at a torn or
-//! zeroed tail of the last segment that has records; damage followed by later valid segments
-//! means synced data was lost, and is `Error::Corruption`. The last recovered segment is
+//! zeroed tail of the last segment that has records; damage followed by later valid segments,
+//! or by intact records before the next all-zero sector (which no torn write leaves), means
+//! synced data was lost, and is `Error::Corruption`. Damage to the very last record cannot be
+//! told from a torn write of it: that record is dropped. The last recovered segment is
 //! fdatasynced (what a killed process left in the page cache becomes what a later power loss
 //! cannot take back), and appending resumes in a new segment, never in a recovered tail.
 
@@ -45,6 +48,7 @@ pub use segment::SEGMENT_EXT;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use event_listener::Event;
 use parking_lot::Mutex;
@@ -86,6 +90,9 @@ pub struct Log<F: FileSystem> {
     state: Mutex<State<F>>,
     /// Fired when a leader finishes, the log fails, a spare settles, or a release ends.
     changed: Event,
+    /// fdatasyncs of record data done by leaders: records per sync is how well group commit
+    /// groups.
+    data_syncs: AtomicU64,
 }
 
 struct State<F: FileSystem> {
@@ -165,6 +172,22 @@ impl<A: FnMut()> Drop for OnCancel<A> {
     fn drop(&mut self) {
         if let Some(action) = &mut self.0 {
             action();
+        }
+    }
+}
+
+/// The writer held by a leader that has not started its write yet; given back (and the
+/// waiters woken) if the leader is cancelled before it starts.
+struct Claim<'a, F: FileSystem> {
+    log: &'a Log<F>,
+    writer: Option<Writer<F>>,
+}
+
+impl<F: FileSystem> Drop for Claim<'_, F> {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            self.log.state.lock().writer = Some(writer);
+            self.log.changed.notify(usize::MAX);
         }
     }
 }
@@ -293,6 +316,61 @@ impl<F: FileSystem> Log<F> {
             };
             kept.push((seg, file, end));
         }
+        // Replay stops at damage in the last segment as at a torn tail, unless intact records
+        // follow it, which no torn write leaves (see `reader::intact_record_after`).
+        if let Some((seg, file, end)) = kept.last() {
+            if matches!(
+                end.reason,
+                StopReason::BadChecksum | StopReason::ImpossibleLength(_)
+            ) {
+                let found = reader::intact_record_after(
+                    file,
+                    seg.bytes,
+                    end.offset + 1,
+                    end.next_record + 1,
+                )
+                .await?;
+                if let Some((offset, record_no)) = found {
+                    return Err(Error::corruption(
+                        segment_path(&dir, seg.number),
+                        end.offset,
+                        format!(
+                            "{} at record {}, but record {record_no} at offset {offset} is \
+                             intact: damaged records, not a torn write",
+                            end.reason, end.next_record
+                        ),
+                    ));
+                }
+            }
+        }
+        // A damaged header on a segment after the last valid one hides its records the same way.
+        let next_expected = kept
+            .last()
+            .map_or(from_record, |(_, _, end)| end.next_record);
+        for s in &found[valid.len()..] {
+            if let HeaderState::Invalid(why) = &s.header {
+                let path = segment_path(&dir, s.number);
+                let file = fs.open(&path).await.at(&path)?;
+                let found = reader::intact_record_after(
+                    &file,
+                    s.file_len,
+                    SEGMENT_HEADER_LEN as u64,
+                    next_expected,
+                )
+                .await?;
+                if let Some((offset, record_no)) = found {
+                    return Err(Error::corruption(
+                        path,
+                        0,
+                        format!(
+                            "{why}, but record {record_no} at offset {offset} is intact: a \
+                             damaged header, not a torn write"
+                        ),
+                    ));
+                }
+            }
+        }
+
         let next_record = kept
             .last()
             .map_or(0, |(_, _, end)| end.next_record)
@@ -356,6 +434,7 @@ impl<F: FileSystem> Log<F> {
                 failed: None,
             }),
             changed: Event::new(),
+            data_syncs: AtomicU64::new(0),
         })
     }
 
@@ -422,7 +501,7 @@ impl<F: FileSystem> Log<F> {
     /// callers share fdatasyncs (group commit): if a write is in flight, wait for it and
     /// re-check; otherwise lead: write everything buffered, fdatasync, publish, wake all.
     pub async fn sync(&self, record_no: u64) -> Result<()> {
-        let (writer, batch) = loop {
+        let writer = loop {
             let listener = {
                 let mut st = self.state.lock();
                 if record_no >= st.next_record {
@@ -437,12 +516,25 @@ impl<F: FileSystem> Log<F> {
                     return Err(Error::WritesDisabled(cause.clone()));
                 }
                 if let Some(writer) = st.writer.take() {
-                    break (writer, take_batch(&mut st, true));
+                    break writer;
                 }
                 self.changed.listen()
             };
             listener.await;
         };
+        // Leading: let every writer that is ready to run append first, so that one fdatasync
+        // covers them all. Without this the leader is usually the first task woken by the
+        // previous group and takes a batch of one record, while the rest of the group waits a
+        // whole fdatasync more.
+        let mut claim = Claim {
+            log: self,
+            writer: Some(writer),
+        };
+        futures_lite::future::yield_now().await;
+        let Some(writer) = claim.writer.take() else {
+            unreachable!("the claimed writer is taken only here")
+        };
+        let batch = take_batch(&mut self.state.lock(), true);
         self.lead(writer, batch, true).await
     }
 
@@ -536,6 +628,11 @@ impl<F: FileSystem> Log<F> {
         self.state.lock().durable
     }
 
+    /// fdatasyncs of record data so far (for stats).
+    pub fn data_syncs(&self) -> u64 {
+        self.data_syncs.load(Ordering::Relaxed)
+    }
+
     /// Bytes of live segments on disk, the spare included (for stats).
     pub fn disk_bytes(&self) -> u64 {
         let st = self.state.lock();
@@ -604,6 +701,7 @@ impl<F: FileSystem> Log<F> {
                 // only the last segment can ever be torn.
                 if writer.dirty {
                     writer.file.sync_data().await.at(writer.file.path())?;
+                    self.data_syncs.fetch_add(1, Ordering::Relaxed);
                 }
                 let file = self.take_segment_file(part.segment_no).await?;
                 *writer = Writer {
@@ -628,6 +726,7 @@ impl<F: FileSystem> Log<F> {
         }
         if sync && writer.dirty {
             writer.file.sync_data().await.at(writer.file.path())?;
+            self.data_syncs.fetch_add(1, Ordering::Relaxed);
             writer.dirty = false;
         }
         Ok(())

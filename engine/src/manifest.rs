@@ -60,6 +60,27 @@ pub struct TableMeta {
     pub largest: Vec<u8>,
 }
 
+impl TableMeta {
+    /// The manifest's record of a table just written at `level`.
+    pub fn from_properties(
+        number: u64,
+        level: u32,
+        props: &crate::sstable::TableProperties,
+    ) -> TableMeta {
+        TableMeta {
+            number,
+            level,
+            file_size: props.file_size,
+            entries: props.entries,
+            tombstones: props.tombstones,
+            min_seq: props.min_seq,
+            max_seq: props.max_seq,
+            smallest: props.smallest_key.clone(),
+            largest: props.largest_key.clone(),
+        }
+    }
+}
+
 /// The table set and counters the manifest describes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManifestState {

@@ -1,7 +1,13 @@
-//! Tuning knobs of one engine instance, each with its reason.
+//! Tuning knobs of one engine instance, each with its reason, and the hooks an embedder
+//! supplies: the clock expiry reads, the timer write slowdowns sleep on, and the policy that
+//! decides when a tombstone may be forgotten.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::types::SeqNo;
 
 /// When a write is acknowledged relative to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +44,66 @@ impl Clock for SystemClock {
     }
 }
 
+/// Decides whether compaction may drop a tombstone that no reader needs any more.
+///
+/// The engine asks only about a tombstone that is the newest version of its key, older than
+/// every live snapshot, in a compaction that writes the lowest level holding the key: dropping
+/// it then loses nothing locally. A replicated store must still remember a delete until every
+/// replica has it, or anti-entropy would copy the deleted value back: the cluster layer answers
+/// true only once the delete is known to be synced.
+pub trait TombstonePolicy: Send + Sync + 'static {
+    fn may_purge(&self, key: &[u8], seq: SeqNo) -> bool;
+}
+
+/// The embedded default: a tombstone goes as soon as no snapshot needs it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PurgeUnneeded;
+
+impl TombstonePolicy for PurgeUnneeded {
+    fn may_purge(&self, _key: &[u8], _seq: SeqNo) -> bool {
+        true
+    }
+}
+
+/// Never drops a tombstone (deleted keys are remembered forever).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeepTombstones;
+
+impl TombstonePolicy for KeepTombstones {
+    fn may_purge(&self, _key: &[u8], _seq: SeqNo) -> bool {
+        false
+    }
+}
+
+/// How a writer waits when compaction falls behind. The engine runs on any executor, so the
+/// host supplies the sleep: a glommio shard must not block its thread.
+pub trait Timer: Send + Sync + 'static {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + '_>>;
+}
+
+/// Sleeps by blocking the calling thread: right for the blocking API, where each writer is a
+/// thread of its own, and wrong inside an async executor (use [`GlommioTimer`] there).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadTimer;
+
+impl Timer for ThreadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(async move { std::thread::sleep(duration) })
+    }
+}
+
+/// Sleeps on the glommio executor's timer, yielding the shard to other tasks meanwhile.
+#[cfg(feature = "dma")]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GlommioTimer;
+
+#[cfg(feature = "dma")]
+impl Timer for GlommioTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(glommio::timer::sleep(duration))
+    }
+}
+
 #[derive(Clone)]
 pub struct Options {
     pub durability: Durability,
@@ -55,6 +121,27 @@ pub struct Options {
     pub bloom_bits_per_key: u32,
     /// Size of a preallocated commit-log segment; also bounds one write batch.
     pub log_segment_bytes: u64,
+    /// L0 tables that start an L0 → L1 compaction. Every L0 table is searched by every read
+    /// that misses the memtables, so this bounds read amplification.
+    pub l0_compaction_trigger: usize,
+    /// L0 tables at which writes start to be delayed, a little more for each further table.
+    pub l0_slowdown_trigger: usize,
+    /// L0 tables at which a writer stops to compact L0 itself before writing: the backstop
+    /// when the delays do not let background compaction catch up.
+    pub l0_stop_trigger: usize,
+    /// Target size of L1; each deeper level's target is `level_size_ratio` times the one
+    /// above. The ratio bounds space amplification (about 1 + 1/ratio) and write amplification
+    /// (about ratio per level).
+    pub level1_bytes: u64,
+    pub level_size_ratio: u64,
+    /// Compaction output tables are cut at the first key boundary past this size: small enough
+    /// that one compaction step stays short, large enough to keep the table count low.
+    pub target_file_bytes: u64,
+    /// Tables kept open (file descriptor, index and bloom filter in memory); others are
+    /// reopened on demand. Bounds descriptors and the memory of index and filter blocks.
+    pub max_open_tables: usize,
+    pub tombstone_policy: Arc<dyn TombstonePolicy>,
+    pub timer: Arc<dyn Timer>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -69,6 +156,15 @@ impl Default for Options {
             compression: Compression::Zstd(1),
             bloom_bits_per_key: 10,
             log_segment_bytes: 64 << 20,
+            l0_compaction_trigger: 4,
+            l0_slowdown_trigger: 8,
+            l0_stop_trigger: 12,
+            level1_bytes: 256 << 20,
+            level_size_ratio: 10,
+            target_file_bytes: 64 << 20,
+            max_open_tables: 512,
+            tombstone_policy: Arc::new(PurgeUnneeded),
+            timer: Arc::new(ThreadTimer),
             clock: Arc::new(SystemClock),
         }
     }
@@ -85,6 +181,13 @@ impl std::fmt::Debug for Options {
             .field("compression", &self.compression)
             .field("bloom_bits_per_key", &self.bloom_bits_per_key)
             .field("log_segment_bytes", &self.log_segment_bytes)
+            .field("l0_compaction_trigger", &self.l0_compaction_trigger)
+            .field("l0_slowdown_trigger", &self.l0_slowdown_trigger)
+            .field("l0_stop_trigger", &self.l0_stop_trigger)
+            .field("level1_bytes", &self.level1_bytes)
+            .field("level_size_ratio", &self.level_size_ratio)
+            .field("target_file_bytes", &self.target_file_bytes)
+            .field("max_open_tables", &self.max_open_tables)
             .finish_non_exhaustive()
     }
 }

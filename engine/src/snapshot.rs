@@ -16,11 +16,28 @@ pub struct SnapshotList {
 
 impl SnapshotList {
     pub fn register(self: &Arc<Self>, seq: SeqNo) -> SnapshotGuard {
-        *self.live.lock().entry(seq).or_default() += 1;
+        self.register_with(|| seq)
+    }
+
+    /// Registers the sequence number `seq` returns, read under the list's lock: a compaction
+    /// that takes its [`SnapshotList::view`] either sees this snapshot or started before `seq`
+    /// was read, and so uses a horizon at or below it.
+    pub fn register_with(self: &Arc<Self>, seq: impl FnOnce() -> SeqNo) -> SnapshotGuard {
+        let mut live = self.live.lock();
+        let seq = seq();
+        *live.entry(seq).or_default() += 1;
         SnapshotGuard {
             seq,
             list: Arc::clone(self),
         }
+    }
+
+    /// What a compaction must keep readable: the live snapshots and the horizon `visible`
+    /// returns (read under the lock, see [`SnapshotList::register_with`]).
+    pub fn view(&self, visible: impl FnOnce() -> SeqNo) -> (Vec<SeqNo>, SeqNo) {
+        let live = self.live.lock();
+        let horizon = visible();
+        (live.keys().copied().collect(), horizon)
     }
 
     /// The oldest sequence number a live reader may read at, if any.

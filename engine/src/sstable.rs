@@ -88,6 +88,7 @@ mod tests;
 
 pub use bloom::{FilterStats, key_hash};
 pub use builder::TableBuilder;
+pub use footer::{FOOTER_LEN, Footer, Handle};
 pub use iter::TableIter;
 pub use table::Table;
 

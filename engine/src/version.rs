@@ -1,17 +1,53 @@
-//! A version: the immutable set of open SSTables, by level, that readers search. Flushes and
-//! compactions build a new version and swap it in; readers keep the one they started with.
+//! A version: the immutable set of SSTables, by level, that readers search. Flushes and
+//! compactions build a new version and swap it in; readers keep the one they started with,
+//! and with it every table it lists (see [`TableHandle`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Result;
 use crate::fs::FileSystem;
 use crate::manifest::{LEVELS, TableMeta};
 use crate::sstable::Table;
+use crate::table_cache::TableCache;
 use crate::types::{Entry, SeqNo};
 
+/// A table as versions list it. Shared by every version that lists the table; when a
+/// compaction has replaced the table (durably) it is marked obsolete, and the last handle to
+/// go puts the file on the table cache's obsolete list for deletion.
 pub struct TableHandle<F: FileSystem> {
     pub meta: TableMeta,
-    pub table: Arc<Table<F::File>>,
+    tables: Arc<TableCache<F>>,
+    obsolete: AtomicBool,
+}
+
+impl<F: FileSystem> TableHandle<F> {
+    pub fn new(meta: TableMeta, tables: Arc<TableCache<F>>) -> Arc<TableHandle<F>> {
+        Arc::new(TableHandle {
+            meta,
+            tables,
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    /// The open table, from the table cache or opened again.
+    pub async fn reader(&self) -> Result<Arc<Table<F::File>>> {
+        self.tables.get(&self.meta).await
+    }
+
+    /// Deletes the file once no version lists it. Only after the manifest edit removing the
+    /// table is durable.
+    pub(crate) fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+}
+
+impl<F: FileSystem> Drop for TableHandle<F> {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            self.tables.bury(self.meta.number);
+        }
+    }
 }
 
 pub struct Version<F: FileSystem> {
@@ -62,6 +98,19 @@ impl<F: FileSystem> Version<F> {
         &self.levels
     }
 
+    /// The tables' metadata by level, in each level's order: what compaction picks from.
+    pub fn meta_levels(&self) -> Vec<Vec<&TableMeta>> {
+        self.levels
+            .iter()
+            .map(|level| level.iter().map(|t| &t.meta).collect())
+            .collect()
+    }
+
+    /// The handle of table `number`, if this version lists it.
+    pub fn find(&self, number: u64) -> Option<&Arc<TableHandle<F>>> {
+        self.tables().find(|t| t.meta.number == number)
+    }
+
     /// Every table, in search order: L0 newest first, then each level by key.
     pub fn tables(&self) -> impl Iterator<Item = &Arc<TableHandle<F>>> {
         self.levels.iter().flatten()
@@ -76,7 +125,7 @@ impl<F: FileSystem> Version<F> {
     ) -> Result<Option<(SeqNo, Entry)>> {
         for t in &self.levels[0] {
             if covers(&t.meta, key) {
-                if let Some(found) = t.table.get(key, hash, snapshot).await? {
+                if let Some(found) = t.reader().await?.get(key, hash, snapshot).await? {
                     return Ok(Some(found));
                 }
             }
@@ -84,7 +133,7 @@ impl<F: FileSystem> Version<F> {
         for level in &self.levels[1..] {
             let i = level.partition_point(|t| t.meta.largest.as_slice() < key);
             if let Some(t) = level.get(i).filter(|t| covers(&t.meta, key)) {
-                if let Some(found) = t.table.get(key, hash, snapshot).await? {
+                if let Some(found) = t.reader().await?.get(key, hash, snapshot).await? {
                     return Ok(Some(found));
                 }
             }

@@ -15,6 +15,14 @@ use crate::fs::{File, FileSystem};
 /// One read covers many small records; a larger record is read whole.
 const READ_CHUNK_BYTES: u64 = 1 << 20;
 
+/// The unit a disk writes atomically (the smallest logical block in use). A write torn by
+/// power loss leaves each sector either new or old, and the old contents of a log segment
+/// past its last durable record are zeros (segments are zero-filled and never reused).
+pub(super) const SECTOR_BYTES: u64 = 512;
+
+const _: () = assert!(READ_CHUNK_BYTES % SECTOR_BYTES == 0);
+const _: () = assert!(SECTOR_BYTES as usize > RECORD_HEADER_LEN);
+
 /// Why reading a segment stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -156,6 +164,63 @@ pub(super) async fn scan_records<Fl: File>(
         next_record,
         reason,
     })
+}
+
+/// After reading stopped at damage at `from`, tells a torn write from damage to durable
+/// records: returns the offset and number of an intact record numbered `min_record` or more
+/// that starts at or after `from` and before the first all-zero sector. A torn write cannot
+/// leave one there: the sectors it did not reach are zeros, and a record the writer placed
+/// after them was never synced. Finding one therefore means records that may have been
+/// acknowledged sit behind damage, and replaying past it would silently lose them.
+pub(super) async fn intact_record_after<Fl: File>(
+    file: &Fl,
+    file_len: u64,
+    from: u64,
+    min_record: u64,
+) -> Result<Option<(u64, u64)>> {
+    // A record takes at least its header and one payload byte.
+    let max_record = min_record.saturating_add(file_len / (RECORD_HEADER_LEN as u64 + 1));
+    let mut chunk_start = from;
+    while chunk_start + RECORD_HEADER_LEN as u64 <= file_len {
+        // Overlap chunks by a sector so headers and sectors crossing a boundary are whole.
+        let want = (READ_CHUNK_BYTES + SECTOR_BYTES).min(file_len - chunk_start);
+        let buf = file
+            .read_at(chunk_start, want as usize)
+            .await
+            .at(file.path())?;
+        let scan_end = (chunk_start + READ_CHUNK_BYTES).min(file_len);
+        for pos in chunk_start..scan_end {
+            let at = (pos - chunk_start) as usize;
+            if pos % SECTOR_BYTES == 0 {
+                let sector = buf.get(at..at + SECTOR_BYTES as usize);
+                if sector.is_some_and(|s| s.iter().all(|&b| b == 0)) {
+                    return Ok(None);
+                }
+            }
+            let Some(raw) = buf.get(at..at + RECORD_HEADER_LEN) else {
+                break;
+            };
+            let mut hb = [0u8; RECORD_HEADER_LEN];
+            hb.copy_from_slice(raw);
+            let h = RecordHeader::decode(&hb);
+            let payload_at = pos + RECORD_HEADER_LEN as u64;
+            let plausible = h.len != 0
+                && u64::from(h.len) <= file_len - payload_at
+                && (min_record..=max_record).contains(&h.record_no);
+            if !plausible {
+                continue;
+            }
+            let payload = file
+                .read_at(payload_at, h.len as usize)
+                .await
+                .at(file.path())?;
+            if h.checks(&payload) {
+                return Ok(Some((pos, h.record_no)));
+            }
+        }
+        chunk_start = scan_end;
+    }
+    Ok(None)
 }
 
 /// Serves small reads from one large buffered read.

@@ -394,6 +394,56 @@ fn group_commit_shares_fdatasyncs() {
     assert_eq!(seen, written);
 }
 
+/// Tasks on one thread (a shard): each fdatasync must cover every task that was ready to
+/// append, not just the leader's own record.
+#[cfg(feature = "dma")]
+#[test]
+fn group_commit_groups_every_ready_task_on_one_thread() {
+    use std::rc::Rc;
+    const TASKS: u64 = 64;
+    const ROUNDS: u64 = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open(
+        Arc::new(TestFs::default()),
+        &dir,
+        4 << 20,
+        ReplayFrom::Oldest,
+    )
+    .unwrap();
+    let log = Rc::new(log);
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .make()
+        .unwrap();
+    let task_log = log.clone();
+    ex.run(async move {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let log = task_log.clone();
+                glommio::spawn_local(async move {
+                    for i in 0..ROUNDS {
+                        let n = log
+                            .append(format!("task {t} round {i}").as_bytes())
+                            .unwrap();
+                        log.sync(n).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    });
+    assert_eq!(log.durable_record(), Some(TASKS * ROUNDS - 1));
+    // One fdatasync per round; the first round may start before every task was spawned.
+    let syncs = log.data_syncs();
+    assert!(
+        syncs <= ROUNDS + 1,
+        "{syncs} fdatasyncs for {ROUNDS} rounds of {TASKS} tasks"
+    );
+}
+
 /// Writes records 0..`count` over several segments, returning the dump of the last one.
 fn log_with_records(dir: &Path, count: u64) -> (u64, SegmentDump) {
     let (log, _) = open_std(dir, SMALL_SEGMENT, ReplayFrom::Oldest);
@@ -419,11 +469,17 @@ fn damage(dir: &Path, segment: u64, how: impl FnOnce(&std::fs::File)) {
 
 /// After damage to the last segment at record index `k`, replay ends just before it, appends
 /// continue from there, and a second reopen sees both.
-fn check_torn_tail(count: u64, k: usize, how: impl FnOnce(&std::fs::File, &DumpedRecord)) {
+/// A negative `k` counts from the end (-1 is the last record).
+fn check_torn_tail(count: u64, k: isize, how: impl FnOnce(&std::fs::File, &DumpedRecord)) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let (last_no, last) = log_with_records(&dir, count);
-    let victim = &last.records[k];
+    let k = if k < 0 {
+        last.records.len() as isize + k
+    } else {
+        k
+    };
+    let victim = &last.records[k as usize];
     damage(&dir, last_no, |f| how(f, victim));
     let cut = victim.record_no;
 
@@ -457,8 +513,8 @@ fn torn_tail_zeroed() {
     check_torn_tail(120, 3, |f, r| {
         f.write_all_at(&vec![0; 8192], r.offset).unwrap()
     });
-    // Only the payload's end zeroed: the crc catches it.
-    check_torn_tail(120, 1, |f, r| {
+    // Only the last payload's end zeroed: the crc catches it.
+    check_torn_tail(120, -1, |f, r| {
         f.write_all_at(&[0; 4], r.offset + 16 + r.payload.len() as u64 - 4)
             .unwrap()
     });
@@ -466,14 +522,65 @@ fn torn_tail_zeroed() {
 
 #[test]
 fn torn_tail_garbage() {
-    check_torn_tail(120, 2, |f, r| {
+    // Damage to the last record is indistinguishable from a torn write of it.
+    check_torn_tail(120, -1, |f, r| {
         f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap()
     });
-    check_torn_tail(120, 0, |f, r| {
+    check_torn_tail(120, -1, |f, r| {
         f.write_all_at(&[0xFF; 4], r.offset + 4).unwrap()
     });
-    // The very first record of the last segment: the segment keeps only its header.
-    check_torn_tail(120, 0, |f, r| f.write_all_at(&[1], r.offset + 20).unwrap());
+    // Garbage running into the zeroed space after the last record is a tear too.
+    check_torn_tail(120, 2, |f, r| {
+        f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap();
+        f.write_all_at(&[0; 8192], r.offset + 307).unwrap();
+    });
+}
+
+#[test]
+fn damage_before_intact_records_is_corruption() {
+    // No torn write leaves intact records after damage in the last segment: they may have
+    // been acknowledged, so replay must not stop there silently.
+    type Damage = fn(&std::fs::File, &DumpedRecord);
+    let cases: [(usize, Damage); 4] = [
+        (2, |f, r| {
+            f.write_all_at(&[0xA5; 300], r.offset + 7).unwrap()
+        }),
+        (0, |f, r| f.write_all_at(&[0xFF; 4], r.offset + 4).unwrap()),
+        (0, |f, r| f.write_all_at(&[1], r.offset + 20).unwrap()),
+        (1, |f, r| {
+            f.write_all_at(&[0; 4], r.offset + 16 + r.payload.len() as u64 - 4)
+                .unwrap()
+        }),
+    ];
+    for (k, how) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let (last_no, last) = log_with_records(&dir, 120);
+        damage(&dir, last_no, |f| how(f, &last.records[k]));
+        let before = segment_numbers(&dir);
+        assert_corruption(open(
+            Arc::new(StdFs),
+            &dir,
+            SMALL_SEGMENT,
+            ReplayFrom::Oldest,
+        ));
+        assert_eq!(
+            segment_numbers(&dir),
+            before,
+            "a failed open changed the log"
+        );
+    }
+    // A damaged header of the last segment, with its records intact behind it.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (last_no, _) = log_with_records(&dir, 120);
+    damage(&dir, last_no, |f| f.write_all_at(&[0x5A], 10).unwrap());
+    assert_corruption(open(
+        Arc::new(StdFs),
+        &dir,
+        SMALL_SEGMENT,
+        ReplayFrom::Oldest,
+    ));
 }
 
 #[test]
@@ -481,7 +588,12 @@ fn torn_header_of_last_segment() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let (last_no, last) = log_with_records(&dir, 120);
-    damage(&dir, last_no, |f| f.write_all_at(&[0x5A; 3], 10).unwrap());
+    // Torn inside the header: nothing the write put after it reached the disk.
+    damage(&dir, last_no, |f| {
+        f.write_all_at(&[0x5A; 3], 10).unwrap();
+        f.write_all_at(&vec![0; SMALL_SEGMENT as usize - 13], 13)
+            .unwrap();
+    });
     let cut = last.records[0].record_no;
     let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
     assert_eq!(seen, expected(0..cut));

@@ -4,20 +4,21 @@ use super::coding::{Malformed, Reader, malformed};
 use super::{FORMAT_VERSION, MAGIC};
 
 /// Three (offset, length) handles, version, magic, crc.
-pub(crate) const FOOTER_LEN: usize = 3 * (8 + 8) + 4 + 8 + 4;
+pub const FOOTER_LEN: usize = 3 * (8 + 8) + 4 + 8 + 4;
 const _: () = assert!(FOOTER_LEN == 64);
 /// Bytes the footer's crc covers: everything before it.
 const CRC_COVERS: usize = FOOTER_LEN - 4;
 
 /// Where a meta block is: its offset and stored length (trailer excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Handle {
+pub struct Handle {
     pub offset: u64,
     pub len: u64,
 }
 
+/// The decoded footer: where the meta blocks are (for `sstable-dump`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Footer {
+pub struct Footer {
     pub filter: Handle,
     pub index: Handle,
     pub properties: Handle,

@@ -16,6 +16,8 @@ pub struct TableIter<F: File> {
     block: Option<Arc<Block>>,
     /// Next entry within `block`.
     pos: usize,
+    /// Whether blocks read from disk go into the block cache.
+    fill_cache: bool,
 }
 
 impl<F: File> TableIter<F> {
@@ -26,6 +28,16 @@ impl<F: File> TableIter<F> {
             block_idx: 0,
             block: None,
             pos: 0,
+            fill_cache: true,
+        }
+    }
+
+    /// Like [`TableIter::new`], but blocks read from disk bypass the block cache: for a
+    /// compaction, which reads every block once.
+    pub fn without_cache_fill(table: Arc<Table<F>>) -> Self {
+        TableIter {
+            fill_cache: false,
+            ..TableIter::new(table)
         }
     }
 
@@ -38,7 +50,7 @@ impl<F: File> TableIter<F> {
         self.block = None;
         self.pos = 0;
         if i < index.len() {
-            let block = self.table.block(i).await?;
+            let block = self.table.block_with(i, self.fill_cache).await?;
             self.pos = block
                 .seek(key, SeqNo::MAX)
                 .map_err(|m| m.at(self.table.path(), index[i].offset))?;
@@ -57,7 +69,8 @@ impl<F: File> TableIter<F> {
                         return Ok(None);
                     }
                     self.pos = 0;
-                    self.block.insert(self.table.block(self.block_idx).await?)
+                    let block = self.table.block_with(self.block_idx, self.fill_cache).await?;
+                    self.block.insert(block)
                 }
             };
             if self.pos < block.len() {

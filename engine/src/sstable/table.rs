@@ -22,6 +22,7 @@ pub struct Table<F: File> {
     index: Vec<IndexEntry>,
     filter: Bloom,
     props: TableProperties,
+    footer: Footer,
 }
 
 /// Reads exactly `len` bytes at `pos`; a short read means the file is shorter than its
@@ -48,6 +49,7 @@ struct Meta {
     index: Vec<IndexEntry>,
     filter: Bloom,
     props: TableProperties,
+    footer: Footer,
 }
 
 /// Reads and checks the footer, filter, index and properties blocks.
@@ -107,6 +109,7 @@ async fn read_meta<F: File>(file: &F) -> Result<Meta> {
         index,
         filter,
         props,
+        footer,
     })
 }
 
@@ -117,6 +120,7 @@ impl<F: File> Table<F> {
             index,
             filter,
             props,
+            footer,
         } = read_meta(&file).await?;
         Ok(Table {
             file,
@@ -125,6 +129,7 @@ impl<F: File> Table<F> {
             index,
             filter,
             props,
+            footer,
         })
     }
 
@@ -173,7 +178,7 @@ impl<F: File> Table<F> {
     pub async fn verify(&self) -> Result<()> {
         let path = self.file.path();
         let meta = read_meta(&self.file).await?;
-        if meta.index != self.index || meta.props != self.props {
+        if meta.index != self.index || meta.props != self.props || meta.footer != self.footer {
             return Err(Error::corruption(path, 0, "meta blocks changed since open"));
         }
         let mut seen = TableProperties::default();
@@ -239,6 +244,11 @@ impl<F: File> Table<F> {
         self.index.iter().cloned()
     }
 
+    /// Where the meta blocks are, for sstable-dump.
+    pub fn footer(&self) -> Footer {
+        self.footer
+    }
+
     /// Bloom filter stats for sstable-dump: bits, hash count, set-bit ratio.
     pub fn filter_stats(&self) -> FilterStats {
         self.filter.stats()
@@ -254,14 +264,27 @@ impl<F: File> Table<F> {
 
     /// Data block `i`, from the cache or from disk (then cached).
     pub(super) async fn block(&self, i: usize) -> Result<Arc<Block>> {
+        self.block_with(i, true).await
+    }
+
+    /// Data block `i`, from the cache or from disk; cached only when `fill_cache` (a
+    /// compaction reads each block once and must not evict the readers' hot blocks).
+    pub(super) async fn block_with(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
         let ie = &self.index[i];
         if let Some(block) = self.cache.get(self.number, ie.offset) {
             return Ok(block);
         }
         let block = Arc::new(self.read_block(ie).await?);
-        self.cache
-            .insert(self.number, ie.offset, Arc::clone(&block));
+        if fill_cache {
+            self.cache
+                .insert(self.number, ie.offset, Arc::clone(&block));
+        }
         Ok(block)
+    }
+
+    /// Bytes of the index and bloom filter this open table keeps in memory.
+    pub fn meta_memory_bytes(&self) -> u64 {
+        self.props.index_bytes + self.props.filter_bytes
     }
 
     /// Reads, checks and decodes a data block from disk.

@@ -1,0 +1,365 @@
+//! Which compaction to run next: a pure function of the table set, so it is unit-tested
+//! without files.
+//!
+//! Leveled compaction. L0 holds flushed memtables, which may overlap each other; every level
+//! below is one sorted run of disjoint tables whose target size grows by `ratio` per level.
+//! Each level gets a score: L0 its table count over the compaction trigger, L1.. their bytes
+//! over their target. The level with the highest score at or above 1 is compacted:
+//! - L0: every L0 table, with the L1 tables they overlap, into L1 (taking all of L0 keeps
+//!   newer-over-older order trivially: L0 tables may overlap in any way).
+//! - Ln (n ≥ 1): the next table after the level's cursor (round robin over the key space, so
+//!   every key range gets its turn), with the tables of Ln+1 it overlaps.
+//!
+//! A table that overlaps nothing in the next level moves there by a manifest edit alone
+//! (a "trivial move"): sequential loads never rewrite data.
+//!
+//! The invariants the levels keep, which the merge relies on: within a level ≥ 1 all versions
+//! of a user key are in one table (outputs are cut only between user keys), and every version
+//! in level n is newer than every version of the same key in level n+1.
+
+use crate::manifest::{LEVELS, TableMeta};
+
+/// The deepest level; it has no size target and is never compacted further down.
+pub const LAST_LEVEL: u32 = LEVELS - 1;
+
+/// The size rules of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub l0_trigger: usize,
+    pub level1_bytes: u64,
+    pub ratio: u64,
+}
+
+impl Shape {
+    pub fn from_options(o: &crate::Options) -> Shape {
+        Shape {
+            l0_trigger: o.l0_compaction_trigger.max(1),
+            level1_bytes: o.level1_bytes.max(1),
+            ratio: o.level_size_ratio.max(2),
+        }
+    }
+
+    /// Target bytes of a level ≥ 1; the last level has none.
+    pub fn target_bytes(&self, level: u32) -> u64 {
+        debug_assert!(level >= 1);
+        if level >= LAST_LEVEL {
+            return u64::MAX;
+        }
+        (1..level).fold(self.level1_bytes, |t, _| t.saturating_mul(self.ratio))
+    }
+
+    /// How urgently `level` needs compaction; 1.0 and above means now.
+    pub fn score(&self, levels: &[Vec<&TableMeta>], level: u32) -> f64 {
+        let tables = &levels[level as usize];
+        if level == 0 {
+            return tables.len() as f64 / self.l0_trigger as f64;
+        }
+        if level >= LAST_LEVEL {
+            return 0.0;
+        }
+        level_bytes(tables) as f64 / self.target_bytes(level) as f64
+    }
+
+    /// Bytes above target summed over the levels: roughly what compaction still has to move.
+    pub fn pending_bytes(&self, levels: &[Vec<&TableMeta>]) -> u64 {
+        let mut pending = 0u64;
+        if levels[0].len() >= self.l0_trigger {
+            pending += level_bytes(&levels[0]);
+        }
+        for level in 1..LAST_LEVEL {
+            let bytes = level_bytes(&levels[level as usize]);
+            pending += bytes.saturating_sub(self.target_bytes(level));
+        }
+        pending
+    }
+}
+
+pub fn level_bytes(tables: &[&TableMeta]) -> u64 {
+    tables.iter().map(|t| t.file_size).sum()
+}
+
+/// The compaction to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Re-file `table` at level `to` unchanged: nothing there overlaps it.
+    Move { table: TableMeta, to: u32 },
+    Merge(Job),
+}
+
+/// A merge of `inputs` (from `level`) with the `overlapping` tables of `output_level`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub level: u32,
+    pub output_level: u32,
+    /// From `level`: L0 newest first, otherwise in key order.
+    pub inputs: Vec<TableMeta>,
+    /// From `output_level`, in key order.
+    pub overlapping: Vec<TableMeta>,
+    /// No deeper level holds any key in the job's range, so a tombstone written here shadows
+    /// nothing and may be dropped.
+    pub bottommost: bool,
+}
+
+impl Job {
+    pub fn tables(&self) -> impl Iterator<Item = &TableMeta> {
+        self.inputs.iter().chain(&self.overlapping)
+    }
+
+    pub fn input_bytes(&self) -> u64 {
+        self.tables().map(|t| t.file_size).sum()
+    }
+}
+
+/// Smallest and largest user key over `tables` (which must not be empty).
+pub fn key_range<'a>(tables: impl IntoIterator<Item = &'a TableMeta>) -> Option<(&'a [u8], &'a [u8])> {
+    let mut range: Option<(&[u8], &[u8])> = None;
+    for t in tables {
+        range = Some(match range {
+            None => (&t.smallest, &t.largest),
+            Some((lo, hi)) => (lo.min(&t.smallest), hi.max(&t.largest)),
+        });
+    }
+    range
+}
+
+/// True when `t` holds keys in `[lo, hi]`.
+pub fn overlaps(t: &TableMeta, lo: &[u8], hi: &[u8]) -> bool {
+    t.smallest.as_slice() <= hi && lo <= t.largest.as_slice()
+}
+
+/// The tables of `level` overlapping `[lo, hi]`.
+pub fn overlapping<'a>(level: &[&'a TableMeta], lo: &[u8], hi: &[u8]) -> Vec<&'a TableMeta> {
+    level
+        .iter()
+        .copied()
+        .filter(|t| overlaps(t, lo, hi))
+        .collect()
+}
+
+/// The next compaction for `levels` (index = level; L0 newest first, others in key order), or
+/// None when every level is within its target. `cursors[level]` is the largest key of the
+/// last table compacted out of that level (empty: start from the beginning).
+pub fn pick(levels: &[Vec<&TableMeta>], shape: &Shape, cursors: &[Vec<u8>]) -> Option<Choice> {
+    debug_assert_eq!(levels.len(), LEVELS as usize);
+    let (level, score) = (0..LAST_LEVEL)
+        .map(|l| (l, shape.score(levels, l)))
+        .fold((0, 0.0), |best, cur| if cur.1 > best.1 { cur } else { best });
+    if score < 1.0 {
+        return None;
+    }
+    let output_level = level + 1;
+    let inputs: Vec<&TableMeta> = if level == 0 {
+        levels[0].clone()
+    } else {
+        let tables = &levels[level as usize];
+        let cursor = cursors.get(level as usize).map_or(&[][..], |c| c.as_slice());
+        let next = tables
+            .iter()
+            .find(|t| cursor.is_empty() || t.smallest.as_slice() > cursor)
+            .or_else(|| tables.first())?;
+        vec![*next]
+    };
+    let (lo, hi) = key_range(inputs.iter().copied())?;
+    let overlapping_tables = overlapping(&levels[output_level as usize], lo, hi);
+    if inputs.len() == 1 && overlapping_tables.is_empty() {
+        return Some(Choice::Move {
+            table: inputs[0].clone(),
+            to: output_level,
+        });
+    }
+    let (lo, hi) = key_range(inputs.iter().chain(&overlapping_tables).copied())?;
+    let bottommost = levels[output_level as usize + 1..]
+        .iter()
+        .all(|deeper| deeper.iter().all(|t| !overlaps(t, lo, hi)));
+    Some(Choice::Merge(Job {
+        level,
+        output_level,
+        inputs: inputs.into_iter().cloned().collect(),
+        overlapping: overlapping_tables.into_iter().cloned().collect(),
+        bottommost,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(number: u64, level: u32, lo: &str, hi: &str, size: u64) -> TableMeta {
+        TableMeta {
+            number,
+            level,
+            file_size: size,
+            entries: 1,
+            tombstones: 0,
+            min_seq: number,
+            max_seq: number,
+            smallest: lo.as_bytes().to_vec(),
+            largest: hi.as_bytes().to_vec(),
+        }
+    }
+
+    const SHAPE: Shape = Shape {
+        l0_trigger: 4,
+        level1_bytes: 1000,
+        ratio: 10,
+    };
+
+    fn view(tables: &[TableMeta]) -> Vec<Vec<&TableMeta>> {
+        let mut levels: Vec<Vec<&TableMeta>> = vec![Vec::new(); LEVELS as usize];
+        for t in tables {
+            levels[t.level as usize].push(t);
+        }
+        levels[0].sort_by_key(|t| std::cmp::Reverse(t.max_seq));
+        for l in &mut levels[1..] {
+            l.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+        }
+        levels
+    }
+
+    #[test]
+    fn targets_grow_by_the_ratio_and_the_last_level_has_none() {
+        assert_eq!(SHAPE.target_bytes(1), 1000);
+        assert_eq!(SHAPE.target_bytes(2), 10_000);
+        assert_eq!(SHAPE.target_bytes(3), 100_000);
+        assert_eq!(SHAPE.target_bytes(LAST_LEVEL), u64::MAX);
+    }
+
+    #[test]
+    fn nothing_to_do_below_the_triggers() {
+        let tables = [
+            table(1, 0, "a", "z", 100),
+            table(2, 0, "a", "z", 100),
+            table(3, 0, "a", "z", 100),
+            table(4, 1, "a", "m", 400),
+            table(5, 1, "n", "z", 500),
+        ];
+        assert_eq!(pick(&view(&tables), &SHAPE, &[]), None);
+    }
+
+    #[test]
+    fn l0_at_the_trigger_merges_all_of_l0_with_the_overlapping_l1_tables() {
+        let tables = [
+            table(10, 0, "c", "f", 100),
+            table(11, 0, "d", "g", 100),
+            table(12, 0, "e", "h", 100),
+            table(13, 0, "c", "d", 100),
+            table(4, 1, "a", "b", 100),
+            table(5, 1, "c", "e", 100),
+            table(6, 1, "g", "k", 100),
+            table(7, 1, "x", "z", 100),
+        ];
+        let Some(Choice::Merge(job)) = pick(&view(&tables), &SHAPE, &[]) else {
+            panic!("expected a merge");
+        };
+        assert_eq!((job.level, job.output_level), (0, 1));
+        let inputs: Vec<u64> = job.inputs.iter().map(|t| t.number).collect();
+        assert_eq!(inputs, [13, 12, 11, 10], "L0 newest first");
+        let overlapping: Vec<u64> = job.overlapping.iter().map(|t| t.number).collect();
+        assert_eq!(overlapping, [5, 6]);
+        assert!(job.bottommost);
+        assert_eq!(job.input_bytes(), 600);
+    }
+
+    #[test]
+    fn bottommost_only_when_no_deeper_table_overlaps() {
+        let mut tables = vec![
+            table(10, 0, "c", "f", 100),
+            table(11, 0, "d", "g", 100),
+            table(12, 0, "e", "h", 100),
+            table(13, 0, "c", "d", 100),
+            table(5, 1, "c", "e", 100),
+            table(6, 2, "x", "z", 100),
+        ];
+        let Some(Choice::Merge(job)) = pick(&view(&tables), &SHAPE, &[]) else {
+            panic!("expected a merge");
+        };
+        assert!(job.bottommost, "L2 holds only keys outside the range");
+        tables.push(table(7, 4, "h", "i", 100));
+        let Some(Choice::Merge(job)) = pick(&view(&tables), &SHAPE, &[]) else {
+            panic!("expected a merge");
+        };
+        assert!(!job.bottommost, "L4 holds key h, inside the range");
+    }
+
+    #[test]
+    fn a_level_over_target_compacts_one_table_round_robin() {
+        let tables = [
+            table(1, 1, "a", "c", 400),
+            table(2, 1, "d", "f", 400),
+            table(3, 1, "g", "i", 400),
+            table(4, 2, "a", "b", 100),
+            table(5, 2, "e", "e", 100),
+            table(6, 2, "h", "z", 100),
+        ];
+        let levels = view(&tables);
+        let mut cursors = vec![Vec::new(); LEVELS as usize];
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let Some(Choice::Merge(job)) = pick(&levels, &SHAPE, &cursors) else {
+                panic!("expected a merge");
+            };
+            assert_eq!((job.level, job.output_level), (1, 2));
+            assert_eq!(job.inputs.len(), 1);
+            let t = &job.inputs[0];
+            for o in &job.overlapping {
+                assert!(overlaps(o, &t.smallest, &t.largest));
+            }
+            assert_eq!(job.overlapping.len(), 1);
+            order.push(t.number);
+            cursors[1] = t.largest.clone();
+        }
+        assert_eq!(order, [1, 2, 3, 1], "every range gets its turn, then it wraps");
+    }
+
+    #[test]
+    fn the_most_urgent_level_goes_first() {
+        // L1 at 3x its target beats L0 at 1.25x its trigger.
+        let tables = [
+            table(10, 0, "a", "b", 10),
+            table(11, 0, "a", "b", 10),
+            table(12, 0, "a", "b", 10),
+            table(13, 0, "a", "b", 10),
+            table(14, 0, "a", "b", 10),
+            table(1, 1, "c", "d", 3000),
+            table(2, 2, "c", "c", 10),
+        ];
+        let Some(Choice::Merge(job)) = pick(&view(&tables), &SHAPE, &[]) else {
+            panic!("expected a merge");
+        };
+        assert_eq!(job.level, 1);
+    }
+
+    #[test]
+    fn a_table_overlapping_nothing_below_moves() {
+        let tables = [
+            table(1, 1, "a", "c", 2000),
+            table(2, 2, "d", "z", 100),
+        ];
+        assert_eq!(
+            pick(&view(&tables), &SHAPE, &[]),
+            Some(Choice::Move {
+                table: tables[0].clone(),
+                to: 2
+            })
+        );
+    }
+
+    #[test]
+    fn the_last_level_is_never_compacted() {
+        let tables = [table(1, LAST_LEVEL, "a", "z", u64::MAX / 2)];
+        assert_eq!(pick(&view(&tables), &SHAPE, &[]), None);
+    }
+
+    #[test]
+    fn overlap_is_inclusive_at_both_ends() {
+        let t = table(1, 1, "c", "f", 1);
+        assert!(overlaps(&t, b"a", b"c"));
+        assert!(overlaps(&t, b"f", b"z"));
+        assert!(overlaps(&t, b"d", b"e"));
+        assert!(overlaps(&t, b"a", b"z"));
+        assert!(!overlaps(&t, b"a", b"bz"));
+        assert!(!overlaps(&t, b"fa", b"z"));
+        assert_eq!(key_range([&t, &table(2, 1, "a", "d", 1)]), Some((&b"a"[..], &b"f"[..])));
+        assert_eq!(key_range(std::iter::empty()), None);
+    }
+}

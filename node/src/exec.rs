@@ -1,0 +1,600 @@
+//! Runs parsed commands: locally, or on the owning shards through the mesh, and writes the
+//! replies in request order.
+//!
+//! A pipelined batch is cut into runs. Consecutive plain reads (GET, MGET) become one
+//! `Get` per owning shard, and consecutive blind writes (SET without NX/XX/GET/KEEPTTL, MSET)
+//! one atomic `Put` per owning shard, all shards at once: a pipeline of 16 SETs costs one
+//! group commit, not 16. Every other command runs alone, in order, after the run before it
+//! has finished, so a read always sees the writes the connection sent before it.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use shoal_engine::Clock;
+
+use crate::command::{self, Command, CommandSub, Expiry, Limits, Refusal, Ttl};
+use crate::config::Config;
+use crate::info;
+use crate::mesh::{Mesh, PendingReply};
+use crate::message::{PutEntry, ShardOp, ShardReply, ShardStats};
+use crate::resp::{Proto, Reply};
+use crate::shard::{Counters, Shard};
+use crate::store::Value;
+
+/// What a shard's engine and its connections share.
+pub struct Ctx {
+    pub shard: Rc<Shard>,
+    pub mesh: Rc<Mesh>,
+    pub config: Rc<Config>,
+    pub clock: std::sync::Arc<dyn Clock>,
+    pub started: Instant,
+}
+
+/// Per-connection state that commands change.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    /// QUIT was received: reply, then close.
+    pub quit: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Read,
+    BlindWrite,
+    Other,
+}
+
+fn class(cmd: &Result<Command<'_>, Refusal>) -> Class {
+    match cmd {
+        Ok(Command::Get(_) | Command::MGet(_)) => Class::Read,
+        Ok(Command::Set { opts, .. }) if opts.is_blind() => Class::BlindWrite,
+        Ok(Command::MSet(_)) => Class::BlindWrite,
+        _ => Class::Other,
+    }
+}
+
+/// Replies of shards to one fan-out, indexed by shard.
+type ShardResults<T> = Vec<Option<Result<T, String>>>;
+
+impl Ctx {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_value_bytes: self.config.max_value_bytes,
+        }
+    }
+
+    /// Runs one batch of requests (each the argument list of one command) in order.
+    pub async fn run_batch(&self, requests: &[&[&[u8]]], reply: &mut Reply, session: &mut Session) {
+        let now = self.clock.now_ms();
+        let limits = self.limits();
+        let cmds: Vec<Result<Command<'_>, Refusal>> = requests
+            .iter()
+            .map(|args| command::parse(args, now, limits))
+            .collect();
+        let counters = &self.shard.counters;
+        let mut i = 0;
+        while i < cmds.len() && !session.quit {
+            let started = Instant::now();
+            let kind = class(&cmds[i]);
+            let end = if kind == Class::Other {
+                i + 1
+            } else {
+                i + cmds[i..].iter().take_while(|c| class(c) == kind).count()
+            };
+            let run = &cmds[i..end];
+            match kind {
+                Class::Read => self.read_run(run, reply).await,
+                Class::BlindWrite => self.write_run(run, reply).await,
+                Class::Other => match &cmds[i] {
+                    Ok(cmd) => self.run_one(cmd, reply, session).await,
+                    Err(refusal) => {
+                        Counters::add(&counters.errors, 1);
+                        reply.error(&refusal.0);
+                    }
+                },
+            }
+            let elapsed = started.elapsed();
+            for c in run {
+                Counters::add(&counters.commands, 1);
+                match c {
+                    Ok(c) if c.is_write() => Counters::add(&counters.writes, 1),
+                    Ok(_) => Counters::add(&counters.reads, 1),
+                    Err(_) => {}
+                }
+                counters.record_latency(elapsed);
+            }
+            i = end;
+        }
+    }
+
+    async fn send(&self, to: usize, op: &ShardOp) -> Result<PendingReply, String> {
+        Counters::add(&self.shard.counters.forwarded, 1);
+        self.mesh.send(to, op).await.map_err(|e| format!("ERR {e}"))
+    }
+
+    async fn route(&self, to: usize, op: ShardOp) -> ShardReply {
+        if to == self.shard.id {
+            return self.shard.apply(op).await;
+        }
+        match self.send(to, &op).await {
+            Ok(p) => p.await.unwrap_or_else(|e| ShardReply::Error(format!("ERR {e}"))),
+            Err(e) => ShardReply::Error(e),
+        }
+    }
+
+    /// Sends each shard its op (remote ones first, so they run while the local one does) and
+    /// collects the replies by shard; shards without an op get `None`.
+    async fn fan_out<T>(
+        &self,
+        ops: Vec<Option<ShardOp>>,
+        take: impl Fn(ShardReply) -> Result<T, String>,
+    ) -> ShardResults<T> {
+        let me = self.shard.id;
+        let mut results: ShardResults<T> = (0..ops.len()).map(|_| None).collect();
+        let mut pending = Vec::new();
+        let mut local = None;
+        for (s, op) in ops.into_iter().enumerate() {
+            let Some(op) = op else { continue };
+            if s == me {
+                local = Some(op);
+                continue;
+            }
+            match self.send(s, &op).await {
+                Ok(p) => pending.push((s, p)),
+                Err(e) => results[s] = Some(Err(e)),
+            }
+        }
+        if let Some(op) = local {
+            results[me] = Some(take(self.shard.apply(op).await));
+        }
+        for (s, p) in pending {
+            results[s] = Some(match p.await {
+                Ok(reply) => take(reply),
+                Err(e) => Err(format!("ERR {e}")),
+            });
+        }
+        results
+    }
+
+    async fn read_run(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
+        let n = self.shard.shards;
+        let me = self.shard.id;
+        let mut remote: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
+        let mut local: Vec<&[u8]> = Vec::new();
+        let mut slots: Vec<(usize, usize)> = Vec::new();
+        for key in run.iter().flat_map(|c| keys_of(c)) {
+            let s = self.shard.owner(key);
+            if s == me {
+                slots.push((s, local.len()));
+                local.push(key);
+            } else {
+                slots.push((s, remote[s].len()));
+                remote[s].push(key.to_vec());
+            }
+        }
+        let mut results: ShardResults<Vec<Option<Vec<u8>>>> = (0..n).map(|_| None).collect();
+        let mut pending = Vec::new();
+        for (s, keys) in remote.into_iter().enumerate() {
+            if keys.is_empty() {
+                continue;
+            }
+            match self.send(s, &ShardOp::Get { keys }).await {
+                Ok(p) => pending.push((s, p)),
+                Err(e) => results[s] = Some(Err(e)),
+            }
+        }
+        let mut local_values: Result<Vec<Option<Value>>, String> = Ok(Vec::new());
+        for key in local {
+            match self.shard.store.get(key).await {
+                Ok(v) => {
+                    if let Ok(values) = &mut local_values {
+                        values.push(v);
+                    }
+                }
+                Err(e) => {
+                    local_values = Err(format!("ERR {e}"));
+                    break;
+                }
+            }
+        }
+        for (s, p) in pending {
+            results[s] = Some(match p.await {
+                Ok(ShardReply::Values(v)) => Ok(v),
+                Ok(other) => Err(unexpected(&other)),
+                Err(e) => Err(format!("ERR {e}")),
+            });
+        }
+        let value = |(s, i): (usize, usize)| -> Result<Option<&[u8]>, &str> {
+            if s == me {
+                return match &local_values {
+                    Ok(v) => Ok(v.get(i).and_then(|v| v.as_ref()).map(Value::bytes)),
+                    Err(e) => Err(e),
+                };
+            }
+            match &results[s] {
+                Some(Ok(v)) => Ok(v.get(i).and_then(|v| v.as_deref())),
+                Some(Err(e)) => Err(e),
+                None => Err("ERR missing shard reply"),
+            }
+        };
+        let mut slots = slots.into_iter();
+        for cmd in run {
+            let keys = keys_of(cmd);
+            let mine: Vec<(usize, usize)> = slots.by_ref().take(keys.len()).collect();
+            if let Some(e) = mine.iter().find_map(|&slot| value(slot).err()) {
+                reply.error(e);
+                continue;
+            }
+            match cmd {
+                Ok(Command::Get(_)) => {
+                    reply.bulk_or_null(mine.first().and_then(|&slot| value(slot).ok().flatten()))
+                }
+                _ => {
+                    reply.array(mine.len());
+                    for &slot in &mine {
+                        reply.bulk_or_null(value(slot).ok().flatten());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write_run(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
+        let n = self.shard.shards;
+        let mut entries: Vec<Vec<PutEntry>> = vec![Vec::new(); n];
+        let mut shards_of_cmd: Vec<Vec<usize>> = Vec::with_capacity(run.len());
+        for cmd in run {
+            let mut touched = Vec::new();
+            let mut add = |key: &[u8], value: &[u8], expires_at_ms: u64| {
+                let s = self.shard.owner(key);
+                touched.push(s);
+                entries[s].push(PutEntry {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    expires_at_ms,
+                });
+            };
+            match cmd {
+                Ok(Command::Set { key, value, opts }) => {
+                    let at = match opts.expiry {
+                        Expiry::At(t) => t,
+                        Expiry::Never | Expiry::Keep => shoal_engine::NO_EXPIRY,
+                    };
+                    add(key, value, at);
+                }
+                Ok(Command::MSet(pairs)) => {
+                    for pair in pairs.chunks_exact(2) {
+                        add(pair[0], pair[1], shoal_engine::NO_EXPIRY);
+                    }
+                }
+                _ => debug_assert!(false, "only blind writes are batched"),
+            }
+            shards_of_cmd.push(touched);
+        }
+        let ops = entries
+            .into_iter()
+            .map(|e| (!e.is_empty()).then_some(ShardOp::Put { entries: e }))
+            .collect();
+        let results = self
+            .fan_out(ops, |r| match r {
+                ShardReply::Done => Ok(()),
+                other => Err(unexpected(&other)),
+            })
+            .await;
+        for touched in shards_of_cmd {
+            match touched.iter().find_map(|&s| match &results[s] {
+                Some(Err(e)) => Some(e.as_str()),
+                _ => None,
+            }) {
+                Some(e) => reply.error(e),
+                None => reply.ok(),
+            }
+        }
+    }
+
+    /// Groups `keys` by owning shard, one op per shard built by `op`.
+    fn by_shard(&self, keys: &[&[u8]], op: impl Fn(Vec<Vec<u8>>) -> ShardOp) -> Vec<Option<ShardOp>> {
+        let mut per: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.shard.shards];
+        for k in keys {
+            per[self.shard.owner(k)].push(k.to_vec());
+        }
+        per.into_iter()
+            .map(|k| (!k.is_empty()).then(|| op(k)))
+            .collect()
+    }
+
+    /// Runs `op` on every shard.
+    async fn broadcast<T>(
+        &self,
+        op: ShardOp,
+        take: impl Fn(ShardReply) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
+        let ops = (0..self.shard.shards).map(|_| Some(op.clone())).collect();
+        self.fan_out(ops, take)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err("ERR missing shard reply".to_owned())))
+            .collect()
+    }
+
+    async fn count_keys(&self, keys: &[&[u8]], op: impl Fn(Vec<Vec<u8>>) -> ShardOp) -> Result<i64, String> {
+        let results = self
+            .fan_out(self.by_shard(keys, op), |r| match r {
+                ShardReply::Count(n) => Ok(n),
+                other => Err(unexpected(&other)),
+            })
+            .await;
+        let mut total = 0;
+        for r in results.into_iter().flatten() {
+            total += r?;
+        }
+        Ok(total as i64)
+    }
+
+    async fn run_one(&self, cmd: &Command<'_>, reply: &mut Reply, session: &mut Session) {
+        match cmd {
+            Command::Ping(None) => reply.simple("PONG"),
+            Command::Ping(Some(msg)) | Command::Echo(msg) => reply.bulk(msg),
+            Command::Hello(version) => {
+                match version {
+                    Some(3) => reply.proto = Proto::Resp3,
+                    Some(_) => reply.proto = Proto::Resp2,
+                    None => {}
+                }
+                self.hello(reply, session);
+            }
+            Command::Command(sub, names) => command_reply(*sub, names, reply),
+            Command::Info(sections) => match self.broadcast(ShardOp::Stats, take_stats).await {
+                Ok(stats) => {
+                    let keyspace = self.keyspace().await;
+                    reply.text(&info::render(self, sections, &stats, keyspace));
+                }
+                Err(e) => reply.error(&e),
+            },
+            Command::Quit => {
+                reply.ok();
+                session.quit = true;
+            }
+            Command::Select | Command::ClientOk => reply.ok(),
+            Command::ClientId => reply.int(session.id as i64),
+            Command::ClientGetName => reply.null(),
+            Command::ConfigGet => reply.map(0),
+            Command::Set {
+                key,
+                value,
+                opts,
+            } => {
+                let op = ShardOp::Set {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    cond: opts.cond,
+                    expiry: opts.expiry,
+                    get: opts.get,
+                };
+                match self.route(self.shard.owner(key), op).await {
+                    ShardReply::Set(r) if opts.get => reply.bulk_or_null(r.old.as_deref()),
+                    ShardReply::Set(r) if r.written => reply.ok(),
+                    ShardReply::Set(_) => reply.null(),
+                    other => reply.error(&unexpected(&other)),
+                }
+            }
+            Command::Del(keys) => {
+                let r = self.count_keys(keys, |keys| ShardOp::Del { keys }).await;
+                int_or_error(reply, r);
+            }
+            Command::Exists(keys) => {
+                let r = self.count_keys(keys, |keys| ShardOp::Exists { keys }).await;
+                int_or_error(reply, r);
+            }
+            Command::Expire { key, at_ms, cond } => {
+                let op = ShardOp::Expire {
+                    key: key.to_vec(),
+                    at_ms: *at_ms,
+                    cond: *cond,
+                };
+                match self.route(self.shard.owner(key), op).await {
+                    ShardReply::Count(n) => reply.int(n as i64),
+                    other => reply.error(&unexpected(&other)),
+                }
+            }
+            Command::Ttl(key, unit) => {
+                let op = ShardOp::Ttl { key: key.to_vec() };
+                match self.route(self.shard.owner(key), op).await {
+                    ShardReply::Int(ms) if ms < 0 => reply.int(ms),
+                    ShardReply::Int(ms) => reply.int(match unit {
+                        Ttl::Millis => ms,
+                        Ttl::Seconds => (ms + 500) / 1000,
+                    }),
+                    other => reply.error(&unexpected(&other)),
+                }
+            }
+            Command::DbSize => match self.keyspace().await {
+                Ok((keys, _)) => reply.int(keys as i64),
+                Err(e) => reply.error(&e),
+            },
+            Command::FlushDb => match self
+                .broadcast(ShardOp::Flush, |r| match r {
+                    ShardReply::Done => Ok(()),
+                    other => Err(unexpected(&other)),
+                })
+                .await
+            {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(&e),
+            },
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+                type_mismatch,
+            } => self.scan(*cursor, *pattern, *count, *type_mismatch, reply).await,
+            Command::Get(_) | Command::MGet(_) | Command::MSet(_) => {
+                debug_assert!(false, "reads and blind writes run in runs");
+                reply.error("ERR internal: unbatched command");
+            }
+        }
+    }
+
+    fn hello(&self, reply: &mut Reply, session: &Session) {
+        reply.map(7);
+        reply.bulk(b"server");
+        reply.bulk(b"shoal");
+        reply.bulk(b"version");
+        reply.bulk(info::REDIS_COMPAT_VERSION.as_bytes());
+        reply.bulk(b"proto");
+        reply.int(if reply.proto == Proto::Resp3 { 3 } else { 2 });
+        reply.bulk(b"id");
+        reply.int(session.id as i64);
+        reply.bulk(b"mode");
+        reply.bulk(b"standalone");
+        reply.bulk(b"role");
+        reply.bulk(b"master");
+        reply.bulk(b"modules");
+        reply.array(0);
+    }
+
+    /// Live keys and keys with an expiry, over all shards (one engine scan per shard).
+    async fn keyspace(&self) -> Result<(u64, u64), String> {
+        let counts = self
+            .broadcast(ShardOp::Count, |r| match r {
+                ShardReply::Counted { keys, expires } => Ok((keys, expires)),
+                other => Err(unexpected(&other)),
+            })
+            .await?;
+        Ok(counts
+            .into_iter()
+            .fold((0, 0), |(k, e), (k2, e2)| (k + k2, e + e2)))
+    }
+
+    /// SCAN: the cursor is a ring hash. Every shard returns its first `count` keys at or after
+    /// it in hash order; the first `count` of their union (plus any keys sharing the last
+    /// hash) are the node's, and the next cursor is the hash after them, 0 at the end.
+    async fn scan(
+        &self,
+        cursor: u64,
+        pattern: Option<&[u8]>,
+        count: usize,
+        type_mismatch: bool,
+        reply: &mut Reply,
+    ) {
+        let op = ShardOp::Scan {
+            from_hash: cursor,
+            count: count as u32,
+        };
+        let results = self
+            .broadcast(op, |r| match r {
+                ShardReply::Keys { keys, exhausted } => Ok((keys, exhausted)),
+                other => Err(unexpected(&other)),
+            })
+            .await;
+        let shards = match results {
+            Ok(r) => r,
+            Err(e) => return reply.error(&e),
+        };
+        let all_exhausted = shards.iter().all(|(_, exhausted)| *exhausted);
+        let mut keys: Vec<(u64, Vec<u8>)> = shards.into_iter().flat_map(|(k, _)| k).collect();
+        keys.sort_unstable();
+        let total = keys.len();
+        let mut take = total.min(count);
+        if let Some(last) = take.checked_sub(1).map(|i| keys[i].0) {
+            while take < total && keys[take].0 == last {
+                take += 1;
+            }
+        }
+        keys.truncate(take);
+        let next = if all_exhausted && take == total {
+            0
+        } else {
+            keys.last().map_or(0, |(h, _)| h.wrapping_add(1))
+        };
+        reply.array(2);
+        reply.bulk(next.to_string().as_bytes());
+        let shown: Vec<&[u8]> = keys
+            .iter()
+            .map(|(_, k)| k.as_slice())
+            .filter(|k| !type_mismatch && pattern.is_none_or(|p| crate::glob::matches(p, k)))
+            .collect();
+        reply.array(shown.len());
+        for k in shown {
+            reply.bulk(k);
+        }
+    }
+}
+
+fn keys_of<'a>(cmd: &'a Result<Command<'a>, Refusal>) -> &'a [&'a [u8]] {
+    match cmd {
+        Ok(Command::Get(k)) => std::slice::from_ref(k),
+        Ok(Command::MGet(keys)) => keys,
+        _ => &[],
+    }
+}
+
+fn take_stats(r: ShardReply) -> Result<ShardStats, String> {
+    match r {
+        ShardReply::Stats(s) => Ok(*s),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(reply: &ShardReply) -> String {
+    match reply {
+        ShardReply::Error(e) => e.clone(),
+        other => format!("ERR internal: unexpected shard reply {other:?}"),
+    }
+}
+
+fn int_or_error(reply: &mut Reply, r: Result<i64, String>) {
+    match r {
+        Ok(n) => reply.int(n),
+        Err(e) => reply.error(&e),
+    }
+}
+
+/// Key positions of a command for `COMMAND`: (first, last, step).
+fn key_spec(name: &str) -> (i64, i64, i64) {
+    match name {
+        "get" | "set" | "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl" => {
+            (1, 1, 1)
+        }
+        "del" | "unlink" | "exists" | "mget" => (1, -1, 1),
+        "mset" => (1, -1, 2),
+        _ => (0, 0, 0),
+    }
+}
+
+fn command_entry(name: &str, arity: i32, reply: &mut Reply) {
+    let (first, last, step) = key_spec(name);
+    reply.array(6);
+    reply.bulk(name.as_bytes());
+    reply.int(i64::from(arity));
+    reply.array(0);
+    reply.int(first);
+    reply.int(last);
+    reply.int(step);
+}
+
+fn command_reply(sub: CommandSub, names: &[&[u8]], reply: &mut Reply) {
+    match sub {
+        CommandSub::All => {
+            reply.array(command::COMMANDS.len());
+            for (name, arity) in command::COMMANDS {
+                command_entry(name, *arity, reply);
+            }
+        }
+        CommandSub::Count => reply.int(command::COMMANDS.len() as i64),
+        CommandSub::Docs => reply.map(0),
+        CommandSub::Info => {
+            reply.array(names.len());
+            for n in names {
+                match command::COMMANDS
+                    .iter()
+                    .find(|(c, _)| c.as_bytes().eq_ignore_ascii_case(n))
+                {
+                    Some((name, arity)) => command_entry(name, *arity, reply),
+                    None => reply.null(),
+                }
+            }
+        }
+    }
+}

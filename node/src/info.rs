@@ -1,0 +1,183 @@
+//! INFO: the standard Redis sections and fields tools look for, then Shoal's own (per-shard
+//! throughput, latency percentiles and engine statistics).
+
+use std::fmt::Write;
+
+use crate::exec::Ctx;
+use crate::message::ShardStats;
+
+/// The Redis version whose command semantics Shoal follows; tools parse `redis_version`.
+pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
+
+const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "persistence", "keyspace", "shards"];
+
+/// Resident set size of this process in bytes (from /proc; 0 if unreadable).
+fn rss_bytes() -> u64 {
+    let page = 4096;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * page)
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: &[&str] = &["B", "K", "M", "G", "T"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.2}{}", UNITS[unit])
+    }
+}
+
+fn wanted(sections: &[&[u8]]) -> Vec<&'static str> {
+    let all = sections.is_empty()
+        || sections.iter().any(|s| {
+            s.eq_ignore_ascii_case(b"all")
+                || s.eq_ignore_ascii_case(b"default")
+                || s.eq_ignore_ascii_case(b"everything")
+        });
+    SECTIONS
+        .iter()
+        .copied()
+        .filter(|name| all || sections.iter().any(|s| s.eq_ignore_ascii_case(name.as_bytes())))
+        .collect()
+}
+
+/// The INFO text. `keyspace` is (keys, keys with an expiry), or why it could not be counted.
+pub fn render(
+    ctx: &Ctx,
+    sections: &[&[u8]],
+    stats: &[ShardStats],
+    keyspace: Result<(u64, u64), String>,
+) -> String {
+    let mut out = String::new();
+    let sum = |f: fn(&ShardStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let rss = rss_bytes();
+    for section in wanted(sections) {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        // Writing to a String cannot fail.
+        let _ = match section {
+            "server" => writeln!(
+                out,
+                "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nshoal_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\nrun_id:{:040x}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:shoal\r\nshards:{}\r\npartitions:{}\r",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                std::process::id(),
+                u128::from(std::process::id()) << 64 | ctx.started.elapsed().as_nanos() & 0xffff,
+                ctx.config.listen.port(),
+                ctx.started.elapsed().as_secs(),
+                ctx.started.elapsed().as_secs() / 86_400,
+                ctx.shard.shards,
+                ctx.config.partitions,
+            ),
+            "clients" => writeln!(
+                out,
+                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:0\r",
+                sum(|s| s.connections)
+            ),
+            "memory" => {
+                let engine = sum(|s| s.memtable_bytes + s.cache_bytes);
+                writeln!(
+                    out,
+                    "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nshoal_engine_memory:{engine}\r\nshoal_engine_memory_human:{}\r",
+                    human(rss),
+                    human(rss),
+                    human(engine)
+                )
+            }
+            "stats" => writeln!(
+                out,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:0\r\nkeyspace_misses:0\r",
+                sum(|s| s.connections_total),
+                sum(|s| s.commands),
+                sum(|s| s.ops_per_sec),
+                sum(|s| s.errors),
+            ),
+            "persistence" => writeln!(
+                out,
+                "# Persistence\r\nloading:0\r\naof_enabled:1\r\nshoal_fsync:{}\r\nshoal_log_bytes:{}\r\nshoal_sstables:{}\r\nshoal_sstable_bytes:{}\r\nshoal_flushes:{}\r",
+                ctx.config.fsync.as_str(),
+                sum(|s| s.log_bytes),
+                sum(|s| s.sstables),
+                sum(|s| s.sstable_bytes),
+                sum(|s| s.engine_flushes),
+            ),
+            "keyspace" => match &keyspace {
+                Ok((0, _)) => writeln!(out, "# Keyspace\r"),
+                Ok((keys, expires)) => writeln!(
+                    out,
+                    "# Keyspace\r\ndb0:keys={keys},expires={expires},avg_ttl=0\r"
+                ),
+                Err(e) => writeln!(out, "# Keyspace\r\nshoal_keyspace_error:{e}\r"),
+            },
+            _ => {
+                let _ = writeln!(out, "# Shards\r");
+                for s in stats {
+                    let _ = writeln!(
+                        out,
+                        "shard{}:partitions={},connections={},commands={},reads={},writes={},errors={},forwarded={},served_for_peers={},ops_per_sec={},latency_p50_us={},latency_p99_us={},latency_p999_us={},latency_max_us={},engine_writes={},engine_reads={},flushes={},flush_bytes={},stall_us={},memtable_bytes={},immutable_memtables={},sstables={},sstable_bytes={},log_bytes={},cache_hits={},cache_misses={},cache_bytes={}\r",
+                        s.shard,
+                        s.partitions,
+                        s.connections,
+                        s.commands,
+                        s.reads,
+                        s.writes,
+                        s.errors,
+                        s.forwarded,
+                        s.served_for_peers,
+                        s.ops_per_sec,
+                        s.latency_p50_us,
+                        s.latency_p99_us,
+                        s.latency_p999_us,
+                        s.latency_max_us,
+                        s.engine_writes,
+                        s.engine_reads,
+                        s.engine_flushes,
+                        s.engine_flush_bytes,
+                        s.engine_stall_us,
+                        s.memtable_bytes,
+                        s.immutable_memtables,
+                        s.sstables,
+                        s.sstable_bytes,
+                        s.log_bytes,
+                        s.cache_hits,
+                        s.cache_misses,
+                        s.cache_bytes,
+                    );
+                }
+                Ok(())
+            }
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_selection() {
+        assert_eq!(wanted(&[]), SECTIONS);
+        assert_eq!(wanted(&[b"Keyspace"]), vec!["keyspace"]);
+        assert_eq!(wanted(&[b"server", b"clients"]), vec!["server", "clients"]);
+        assert_eq!(wanted(&[b"everything"]), SECTIONS);
+        assert!(wanted(&[b"nosuch"]).is_empty());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human(512), "512B");
+        assert_eq!(human(2048), "2.00K");
+        assert_eq!(human(3 << 20), "3.00M");
+    }
+}

@@ -1,0 +1,312 @@
+//! Requests between the shards of one node over glommio channel meshes.
+//!
+//! Two full meshes carry [`crate::frame`] frames: one for requests, one for replies. Each
+//! shard drains its reply channels in tasks that never send, so replies always make progress
+//! and two shards forwarding to each other cannot deadlock on full channels. Each request
+//! runs in its own task on the owning shard, so writes from many peers share one group commit.
+//!
+//! A frame's checksum is verified before `rkyv::access` validates the archive; a frame that
+//! fails either is dropped with an error log (the caller's pending reply then fails when the
+//! mesh closes) — inside one process that can only be a bug.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::shared_channel::ConnectedReceiver;
+use rkyv::rancor;
+
+use crate::frame::{self, FrameBuf, FrameError};
+use crate::message::{ArchivedShardOp, ArchivedShardReply, ShardOp, ShardReply};
+use crate::shard::Shard;
+
+/// Frames in flight per direction between two shards before a sender waits.
+pub const MESH_CHANNEL_FRAMES: usize = 1024;
+
+pub type MeshFrames = MeshBuilder<FrameBuf, Full>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    #[error("shard {0} is unreachable (mesh closed)")]
+    Closed(usize),
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("message encoding: {0}")]
+    Encoding(String),
+}
+
+/// What a reply slot holds while its caller waits.
+#[derive(Default)]
+struct Slot {
+    reply: Option<Result<ShardReply, MeshError>>,
+    waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct Pending {
+    slots: HashMap<u64, Slot>,
+}
+
+/// This shard's end of the meshes.
+pub struct Mesh {
+    me: usize,
+    requests: Senders<FrameBuf>,
+    replies: Senders<FrameBuf>,
+    pending: RefCell<Pending>,
+    next_id: Cell<u64>,
+}
+
+impl Mesh {
+    /// Joins both meshes (every shard must) and returns this shard's end and its id.
+    pub async fn join(
+        requests: MeshFrames,
+        replies: MeshFrames,
+    ) -> Result<(Mesh, MeshReceivers), MeshError> {
+        let (req_tx, mut req_rx) = requests.join().await.map_err(|_| MeshError::Closed(0))?;
+        let (rep_tx, mut rep_rx) = replies.join().await.map_err(|_| MeshError::Closed(0))?;
+        let me = req_tx.peer_id();
+        debug_assert_eq!(me, rep_tx.peer_id(), "both meshes are joined in the same order");
+        let receivers = MeshReceivers {
+            requests: req_rx.streams(),
+            replies: rep_rx.streams(),
+        };
+        Ok((
+            Mesh {
+                me,
+                requests: req_tx,
+                replies: rep_tx,
+                pending: RefCell::new(Pending::default()),
+                next_id: Cell::new(1),
+            },
+            receivers,
+        ))
+    }
+
+    /// This shard's position in the mesh: its shard number.
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
+    pub fn shards(&self) -> usize {
+        self.requests.nr_consumers()
+    }
+
+    /// Sends `op` to shard `to`; the returned future resolves to its reply. Requests sent
+    /// before awaiting any reply are in flight together.
+    pub async fn send(self: &Rc<Self>, to: usize, op: &ShardOp) -> Result<PendingReply, MeshError> {
+        debug_assert_ne!(to, self.me, "local operations do not go through the mesh");
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let buf = encode(id, op)?;
+        self.pending.borrow_mut().slots.insert(id, Slot::default());
+        let pending = PendingReply {
+            mesh: Rc::clone(self),
+            id,
+        };
+        self.requests
+            .send_to(to, buf)
+            .await
+            .map_err(|_| MeshError::Closed(to))?;
+        Ok(pending)
+    }
+
+    /// Sends `op` to shard `to` and waits for the reply.
+    pub async fn call(self: &Rc<Self>, to: usize, op: &ShardOp) -> Result<ShardReply, MeshError> {
+        self.send(to, op).await?.await
+    }
+
+    fn complete(&self, id: u64, reply: Result<ShardReply, MeshError>) {
+        let mut pending = self.pending.borrow_mut();
+        // A missing slot is a caller that gave up (dropped its future): drop the reply.
+        if let Some(slot) = pending.slots.get_mut(&id) {
+            slot.reply = Some(reply);
+            if let Some(w) = slot.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Fails every waiting caller: a peer's mesh end closed.
+    fn fail_all(&self, peer: usize) {
+        let mut pending = self.pending.borrow_mut();
+        for slot in pending.slots.values_mut() {
+            if slot.reply.is_none() {
+                slot.reply = Some(Err(MeshError::Closed(peer)));
+                if let Some(w) = slot.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+}
+
+fn encode<T>(id: u64, value: &T) -> Result<FrameBuf, MeshError>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                FrameBuf,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rancor::Error,
+            >,
+        >,
+{
+    let buf = frame::start(64);
+    let mut buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf)
+        .map_err(|e| MeshError::Encoding(e.to_string()))?;
+    frame::seal(&mut buf, id)?;
+    Ok(buf)
+}
+
+/// A reply on its way back.
+pub struct PendingReply {
+    mesh: Rc<Mesh>,
+    id: u64,
+}
+
+impl Future for PendingReply {
+    type Output = Result<ShardReply, MeshError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut pending = self.mesh.pending.borrow_mut();
+        let Some(slot) = pending.slots.get_mut(&self.id) else {
+            return Poll::Ready(Err(MeshError::Closed(self.mesh.me)));
+        };
+        match slot.reply.take() {
+            Some(reply) => {
+                pending.slots.remove(&self.id);
+                Poll::Ready(reply)
+            }
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        self.mesh.pending.borrow_mut().slots.remove(&self.id);
+    }
+}
+
+/// The receiving ends, consumed by [`serve`].
+pub struct MeshReceivers {
+    requests: Vec<(usize, ConnectedReceiver<FrameBuf>)>,
+    replies: Vec<(usize, ConnectedReceiver<FrameBuf>)>,
+}
+
+/// Spawns this shard's mesh tasks: one per peer serving its requests, one per peer taking its
+/// replies. They end when the peers' ends close.
+pub fn serve(mesh: &Rc<Mesh>, shard: &Rc<Shard>, receivers: MeshReceivers) {
+    for (peer, rx) in receivers.requests {
+        let mesh = Rc::clone(mesh);
+        let shard = Rc::clone(shard);
+        glommio::spawn_local(async move {
+            while let Some(buf) = rx.recv().await {
+                let mesh = Rc::clone(&mesh);
+                let shard = Rc::clone(&shard);
+                glommio::spawn_local(async move { handle_request(&mesh, &shard, peer, buf).await })
+                    .detach();
+            }
+        })
+        .detach();
+    }
+    for (peer, rx) in receivers.replies {
+        let mesh = Rc::clone(mesh);
+        glommio::spawn_local(async move {
+            while let Some(buf) = rx.recv().await {
+                match decode_reply(&buf) {
+                    Ok((id, reply)) => mesh.complete(id, Ok(reply)),
+                    Err(e) => tracing::error!(peer, error = %e, "bad reply frame dropped"),
+                }
+            }
+            mesh.fail_all(peer);
+        })
+        .detach();
+    }
+}
+
+async fn handle_request(mesh: &Rc<Mesh>, shard: &Shard, peer: usize, buf: FrameBuf) {
+    let (id, op) = match decode_op(&buf) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            tracing::error!(peer, error = %e, "bad request frame dropped");
+            return;
+        }
+    };
+    drop(buf);
+    crate::shard::Counters::add(&shard.counters.served_for_peers, 1);
+    let reply = shard.apply(op).await;
+    let frame = match encode(id, &reply) {
+        Ok(f) => f,
+        Err(e) => match encode(id, &ShardReply::Error(format!("ERR {e}"))) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(peer, error = %e, "cannot encode a reply");
+                return;
+            }
+        },
+    };
+    if mesh.replies.send_to(peer, frame).await.is_err() {
+        tracing::debug!(peer, "peer closed before its reply");
+    }
+}
+
+fn decode_op(buf: &[u8]) -> Result<(u64, ShardOp), MeshError> {
+    let (id, payload) = frame::open(buf)?;
+    let archived = rkyv::access::<ArchivedShardOp, rancor::Error>(payload)
+        .map_err(|e| MeshError::Encoding(e.to_string()))?;
+    let op = rkyv::deserialize::<ShardOp, rancor::Error>(archived)
+        .map_err(|e| MeshError::Encoding(e.to_string()))?;
+    Ok((id, op))
+}
+
+fn decode_reply(buf: &[u8]) -> Result<(u64, ShardReply), MeshError> {
+    let (id, payload) = frame::open(buf)?;
+    let archived = rkyv::access::<ArchivedShardReply, rancor::Error>(payload)
+        .map_err(|e| MeshError::Encoding(e.to_string()))?;
+    let reply = rkyv::deserialize::<ShardReply, rancor::Error>(archived)
+        .map_err(|e| MeshError::Encoding(e.to_string()))?;
+    Ok((id, reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::PutEntry;
+
+    #[test]
+    fn ops_and_replies_survive_the_frame() {
+        let op = ShardOp::Put {
+            entries: vec![PutEntry {
+                key: b"k".to_vec(),
+                value: vec![7; 1000],
+                expires_at_ms: 99,
+            }],
+        };
+        let buf = encode(5, &op).unwrap();
+        assert_eq!(decode_op(&buf).unwrap(), (5, op));
+        let reply = ShardReply::Values(vec![Some(b"v".to_vec()), None]);
+        let buf = encode(6, &reply).unwrap();
+        assert_eq!(decode_reply(&buf).unwrap(), (6, reply));
+    }
+
+    #[test]
+    fn damaged_frames_are_refused() {
+        let mut buf = encode(5, &ShardOp::Count).unwrap();
+        let last = buf.len() - 1;
+        buf.as_mut_slice()[last] ^= 0xff;
+        assert!(matches!(decode_op(&buf), Err(MeshError::Frame(_))));
+        // A valid frame around bytes that are not an archive of the type.
+        let mut junk = frame::start(16);
+        junk.extend_from_slice(&[0xff; 16]);
+        frame::seal(&mut junk, 1).unwrap();
+        assert!(matches!(decode_reply(&junk), Err(MeshError::Encoding(_))));
+    }
+}

@@ -1,0 +1,111 @@
+//! What one shard asks of another, and the answers: the rkyv-archived payloads carried in
+//! [`crate::frame`] frames over the shard mesh.
+//!
+//! A coordinating shard turns a client command into one [`ShardOp`] per owning shard (the
+//! keys of that shard, in request order) and assembles the [`ShardReply`]s in order. The
+//! same operations run locally without serialization when the coordinator owns the keys.
+//! Variants are only ever appended, so archives from an older build stay readable.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::command::{Cond, ExpireCond, Expiry};
+
+/// One blind write: the value and its absolute expiry (0 = never).
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct PutEntry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub enum ShardOp {
+    /// Values of these keys (GET, MGET): [`ShardReply::Values`].
+    Get { keys: Vec<Vec<u8>> },
+    /// Blind writes applied as one atomic batch (SET without conditions, MSET): `Done`.
+    Put { entries: Vec<PutEntry> },
+    /// A SET that reads the old value first: [`ShardReply::Set`].
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        cond: Cond,
+        expiry: Expiry,
+        get: bool,
+    },
+    /// Deletes the keys: `Count` of keys that existed.
+    Del { keys: Vec<Vec<u8>> },
+    /// `Count` of the keys (with repeats) that exist.
+    Exists { keys: Vec<Vec<u8>> },
+    /// `Count` 1 when the expiry was set (or the key deleted for a time in the past).
+    Expire {
+        key: Vec<u8>,
+        at_ms: i64,
+        cond: ExpireCond,
+    },
+    /// Remaining time to live in ms, -1 without expiry, -2 when absent: `Int`.
+    Ttl { key: Vec<u8> },
+    /// Up to `count` keys with ring hash >= `from_hash`, in hash order: `Keys`.
+    Scan { from_hash: u64, count: u32 },
+    /// Live keys and keys with an expiry: `Counted`.
+    Count,
+    /// Deletes every key: `Done`.
+    Flush,
+    /// The shard's counters: `Stats`.
+    Stats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct SetResult {
+    pub written: bool,
+    pub old: Option<Vec<u8>>,
+}
+
+/// A shard's counters, for INFO.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub shard: u32,
+    pub partitions: u32,
+    pub connections: u64,
+    pub connections_total: u64,
+    pub commands: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub errors: u64,
+    pub forwarded: u64,
+    pub served_for_peers: u64,
+    pub ops_per_sec: u64,
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_p999_us: u64,
+    pub latency_max_us: u64,
+    pub engine_writes: u64,
+    pub engine_reads: u64,
+    pub engine_flushes: u64,
+    pub engine_flush_bytes: u64,
+    pub engine_stall_us: u64,
+    pub memtable_bytes: u64,
+    pub immutable_memtables: u64,
+    pub sstables: u64,
+    pub sstable_bytes: u64,
+    pub log_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub enum ShardReply {
+    Values(Vec<Option<Vec<u8>>>),
+    Done,
+    Set(SetResult),
+    Count(u64),
+    Int(i64),
+    Keys {
+        keys: Vec<(u64, Vec<u8>)>,
+        exhausted: bool,
+    },
+    Counted { keys: u64, expires: u64 },
+    Stats(Box<ShardStats>),
+    /// The operation failed on the owning shard; the text goes to the client.
+    Error(String),
+}

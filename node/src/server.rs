@@ -1,0 +1,397 @@
+//! Starting and stopping the node: one pinned glommio executor per shard, joined into the
+//! shard meshes, each with its engine, its listener (SO_REUSEPORT, so the kernel spreads
+//! clients over shards) and its timers.
+//!
+//! Stop (SIGTERM/SIGINT): every shard stops accepting and closes its connections once their
+//! current batch is answered; when all shards are drained (other shards may still forward
+//! to this one until then), each flushes its memtable and closes its engine. A second
+//! signal exits at once.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use event_listener::Event;
+use glommio::net::TcpListener;
+use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
+use shoal_engine::fs::DmaFs;
+use shoal_engine::{Db, Durability, Options, SystemClock};
+
+use crate::config::{Config, Fsync};
+use crate::exec::Ctx;
+use crate::mesh::{MESH_CHANNEL_FRAMES, Mesh, MeshError, MeshFrames};
+use crate::shard::{OPS_SAMPLE_PERIOD, Shard};
+use crate::store::Store;
+
+/// How often a shard with `fsync = interval` syncs its log.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a restarted server retries a bind: glommio closes sockets asynchronously, so the
+/// previous process's port can stay busy for a few ms.
+const BIND_RETRY: Duration = Duration::from_secs(1);
+/// How long shutdown waits for connections to finish their batch and for the other shards.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Poll period while waiting for connections or other shards to drain.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// Share of CPU the engine's background flushes get against requests (requests get 1000).
+const BACKGROUND_SHARES: usize = 250;
+/// File recording the data directory's shard and partition counts.
+const LAYOUT_FILE: &str = "SHOAL-LAYOUT";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("{addr} is already in use by another process")]
+    PortInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data directory {dir}: {what}")]
+    Layout { dir: PathBuf, what: String },
+    #[error("shard {shard}: cannot open its engine: {source}")]
+    Engine {
+        shard: usize,
+        #[source]
+        source: shoal_engine::Error,
+    },
+    #[error("shard {shard}: {source}")]
+    Io {
+        shard: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shard mesh: {0}")]
+    Mesh(#[from] MeshError),
+    #[error("executors: {0}")]
+    Executor(String),
+}
+
+/// A shard's stop signal, for its accept loop and connections.
+#[derive(Default)]
+pub struct Shutdown {
+    stopping: Cell<bool>,
+    event: Event,
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.stopping.set(true);
+        self.event.notify(usize::MAX);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Resolves once [`Shutdown::trigger`] has been called.
+    pub async fn wait(&self) {
+        loop {
+            if self.stopping.get() {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.stopping.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// State every shard thread shares: the stop flag set by the signal thread, and the
+/// shutdown barrier.
+struct Shared {
+    stop: AtomicBool,
+    drained: AtomicUsize,
+}
+
+/// Runs the node until it is stopped by SIGTERM/SIGINT.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        drained: AtomicUsize::new(0),
+    });
+    block_stop_signals(&shared);
+    run_until_stopped(config, shared)
+}
+
+fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), ServerError> {
+    check_layout(&config)?;
+    config.listen = claim_port(config.listen)?;
+    tracing::info!(
+        listen = %config.listen,
+        shards = config.shards,
+        data_dir = %config.data_dir.display(),
+        fsync = config.fsync.as_str(),
+        "starting"
+    );
+    let n = config.shards;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let placement = if n <= cores {
+        PoolPlacement::MaxSpread(n, None)
+    } else {
+        PoolPlacement::Unbound(n)
+    };
+    let requests = MeshFrames::full(n, MESH_CHANNEL_FRAMES);
+    let replies = MeshFrames::full(n, MESH_CHANNEL_FRAMES);
+    let config = Arc::new(config);
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("shoal-shard")
+        .spin_before_park(Duration::from_micros(config.spin_us))
+        .on_all_shards(move || async move {
+            let result = shard_main(&config, requests, replies, &shared).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "shard failed; stopping the node");
+                shared.stop.store(true, Ordering::Release);
+                shared.drained.fetch_add(1, Ordering::AcqRel);
+            }
+            result
+        })
+        .map_err(|e| ServerError::Executor(e.to_string()))?;
+    let mut first_error = None;
+    for r in handles.join_all() {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(ServerError::Executor(e.to_string()));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Refuses a port another process holds (glommio's own bind sets SO_REUSEPORT and would
+/// silently share it), and turns port 0 into a concrete free port all shards then use.
+fn claim_port(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    let deadline = Instant::now() + BIND_RETRY;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                return l
+                    .local_addr()
+                    .map_err(|source| ServerError::Listen { addr, source });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if Instant::now() >= deadline {
+                    return Err(ServerError::PortInUse { addr });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => return Err(ServerError::Listen { addr, source }),
+        }
+    }
+}
+
+/// Records the shard and partition counts on first start and refuses to start with others:
+/// data placed by one layout is not found under another.
+fn check_layout(config: &Config) -> Result<(), ServerError> {
+    let dir = &config.data_dir;
+    let layout_err = |what: String| ServerError::Layout {
+        dir: dir.clone(),
+        what,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| layout_err(e.to_string()))?;
+    let path = dir.join(LAYOUT_FILE);
+    let want = format!("shards={}\npartitions={}\n", config.shards, config.partitions);
+    match std::fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => Err(layout_err(format!(
+            "was created with {}, not {} (shards and partitions cannot change)",
+            have.trim().replace('\n', ", "),
+            want.trim().replace('\n', ", ")
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_durably(&path, want.as_bytes()).map_err(|e| layout_err(e.to_string()))
+        }
+        Err(e) => Err(layout_err(e.to_string())),
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Blocks SIGINT/SIGTERM in every thread (executors inherit the mask) and waits for them in a
+/// dedicated thread: the first sets the stop flag, a second exits at once.
+fn block_stop_signals(shared: &Arc<Shared>) {
+    // SAFETY: a sigset_t is plain data that sigemptyset initialises; the calls only read
+    // and write that set and this thread's signal mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let shared = Arc::clone(shared);
+    std::thread::spawn(move || {
+        let mut stops = 0;
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is an initialised signal set and `sig` a valid out-pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            stops += 1;
+            if stops > 1 {
+                tracing::warn!(signal = sig, "second stop signal: exiting now");
+                std::process::exit(1);
+            }
+            tracing::info!(signal = sig, "stop signal: draining connections");
+            shared.stop.store(true, Ordering::Release);
+        }
+    });
+}
+
+/// Binds this shard's listener, retrying while a previous process's socket lingers.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let deadline = Instant::now() + BIND_RETRY;
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => {
+                let source: std::io::Error = e.into();
+                if source.kind() != std::io::ErrorKind::AddrInUse || Instant::now() >= deadline {
+                    return Err(ServerError::Listen { addr, source });
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn shard_main(
+    config: &Config,
+    requests: MeshFrames,
+    replies: MeshFrames,
+    shared: &Shared,
+) -> Result<(), ServerError> {
+    let (mesh, receivers) = Mesh::join(requests, replies).await?;
+    let id = mesh.me();
+    let io = |source| ServerError::Io { shard: id, source };
+    let dir = config.shard_dir(id);
+    let fs = DmaFs::new(&dir).await.map_err(io)?;
+    let clock = Arc::new(SystemClock);
+    let options = Options {
+        durability: match config.fsync {
+            Fsync::Always => Durability::Sync,
+            Fsync::Interval | Fsync::Never => Durability::Buffered,
+        },
+        memtable_bytes: config.memtable_bytes,
+        block_cache_bytes: config.cache_bytes,
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    let db = Db::open(fs, &dir, options)
+        .await
+        .map_err(|source| ServerError::Engine { shard: id, source })?;
+    let background = glommio::executor().create_task_queue(
+        Shares::Static(BACKGROUND_SHARES),
+        Latency::NotImportant,
+        "engine-background",
+    );
+    glommio::spawn_local_into(db.background(), background)
+        .map_err(|e| ServerError::Executor(e.to_string()))?
+        .detach();
+    let shard = Rc::new(Shard::new(
+        id,
+        config.shards,
+        config.partitions,
+        Store::new(db.clone(), clock.clone()),
+    ));
+    let mesh = Rc::new(mesh);
+    crate::mesh::serve(&mesh, &shard, receivers);
+    let ctx = Rc::new(Ctx {
+        shard: Rc::clone(&shard),
+        mesh,
+        config: Rc::new(config.clone()),
+        clock,
+        started: Instant::now(),
+    });
+    let shutdown = Rc::new(Shutdown::default());
+    let listener = bind(config.listen).await?;
+    tracing::info!(shard = id, listen = %config.listen, "ready");
+    let acceptor = {
+        let ctx = Rc::clone(&ctx);
+        let shutdown = Rc::clone(&shutdown);
+        glommio::spawn_local(async move { accept_loop(listener, ctx, shutdown).await })
+    };
+
+    // The shard's ticker: throughput samples, interval syncs, and the stop flag.
+    let mut last_sync = Instant::now();
+    while !shared.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(OPS_SAMPLE_PERIOD).await;
+        shard.counters.sample_ops();
+        if config.fsync == Fsync::Interval && last_sync.elapsed() >= SYNC_INTERVAL {
+            last_sync = Instant::now();
+            if let Err(e) = db.sync().await {
+                tracing::error!(shard = id, error = %e, "interval sync failed");
+            }
+        }
+    }
+
+    shutdown.trigger();
+    acceptor.await;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while shard.counters.connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    shared.drained.fetch_add(1, Ordering::AcqRel);
+    while shared.drained.load(Ordering::Acquire) < config.shards && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    if let Err(e) = db.flush().await {
+        tracing::error!(shard = id, error = %e, "flush at shutdown failed");
+    }
+    db.close()
+        .await
+        .map_err(|source| ServerError::Engine { shard: id, source })?;
+    tracing::info!(shard = id, "shard stopped");
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>, shutdown: Rc<Shutdown>) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let ctx = Rc::clone(&ctx);
+                let shutdown = Rc::clone(&shutdown);
+                glommio::spawn_local(crate::conn::serve(stream, ctx, shutdown)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors and the like: back off instead of spinning.
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

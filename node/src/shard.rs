@@ -1,0 +1,215 @@
+//! One shard: an executor's engine, the ring partitions it owns, and its counters.
+//!
+//! A key belongs to partition `partition_of(key, Q)`, and partition p to shard
+//! `shard_of(p, shards)`. The shard number is the executor's position in the mesh, and
+//! shard n always opens `data_dir/shard-<n>`, so data and ownership agree across restarts.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use shoal_cluster::partition::partition_of;
+use shoal_cluster::ring::shard_of;
+use shoal_engine::fs::DmaFs;
+
+use crate::message::{ShardOp, ShardReply, ShardStats};
+use crate::store::Store;
+
+/// Highest latency the histogram tracks (longer requests are clamped): one minute in µs.
+const LATENCY_MAX_US: u64 = 60_000_000;
+/// Period of the throughput sampler; `instantaneous_ops_per_sec` spans `OPS_SAMPLES` of them.
+pub const OPS_SAMPLE_PERIOD: Duration = Duration::from_millis(100);
+const OPS_SAMPLES: usize = 10;
+
+/// Per-shard counters, kept by the shard's own executor.
+pub struct Counters {
+    pub connections: Cell<u64>,
+    pub connections_total: Cell<u64>,
+    pub commands: Cell<u64>,
+    pub reads: Cell<u64>,
+    pub writes: Cell<u64>,
+    pub errors: Cell<u64>,
+    pub forwarded: Cell<u64>,
+    pub served_for_peers: Cell<u64>,
+    latency_us: RefCell<Histogram<u64>>,
+    ops_samples: RefCell<VecDeque<u64>>,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        let latency = Histogram::new_with_bounds(1, LATENCY_MAX_US, 2)
+            .expect("constant histogram bounds are valid");
+        Counters {
+            connections: Cell::new(0),
+            connections_total: Cell::new(0),
+            commands: Cell::new(0),
+            reads: Cell::new(0),
+            writes: Cell::new(0),
+            errors: Cell::new(0),
+            forwarded: Cell::new(0),
+            served_for_peers: Cell::new(0),
+            latency_us: RefCell::new(latency),
+            ops_samples: RefCell::new(VecDeque::with_capacity(OPS_SAMPLES + 1)),
+        }
+    }
+
+    pub fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
+
+    /// Records one command's time from parse to reply.
+    pub fn record_latency(&self, elapsed: Duration) {
+        let us = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        self.latency_us.borrow_mut().saturating_record(us);
+    }
+
+    /// Called every [`OPS_SAMPLE_PERIOD`] by the shard's ticker.
+    pub fn sample_ops(&self) {
+        let mut s = self.ops_samples.borrow_mut();
+        s.push_back(self.commands.get());
+        if s.len() > OPS_SAMPLES + 1 {
+            s.pop_front();
+        }
+    }
+
+    fn ops_per_sec(&self) -> u64 {
+        let s = self.ops_samples.borrow();
+        match (s.front(), s.back()) {
+            (Some(first), Some(last)) if s.len() > 1 => {
+                let span = OPS_SAMPLE_PERIOD.as_secs_f64() * (s.len() - 1) as f64;
+                ((last - first) as f64 / span) as u64
+            }
+            _ => 0,
+        }
+    }
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub partitions: u32,
+    pub store: Store<DmaFs>,
+    pub counters: Counters,
+}
+
+impl Shard {
+    pub fn new(id: usize, shards: usize, partitions: u32, store: Store<DmaFs>) -> Shard {
+        debug_assert!(id < shards);
+        Shard {
+            id,
+            shards,
+            partitions,
+            store,
+            counters: Counters::new(),
+        }
+    }
+
+    /// The shard that owns `key`.
+    pub fn owner(&self, key: &[u8]) -> usize {
+        owner(key, self.partitions, self.shards)
+    }
+
+    /// Runs an operation against this shard's store.
+    pub async fn apply(&self, op: ShardOp) -> ShardReply {
+        let store = &self.store;
+        let result = match op {
+            ShardOp::Get { keys } => {
+                let mut values = Vec::with_capacity(keys.len());
+                let mut failed = None;
+                for k in &keys {
+                    match store.get(k).await {
+                        Ok(v) => values.push(v.map(|v| v.into_vec())),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(ShardReply::Values(values)),
+                }
+            }
+            ShardOp::Put { entries } => store.put(&entries).await.map(|()| ShardReply::Done),
+            ShardOp::Set {
+                key,
+                value,
+                cond,
+                expiry,
+                get,
+            } => store
+                .set(&key, &value, cond, expiry, get)
+                .await
+                .map(ShardReply::Set),
+            ShardOp::Del { keys } => store.del(&keys).await.map(ShardReply::Count),
+            ShardOp::Exists { keys } => store.exists(&keys).await.map(ShardReply::Count),
+            ShardOp::Expire { key, at_ms, cond } => store
+                .expire(&key, at_ms, cond)
+                .await
+                .map(|applied| ShardReply::Count(u64::from(applied))),
+            ShardOp::Ttl { key } => store.ttl_ms(&key).await.map(ShardReply::Int),
+            ShardOp::Scan { from_hash, count } => store
+                .scan(from_hash, count as usize)
+                .await
+                .map(|(keys, exhausted)| ShardReply::Keys { keys, exhausted }),
+            ShardOp::Count => store
+                .count()
+                .await
+                .map(|(keys, expires)| ShardReply::Counted { keys, expires }),
+            ShardOp::Flush => store.flush().await.map(|()| ShardReply::Done),
+            ShardOp::Stats => Ok(ShardReply::Stats(Box::new(self.stats()))),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(shard = self.id, error = %e, "operation failed");
+            ShardReply::Error(format!("ERR {e}"))
+        })
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let c = &self.counters;
+        let e = self.store.db().stats();
+        let h = c.latency_us.borrow();
+        let (sstables, sstable_bytes) = e
+            .levels
+            .iter()
+            .fold((0, 0), |(t, b), l| (t + l.tables, b + l.bytes));
+        ShardStats {
+            shard: self.id as u32,
+            partitions: (0..self.partitions)
+                .filter(|p| shard_of(*p, self.shards as u32) as usize == self.id)
+                .count() as u32,
+            connections: c.connections.get(),
+            connections_total: c.connections_total.get(),
+            commands: c.commands.get(),
+            reads: c.reads.get(),
+            writes: c.writes.get(),
+            errors: c.errors.get(),
+            forwarded: c.forwarded.get(),
+            served_for_peers: c.served_for_peers.get(),
+            ops_per_sec: c.ops_per_sec(),
+            latency_p50_us: h.value_at_quantile(0.5),
+            latency_p99_us: h.value_at_quantile(0.99),
+            latency_p999_us: h.value_at_quantile(0.999),
+            latency_max_us: h.max(),
+            engine_writes: e.writes,
+            engine_reads: e.reads,
+            engine_flushes: e.flushes,
+            engine_flush_bytes: e.flush_bytes,
+            engine_stall_us: e.stall_micros,
+            memtable_bytes: e.memtable_bytes,
+            immutable_memtables: e.immutable_memtables,
+            sstables,
+            sstable_bytes,
+            log_bytes: e.log_bytes,
+            cache_hits: e.cache.hits,
+            cache_misses: e.cache.misses,
+            cache_bytes: e.cache.usage_bytes,
+        }
+    }
+}
+
+/// The shard owning `key` on a node with `shards` shards and `partitions` ring partitions.
+pub fn owner(key: &[u8], partitions: u32, shards: usize) -> usize {
+    shard_of(partition_of(key, partitions), shards as u32) as usize
+}

@@ -1,0 +1,219 @@
+//! Dumping one log segment: its header, every valid record (decoded as a write batch or a
+//! manifest edit), and where and why reading stopped.
+
+use std::io::Write;
+use std::path::Path;
+
+use futures_lite::future::block_on;
+use shoal_engine::fs::StdFs;
+use shoal_engine::log::{HeaderState, SegmentDump, StopReason, read_segment};
+use shoal_engine::manifest::{Edit, TableMeta};
+use shoal_engine::{NO_EXPIRY, ValueKind, batch};
+
+use super::escape::quoted;
+use super::{DumpError, DumpOptions};
+
+/// What the records of a segment hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// Commit log: write batches.
+    Commit,
+    /// Manifest: table-set edits.
+    Manifest,
+}
+
+impl LogKind {
+    /// Manifest segments live in a directory named `manifest`.
+    pub fn of(path: &Path) -> LogKind {
+        let in_manifest = path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "manifest");
+        if in_manifest {
+            LogKind::Manifest
+        } else {
+            LogKind::Commit
+        }
+    }
+}
+
+/// Prints the segment at `path`. With `verify`, a damaged header or a record that fails its
+/// checksum is an error (after the dump); a zeroed tail is not.
+pub fn dump_log(
+    path: &Path,
+    kind: LogKind,
+    opts: &DumpOptions,
+    out: &mut impl Write,
+) -> Result<(), DumpError> {
+    let dump = block_on(read_segment(&StdFs, path))?;
+    writeln!(
+        out,
+        "log segment {} ({kind:?}, {} bytes)",
+        path.display(),
+        dump.file_len
+    )?;
+    print_records(path, kind, &dump, opts, out)?;
+    let damage = damage(&dump);
+    if opts.verify {
+        if let Some(what) = damage {
+            return Err(DumpError::Damaged(format!("{}: {what}", path.display())));
+        }
+        writeln!(out, "verify: ok")?;
+    }
+    Ok(())
+}
+
+/// Prints the records of an already read segment.
+pub(super) fn print_records(
+    path: &Path,
+    kind: LogKind,
+    dump: &SegmentDump,
+    opts: &DumpOptions,
+    out: &mut impl Write,
+) -> Result<(), DumpError> {
+    match &dump.header {
+        HeaderState::Valid(h) => writeln!(
+            out,
+            "header: segment {} first record {}",
+            h.segment_no, h.first_record
+        )?,
+        HeaderState::Blank => writeln!(out, "header: blank (prepared, never written)")?,
+        HeaderState::Invalid(why) => writeln!(out, "header: INVALID: {why}")?,
+    }
+    let mut printed = 0u64;
+    for r in &dump.records {
+        if opts.limit.is_some_and(|l| printed >= l) {
+            break;
+        }
+        match kind {
+            LogKind::Commit => {
+                let b = batch::decode(&r.payload, path, r.record_no)?;
+                let shown: Vec<_> = b
+                    .ops
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (k, _))| opts.wants_key(k))
+                    .collect();
+                if shown.is_empty() {
+                    continue;
+                }
+                writeln!(
+                    out,
+                    "record {} offset {} length {}: batch of {} from seq {}",
+                    r.record_no,
+                    r.offset,
+                    r.payload.len(),
+                    b.ops.len(),
+                    b.first_seq
+                )?;
+                for (i, (key, entry)) in shown {
+                    let what = match entry.kind {
+                        ValueKind::Put => format!("put {}", quoted(&entry.value, opts.value_bytes)),
+                        ValueKind::Delete => "delete".to_owned(),
+                    };
+                    let expiry = if entry.expires_at_ms == NO_EXPIRY {
+                        String::new()
+                    } else {
+                        format!(" expires {}", entry.expires_at_ms)
+                    };
+                    let seq = b.first_seq + i as u64;
+                    writeln!(
+                        out,
+                        "  {} seq {seq} {what}{expiry}",
+                        quoted(key, usize::MAX)
+                    )?;
+                }
+            }
+            LogKind::Manifest => {
+                let edit = Edit::decode(&r.payload).ok_or_else(|| {
+                    shoal_engine::Error::corruption(path, r.offset, "malformed manifest edit")
+                })?;
+                writeln!(
+                    out,
+                    "record {} offset {} length {}: {}",
+                    r.record_no,
+                    r.offset,
+                    r.payload.len(),
+                    describe_edit(&edit)
+                )?;
+                let added: Vec<&TableMeta> = match &edit {
+                    Edit::Snapshot(s) => s.tables.values().collect(),
+                    Edit::Change { added, .. } => added.iter().collect(),
+                };
+                for t in added {
+                    writeln!(out, "  + {}", describe_table(t))?;
+                }
+                if let Edit::Change { removed, .. } = &edit {
+                    for n in removed {
+                        writeln!(out, "  - table {n}")?;
+                    }
+                }
+            }
+        }
+        printed += 1;
+    }
+    if let Some(end) = dump.end {
+        writeln!(
+            out,
+            "end: offset {} next record {}: {}",
+            end.offset, end.next_record, end.reason
+        )?;
+    }
+    Ok(())
+}
+
+/// Why the segment is not a clean sequence of records followed by zeros, if it is not.
+pub(super) fn damage(dump: &SegmentDump) -> Option<String> {
+    if let HeaderState::Invalid(why) = &dump.header {
+        return Some(format!("invalid header: {why}"));
+    }
+    let end = dump.end?;
+    match end.reason {
+        StopReason::EndOfSegment | StopReason::ZeroLength | StopReason::UnexpectedRecordNo(_) => {
+            None
+        }
+        StopReason::BadChecksum | StopReason::ImpossibleLength(_) => Some(format!(
+            "{} at offset {} (record {}): a torn write if this is the newest segment after a \
+             crash, damage otherwise",
+            end.reason, end.offset, end.next_record
+        )),
+    }
+}
+
+pub(super) fn describe_edit(edit: &Edit) -> String {
+    match edit {
+        Edit::Snapshot(s) => format!(
+            "snapshot: {} tables, log start {}, next file {}, last seq {}",
+            s.tables.len(),
+            s.log_start,
+            s.next_file,
+            s.last_seq
+        ),
+        Edit::Change {
+            added,
+            removed,
+            log_start,
+            next_file,
+            last_seq,
+        } => format!(
+            "change: {} added, {} removed, log start {log_start}, next file {next_file}, last seq {last_seq}",
+            added.len(),
+            removed.len()
+        ),
+    }
+}
+
+pub(super) fn describe_table(t: &TableMeta) -> String {
+    format!(
+        "table {} level {} {} bytes {} entries ({} tombstones) seq {}..={} keys {}..{}",
+        t.number,
+        t.level,
+        t.file_size,
+        t.entries,
+        t.tombstones,
+        t.min_seq,
+        t.max_seq,
+        quoted(&t.smallest, 32),
+        quoted(&t.largest, 32)
+    )
+}
