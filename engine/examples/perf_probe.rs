@@ -302,6 +302,9 @@ fn db_bench_runs(args: &Args, base: &Path) -> Result<(), Box<dyn std::error::Err
     Ok(())
 }
 
+/// One group of workloads.
+type Workload = fn(&Args, &Path) -> Result<(), Box<dyn std::error::Error>>;
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -318,10 +321,8 @@ fn main() -> ExitCode {
         }
     };
     let want = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
-    let mut runs: Vec<(
-        &str,
-        fn(&Args, &Path) -> Result<(), Box<dyn std::error::Error>>,
-    )> = vec![("blocking", blocking_runs), ("glommio", glommio_runs)];
+    let mut runs: Vec<(&str, Workload)> =
+        vec![("blocking", blocking_runs), ("glommio", glommio_runs)];
     if args.db_bench {
         runs.push(("db_bench", db_bench_runs));
     }

@@ -66,7 +66,8 @@ struct Node {
 }
 
 const _: () = assert!(size_of::<Node>() == 40);
-const _: () = assert!(KEY_LEN_MAX <= u32::MAX as usize && VALUE_LEN_MAX <= u32::MAX as usize);
+const _: () = assert!(KEY_LEN_MAX <= u32::MAX as usize);
+const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
 const _: () = assert!(align_of::<Node>() == 8);
 const _: () = assert!(size_of::<AtomicPtr<Node>>() == 8);
 
