@@ -151,7 +151,9 @@ impl<F: FileSystem> Db<F> {
     /// durable: the tables the manifest lists, then the commit log after them.
     pub async fn open(fs: F, dir: impl AsRef<Path>, options: Options) -> Result<Db<F>> {
         let fs = Arc::new(fs);
-        let dir = dir.as_ref().to_path_buf();
+        // Absolute, because glommio cannot sync a parent named by an empty or relative path
+        // (EBADF), and a later working-directory change must not move the database.
+        let dir = std::path::absolute(dir.as_ref()).at(dir.as_ref())?;
         fs.create_dir_all(&dir).await.at(&dir)?;
         // A directory created just now is lost in a crash until its parent is synced, and
         // with it every write acknowledged inside.
