@@ -12,7 +12,35 @@ pub use log::{LogKind, dump_log};
 pub use manifest::dump_manifest;
 pub use table::dump_table;
 
-use std::io;
+use std::io::{self, Write};
+
+use shoal_engine::{Entry, NO_EXPIRY, SeqNo, ValueKind};
+
+use escape::quoted;
+
+/// One version as a line, the same for table entries and logged batch operations.
+fn write_entry(
+    out: &mut impl Write,
+    key: &[u8],
+    seq: SeqNo,
+    entry: &Entry,
+    value_bytes: usize,
+) -> io::Result<()> {
+    let what = match entry.kind {
+        ValueKind::Put => format!("put {}", quoted(&entry.value, value_bytes)),
+        ValueKind::Delete => "delete".to_owned(),
+    };
+    let expiry = if entry.expires_at_ms == NO_EXPIRY {
+        String::new()
+    } else {
+        format!(" expires {}", entry.expires_at_ms)
+    };
+    writeln!(
+        out,
+        "  {} seq {seq} {what}{expiry}",
+        quoted(key, usize::MAX)
+    )
+}
 
 /// What went wrong while dumping one file.
 #[derive(Debug, thiserror::Error)]

@@ -5,13 +5,13 @@ use std::io::Write;
 use std::path::Path;
 
 use futures_lite::future::block_on;
+use shoal_engine::batch;
 use shoal_engine::fs::StdFs;
 use shoal_engine::log::{HeaderState, SegmentDump, StopReason, read_segment};
 use shoal_engine::manifest::{Edit, TableMeta};
-use shoal_engine::{NO_EXPIRY, ValueKind, batch};
 
 use super::escape::quoted;
-use super::{DumpError, DumpOptions};
+use super::{DumpError, DumpOptions, write_entry};
 
 /// What the records of a segment hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,21 +107,7 @@ pub(super) fn print_records(
                     b.first_seq
                 )?;
                 for (i, (key, entry)) in shown {
-                    let what = match entry.kind {
-                        ValueKind::Put => format!("put {}", quoted(&entry.value, opts.value_bytes)),
-                        ValueKind::Delete => "delete".to_owned(),
-                    };
-                    let expiry = if entry.expires_at_ms == NO_EXPIRY {
-                        String::new()
-                    } else {
-                        format!(" expires {}", entry.expires_at_ms)
-                    };
-                    let seq = b.first_seq + i as u64;
-                    writeln!(
-                        out,
-                        "  {} seq {seq} {what}{expiry}",
-                        quoted(key, usize::MAX)
-                    )?;
+                    write_entry(out, key, b.first_seq + i as u64, entry, opts.value_bytes)?;
                 }
             }
             LogKind::Manifest => {

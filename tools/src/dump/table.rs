@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures_lite::future::block_on;
+use shoal_engine::Error;
 use shoal_engine::cache::BlockCache;
 use shoal_engine::fs::{FileSystem, StdFs};
 use shoal_engine::sstable::{Handle, Table, TableIter};
-use shoal_engine::{Error, NO_EXPIRY, ValueKind};
 
 use super::escape::quoted;
-use super::{DumpError, DumpOptions};
+use super::{DumpError, DumpOptions, write_entry};
 
 /// Blocks kept while dumping: one table is read front to back once.
 const CACHE_BYTES: usize = 4 << 20;
@@ -102,20 +102,7 @@ async fn dump_entries(
             // Seeking put us at the key: anything else is past it.
             break;
         }
-        let what = match entry.kind {
-            ValueKind::Put => format!("put {}", quoted(&entry.value, opts.value_bytes)),
-            ValueKind::Delete => "delete".to_owned(),
-        };
-        let expiry = if entry.expires_at_ms == NO_EXPIRY {
-            String::new()
-        } else {
-            format!(" expires {}", entry.expires_at_ms)
-        };
-        writeln!(
-            out,
-            "  {} seq {seq} {what}{expiry}",
-            quoted(&key, usize::MAX)
-        )?;
+        write_entry(out, &key, seq, &entry, opts.value_bytes)?;
         printed += 1;
     }
     Ok(())
