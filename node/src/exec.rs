@@ -57,6 +57,20 @@ fn class(cmd: &Result<Command<'_>, Refusal>) -> Class {
 /// Replies of shards to one fan-out, indexed by shard.
 type ShardResults<T> = Vec<Option<Result<T, String>>>;
 
+/// Awaits the replies of [`Ctx::send_remote`], each shard's turned into its result by `take`.
+async fn collect<T>(
+    pending: Vec<(usize, PendingReply)>,
+    results: &mut ShardResults<T>,
+    take: impl Fn(ShardReply) -> Result<T, String>,
+) {
+    for (s, p) in pending {
+        results[s] = Some(match p.await {
+            Ok(reply) => take(reply),
+            Err(e) => Err(format!("ERR {e}")),
+        });
+    }
+}
+
 impl Ctx {
     fn limits(&self) -> Limits {
         Limits {
@@ -134,29 +148,37 @@ impl Ctx {
     ) -> ShardResults<T> {
         let me = self.shard.id;
         let mut results: ShardResults<T> = (0..ops.len()).map(|_| None).collect();
-        let mut pending = Vec::new();
         let mut local = None;
+        let mut remote = Vec::new();
         for (s, op) in ops.into_iter().enumerate() {
-            let Some(op) = op else { continue };
-            if s == me {
-                local = Some(op);
-                continue;
+            match op {
+                Some(op) if s == me => local = Some(op),
+                Some(op) => remote.push((s, op)),
+                None => {}
             }
+        }
+        let pending = self.send_remote(remote, &mut results).await;
+        if let Some(op) = local {
+            results[me] = Some(take(self.shard.apply(op).await));
+        }
+        collect(pending, &mut results, take).await;
+        results
+    }
+
+    /// Sends each remote shard its op; a send that fails is that shard's result at once.
+    async fn send_remote<T>(
+        &self,
+        ops: impl IntoIterator<Item = (usize, ShardOp)>,
+        results: &mut ShardResults<T>,
+    ) -> Vec<(usize, PendingReply)> {
+        let mut pending = Vec::new();
+        for (s, op) in ops {
             match self.send(s, &op).await {
                 Ok(p) => pending.push((s, p)),
                 Err(e) => results[s] = Some(Err(e)),
             }
         }
-        if let Some(op) = local {
-            results[me] = Some(take(self.shard.apply(op).await));
-        }
-        for (s, p) in pending {
-            results[s] = Some(match p.await {
-                Ok(reply) => take(reply),
-                Err(e) => Err(format!("ERR {e}")),
-            });
-        }
-        results
+        pending
     }
 
     /// GET/MGET whose keys this shard owns: no grouping, no copies of keys.
@@ -218,16 +240,12 @@ impl Ctx {
             }
         }
         let mut results: ShardResults<Vec<Option<Vec<u8>>>> = (0..n).map(|_| None).collect();
-        let mut pending = Vec::new();
-        for (s, keys) in remote.into_iter().enumerate() {
-            if keys.is_empty() {
-                continue;
-            }
-            match self.send(s, &ShardOp::Get { keys }).await {
-                Ok(p) => pending.push((s, p)),
-                Err(e) => results[s] = Some(Err(e)),
-            }
-        }
+        let gets = remote
+            .into_iter()
+            .enumerate()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(s, keys)| (s, ShardOp::Get { keys }));
+        let pending = self.send_remote(gets, &mut results).await;
         let mut local_values: Result<Vec<Option<Value>>, String> = Ok(Vec::new());
         for key in local {
             match self.shard.store.get(key).await {
@@ -242,13 +260,11 @@ impl Ctx {
                 }
             }
         }
-        for (s, p) in pending {
-            results[s] = Some(match p.await {
-                Ok(ShardReply::Values(v)) => Ok(v),
-                Ok(other) => Err(unexpected(&other)),
-                Err(e) => Err(format!("ERR {e}")),
-            });
-        }
+        collect(pending, &mut results, |reply| match reply {
+            ShardReply::Values(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        })
+        .await;
         let value = |(s, i): (usize, usize)| -> Result<Option<&[u8]>, &str> {
             if s == me {
                 return match &local_values {
@@ -327,16 +343,12 @@ impl Ctx {
             touched.push(bits);
         }
         let mut results: ShardResults<()> = (0..n).map(|_| None).collect();
-        let mut pending = Vec::new();
-        for (s, entries) in remote.into_iter().enumerate() {
-            if entries.is_empty() {
-                continue;
-            }
-            match self.send(s, &ShardOp::Put { entries }).await {
-                Ok(p) => pending.push((s, p)),
-                Err(e) => results[s] = Some(Err(e)),
-            }
-        }
+        let puts = remote
+            .into_iter()
+            .enumerate()
+            .filter(|(_, entries)| !entries.is_empty())
+            .map(|(s, entries)| (s, ShardOp::Put { entries }));
+        let pending = self.send_remote(puts, &mut results).await;
         if !local.is_empty() {
             results[me] = Some(
                 self.shard
@@ -346,13 +358,11 @@ impl Ctx {
                     .map_err(|e| format!("ERR {e}")),
             );
         }
-        for (s, p) in pending {
-            results[s] = Some(match p.await {
-                Ok(ShardReply::Done) => Ok(()),
-                Ok(other) => Err(unexpected(&other)),
-                Err(e) => Err(format!("ERR {e}")),
-            });
-        }
+        collect(pending, &mut results, |reply| match reply {
+            ShardReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        })
+        .await;
         for bits in touched {
             let failed = (0..n)
                 .filter(|s| bits[s / 64] & (1 << (s % 64)) != 0)
