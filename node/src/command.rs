@@ -4,6 +4,8 @@
 //! allocates nothing. Times are made absolute here (`EX 10` → an expiry in ms since the
 //! epoch), from a `now_ms` the caller passes in.
 
+use shoal_cluster::consistency::Consistency;
+use shoal_cluster::vv::VersionVector;
 use shoal_engine::types::KEY_LEN_MAX;
 
 /// Condition of a SET.
@@ -109,6 +111,21 @@ pub enum Command<'a> {
         type_mismatch: bool,
     },
     FlushDb,
+    /// VGET key [R level]: the key's context and live sibling values.
+    VGet {
+        key: &'a [u8],
+        r: Option<Consistency>,
+    },
+    /// VSET key value [CONTEXT c] [W level], or VDEL key [CONTEXT c] [W level] (`value` None).
+    /// Without a context the write is blind: a sibling of everything stored.
+    VSet {
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+        context: VersionVector,
+        w: Option<Consistency>,
+    },
+    /// CONSISTENCY [r w]: show, or set for this connection, the default read and write levels.
+    Consistency(Option<(Consistency, Consistency)>),
 }
 
 impl Command<'_> {
@@ -121,6 +138,7 @@ impl Command<'_> {
                 | Command::MSet(_)
                 | Command::Expire { .. }
                 | Command::FlushDb
+                | Command::VSet { .. }
         )
     }
 }
@@ -173,6 +191,10 @@ pub const COMMANDS: &[(&str, i32)] = &[
     ("scan", -2),
     ("flushdb", -1),
     ("flushall", -1),
+    ("vget", -2),
+    ("vset", -3),
+    ("vdel", -2),
+    ("consistency", -1),
 ];
 
 fn lookup(name: &[u8]) -> Option<(&'static str, i32)> {
@@ -338,7 +360,73 @@ pub fn parse<'a>(
             }
             _ => return Err(Refusal::new(SYNTAX_ERROR)),
         },
+        "vget" => parse_vget(rest)?,
+        "vset" => {
+            check_value(rest[1], limits)?;
+            parse_vwrite(rest[0], Some(rest[1]), &rest[2..])?
+        }
+        "vdel" => parse_vwrite(rest[0], None, &rest[1..])?,
+        "consistency" => match rest {
+            [] => Command::Consistency(None),
+            [r, w] => Command::Consistency(Some((level(r)?, level(w)?))),
+            _ => return Err(wrong_arity(name)),
+        },
         _ => return Err(unknown_command(args)),
+    })
+}
+
+/// A consistency level argument: ONE, QUORUM, ALL or a positive number.
+fn level(arg: &[u8]) -> Result<Consistency, Refusal> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            Refusal(format!(
+                "ERR invalid consistency level '{}' (ONE, QUORUM, ALL or a number)",
+                String::from_utf8_lossy(arg)
+            ))
+        })
+}
+
+fn parse_vget<'a>(rest: &'a [&'a [u8]]) -> Result<Command<'a>, Refusal> {
+    let key = rest[0];
+    check_key(key)?;
+    let r = match &rest[1..] {
+        [] => None,
+        [opt, l] if opt.eq_ignore_ascii_case(b"r") => Some(level(l)?),
+        _ => return Err(Refusal::new(SYNTAX_ERROR)),
+    };
+    Ok(Command::VGet { key, r })
+}
+
+fn parse_vwrite<'a>(
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+    mut opts: &'a [&'a [u8]],
+) -> Result<Command<'a>, Refusal> {
+    check_key(key)?;
+    let mut context = None;
+    let mut w = None;
+    while let [opt, arg, tail @ ..] = opts {
+        if opt.eq_ignore_ascii_case(b"context") && context.is_none() {
+            let vv = crate::context::parse(arg)
+                .map_err(|e| Refusal(format!("ERR invalid context: {e}")))?;
+            context = Some(vv);
+        } else if opt.eq_ignore_ascii_case(b"w") && w.is_none() {
+            w = Some(level(arg)?);
+        } else {
+            return Err(Refusal::new(SYNTAX_ERROR));
+        }
+        opts = tail;
+    }
+    if !opts.is_empty() {
+        return Err(Refusal::new(SYNTAX_ERROR));
+    }
+    Ok(Command::VSet {
+        key,
+        value,
+        context: context.unwrap_or_default(),
+        w,
     })
 }
 
@@ -583,6 +671,83 @@ mod tests {
             "ERR wrong number of arguments for 'mset' command"
         );
         assert_eq!(p(&[b"GeT", b"k"]).unwrap(), Command::Get(b"k"));
+    }
+
+    #[test]
+    fn versioned_commands() {
+        assert_eq!(
+            p(&[b"vget", b"k", b"R", b"quorum"]).unwrap(),
+            Command::VGet {
+                key: b"k",
+                r: Some(Consistency::Quorum)
+            }
+        );
+        assert_eq!(
+            p(&[b"vget", b"k"]).unwrap(),
+            Command::VGet { key: b"k", r: None }
+        );
+        assert_eq!(p(&[b"vget", b"k", b"R"]).unwrap_err(), SYNTAX_ERROR);
+        assert!(
+            p(&[b"vget", b"k", b"r", b"most"])
+                .unwrap_err()
+                .starts_with("ERR invalid consistency level")
+        );
+        let mut vv = VersionVector::new();
+        vv.add(shoal_cluster::vv::Dot {
+            actor: 1,
+            counter: 2,
+        });
+        let ctx = crate::context::to_text(&vv);
+        assert_eq!(
+            p(&[b"vset", b"k", b"v", b"w", b"2", b"context", ctx.as_bytes()]).unwrap(),
+            Command::VSet {
+                key: b"k",
+                value: Some(b"v"),
+                context: vv.clone(),
+                w: Some(Consistency::Count(2))
+            }
+        );
+        assert_eq!(
+            p(&[b"vdel", b"k", b"CONTEXT", ctx.as_bytes()]).unwrap(),
+            Command::VSet {
+                key: b"k",
+                value: None,
+                context: vv,
+                w: None
+            }
+        );
+        assert_eq!(
+            p(&[b"vset", b"k", b"v"]).unwrap(),
+            Command::VSet {
+                key: b"k",
+                value: Some(b"v"),
+                context: VersionVector::new(),
+                w: None
+            }
+        );
+        assert!(
+            p(&[b"vset", b"k", b"v", b"context", b"00ff"])
+                .unwrap_err()
+                .starts_with("ERR invalid context")
+        );
+        assert_eq!(
+            p(&[b"vset", b"k", b"v", b"w", b"1", b"w", b"2"]).unwrap_err(),
+            SYNTAX_ERROR
+        );
+        assert_eq!(p(&[b"vdel", b"k", b"w"]).unwrap_err(), SYNTAX_ERROR);
+        assert_eq!(
+            p(&[b"consistency", b"one", b"all"]).unwrap(),
+            Command::Consistency(Some((Consistency::One, Consistency::All)))
+        );
+        assert_eq!(
+            p(&[b"consistency"]).unwrap(),
+            Command::Consistency(None)
+        );
+        assert_eq!(
+            p(&[b"consistency", b"one"]).unwrap_err(),
+            "ERR wrong number of arguments for 'consistency' command"
+        );
+        assert!(p(&[b"consistency", b"0", b"1"]).is_err());
     }
 
     #[test]

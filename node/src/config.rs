@@ -1,13 +1,22 @@
 //! The server's configuration: command-line flags over an optional TOML file over defaults.
 //!
 //! Every option is a flag (`shoal --help` documents each) and a key of the same name in the
-//! file, with `-` written as `_` (`--max-value-bytes` ↔ `max_value_bytes`).
+//! file, with `-` written as `_` (`--max-value-bytes` ↔ `max_value_bytes`). Cluster
+//! membership (`[[nodes]]`) and replication (`[replication]`) exist only in the file: they
+//! must be the same on every member, which a file copied to each node makes easy.
+//!
+//! A node with no `[[nodes]]` runs standalone: Redis strings, no versions. With `[[nodes]]`
+//! it is a member of a Dynamo cluster (see [`ClusterConfig`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use shoal_cluster::NodeId;
+use shoal_cluster::consistency::Consistency;
+use shoal_cluster::ring::{Member, Ring};
 
 /// Default client port (Redis's 6379 plus 1000, so both can run side by side).
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7379";
@@ -18,6 +27,11 @@ pub const MAX_VALUE_BYTES_DEFAULT: usize = 16 << 20;
 pub const MAX_VALUE_BYTES_LIMIT: usize = shoal_engine::types::VALUE_LEN_MAX - 1;
 /// Most shards a node runs: a shard is an executor with its own rings and engine.
 pub const SHARDS_MAX: usize = 256;
+/// Replicas per key when `[replication]` does not say (Dynamo's and Riak's default).
+pub const REPLICAS_DEFAULT: u32 = 3;
+/// How long a coordinator waits for R or W replicas before answering `-TIMEOUT`: long
+/// enough for a group commit on a busy disk, short enough that a client retries promptly.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 
 /// When a write is acknowledged relative to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -85,6 +99,13 @@ pub struct Flags {
     /// Log filter (tracing's env-filter syntax; RUST_LOG overrides it) [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// This node's id among the config file's `[[nodes]]` (cluster mode only).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Address other nodes connect to; shard s listens on its port + s (cluster mode only)
+    /// [default: this node's `peer` in `[[nodes]]`].
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Option<SocketAddr>,
 }
 
 /// The config file: the same options as the flags.
@@ -101,6 +122,120 @@ struct File {
     cache_bytes: Option<usize>,
     spin_us: Option<u64>,
     log: Option<String>,
+    node_id: Option<String>,
+    peer_listen: Option<SocketAddr>,
+    replication: Option<ReplicationFile>,
+    #[serde(default)]
+    nodes: Vec<NodeFile>,
+}
+
+/// `[replication]`: N, and the default R and W (each `ONE`, `QUORUM`, `ALL` or a number).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicationFile {
+    n: Option<u32>,
+    r: Option<LevelFile>,
+    w: Option<LevelFile>,
+    timeout_ms: Option<u64>,
+}
+
+/// A consistency level as TOML writes it: `r = 2` or `r = "quorum"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum LevelFile {
+    Count(u32),
+    Name(String),
+}
+
+impl LevelFile {
+    fn resolve(&self, key: &str) -> Result<Consistency, ConfigError> {
+        let text = match self {
+            LevelFile::Count(n) => n.to_string(),
+            LevelFile::Name(s) => s.clone(),
+        };
+        text.parse()
+            .map_err(|_| ConfigError::Invalid(format!("replication.{key} = {text:?}")))
+    }
+}
+
+/// One `[[nodes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    id: String,
+    peer: SocketAddr,
+    #[serde(default = "weight_default")]
+    weight: u32,
+    #[serde(default)]
+    rack: String,
+    #[serde(default)]
+    dc: String,
+    /// The member's shard count, so messages go straight to the owning shard's port; a
+    /// member with another count still works (its receiving shard forwards).
+    shards: Option<usize>,
+}
+
+fn weight_default() -> u32 {
+    1
+}
+
+/// One cluster member as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The name in the config file.
+    pub name: String,
+    /// The ring and version-vector id: a hash of the name, so it never depends on the order
+    /// or number of members.
+    pub id: NodeId,
+    /// Base peer address: shard s listens on its port + s.
+    pub peer: SocketAddr,
+    pub weight: u32,
+    pub rack: String,
+    pub dc: String,
+    pub shards: usize,
+}
+
+/// Cluster mode: who this node is, the members, and the replication defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's entry in `members`.
+    pub me: NodeId,
+    pub peer_listen: SocketAddr,
+    /// Every member, this node included, sorted by id.
+    pub members: Vec<NodeConfig>,
+    /// N: replicas per key.
+    pub replicas: u32,
+    pub read: Consistency,
+    pub write: Consistency,
+    pub timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// The ring every member computes from the same member list.
+    pub fn ring(&self, partitions: u32) -> Result<Ring, ConfigError> {
+        let members: Vec<Member> = self
+            .members
+            .iter()
+            .map(|m| Member {
+                id: m.id,
+                weight: m.weight,
+                rack: m.rack.clone(),
+                dc: m.dc.clone(),
+            })
+            .collect();
+        Ring::new(&members, partitions, self.replicas)
+            .map_err(|e| ConfigError::Invalid(format!("cluster ring: {e}")))
+    }
+
+    pub fn member(&self, id: NodeId) -> Option<&NodeConfig> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// The ring id of a member name.
+pub fn node_id_of(name: &str) -> NodeId {
+    const NODE_ID_SEED: u64 = 0x5348_4f41_4c4e_4f44;
+    xxhash_rust::xxh64::xxh64(name.as_bytes(), NODE_ID_SEED) as NodeId
 }
 
 /// The resolved configuration.
@@ -116,6 +251,8 @@ pub struct Config {
     pub cache_bytes: usize,
     pub spin_us: u64,
     pub log: String,
+    /// `None`: standalone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,10 +281,12 @@ fn cores() -> usize {
 impl Config {
     /// Resolves flags over the file they name (if any) over defaults.
     pub fn resolve(flags: Flags) -> Result<Config, ConfigError> {
-        let file = match &flags.config {
+        let mut file = match &flags.config {
             Some(path) => read_file(path)?,
             None => File::default(),
         };
+        let shards = flags.shards.or(file.shards).unwrap_or_else(cores);
+        let cluster = cluster_config(&flags, &mut file, shards)?;
         let default_listen: SocketAddr = LISTEN_DEFAULT
             .parse()
             .map_err(|_| ConfigError::Invalid(format!("bad default address {LISTEN_DEFAULT}")))?;
@@ -157,7 +296,7 @@ impl Config {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
-            shards: flags.shards.or(file.shards).unwrap_or_else(cores),
+            shards,
             fsync: flags.fsync.or(file.fsync).unwrap_or(Fsync::Always),
             max_value_bytes: flags
                 .max_value_bytes
@@ -174,6 +313,7 @@ impl Config {
             cache_bytes: flags.cache_bytes.or(file.cache_bytes).unwrap_or(64 << 20),
             spin_us: flags.spin_us.or(file.spin_us).unwrap_or(50),
             log: flags.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            cluster,
         };
         config.validate()?;
         Ok(config)
@@ -202,6 +342,16 @@ impl Config {
                 self.memtable_bytes
             ));
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.ring(self.partitions)?;
+            if cluster.peer_listen.port() as usize + self.shards > usize::from(u16::MAX) + 1 {
+                return invalid(format!(
+                    "peer_listen port {} + {} shards is past the last port",
+                    cluster.peer_listen.port(),
+                    self.shards
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -209,6 +359,99 @@ impl Config {
     pub fn shard_dir(&self, n: usize) -> PathBuf {
         self.data_dir.join(format!("shard-{n}"))
     }
+}
+
+/// Builds the cluster section from `[[nodes]]` and `[replication]`; `None` without members.
+fn cluster_config(
+    flags: &Flags,
+    file: &mut File,
+    shards: usize,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let invalid = |s: String| Err(ConfigError::Invalid(s));
+    let node_id = flags.node_id.clone().or(file.node_id.take());
+    if file.nodes.is_empty() {
+        if file.replication.is_some() || node_id.is_some() || file.peer_listen.is_some() {
+            return invalid("node_id, peer_listen and [replication] need [[nodes]]".to_owned());
+        }
+        return Ok(None);
+    }
+    let Some(name) = node_id else {
+        return invalid("[[nodes]] is set but node_id is not".to_owned());
+    };
+    let mut members: Vec<NodeConfig> = Vec::with_capacity(file.nodes.len());
+    for n in &file.nodes {
+        let id = node_id_of(&n.id);
+        if let Some(other) = members.iter().find(|m| m.id == id) {
+            return invalid(if other.name == n.id {
+                format!("node {:?} is listed twice", n.id)
+            } else {
+                format!("node ids {:?} and {:?} collide: rename one", other.name, n.id)
+            });
+        }
+        if n.id.is_empty() {
+            return invalid("a node has an empty id".to_owned());
+        }
+        let member_shards = n.shards.unwrap_or(shards);
+        if member_shards == 0 || member_shards > SHARDS_MAX {
+            return invalid(format!("node {:?}: shards = {member_shards}", n.id));
+        }
+        members.push(NodeConfig {
+            name: n.id.clone(),
+            id,
+            peer: n.peer,
+            weight: n.weight,
+            rack: n.rack.clone(),
+            dc: n.dc.clone(),
+            shards: member_shards,
+        });
+    }
+    members.sort_by_key(|m| m.id);
+    let me = node_id_of(&name);
+    let Some(mine) = members.iter().find(|m| m.id == me) else {
+        return invalid(format!("node_id {name:?} is not among [[nodes]]"));
+    };
+    if mine.shards != shards {
+        return invalid(format!(
+            "node {name:?} is listed with {} shards but runs {shards}",
+            mine.shards
+        ));
+    }
+    let peer_listen = flags
+        .peer_listen
+        .or(file.peer_listen)
+        .unwrap_or(mine.peer);
+    let replication = file.replication.take().unwrap_or_default();
+    let replicas = replication.n.unwrap_or(REPLICAS_DEFAULT);
+    let level = |l: &Option<LevelFile>, key| match l {
+        Some(l) => l.resolve(key),
+        None => Ok(Consistency::Quorum),
+    };
+    let read = level(&replication.r, "r")?;
+    let write = level(&replication.w, "w")?;
+    if replicas == 0 || replicas as usize > members.len() {
+        return invalid(format!(
+            "replication.n = {replicas} with {} nodes (1..=nodes)",
+            members.len()
+        ));
+    }
+    for (key, l) in [("r", read), ("w", write)] {
+        if l.required(replicas) > replicas {
+            return invalid(format!("replication.{key} = {l} is more than n = {replicas}"));
+        }
+    }
+    let timeout_ms = replication.timeout_ms.unwrap_or(REQUEST_TIMEOUT_MS_DEFAULT);
+    if timeout_ms == 0 {
+        return invalid("replication.timeout_ms = 0".to_owned());
+    }
+    Ok(Some(ClusterConfig {
+        me,
+        peer_listen,
+        members,
+        replicas,
+        read,
+        write,
+        timeout: Duration::from_millis(timeout_ms),
+    }))
 }
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {
@@ -276,5 +519,77 @@ mod tests {
             Err(ConfigError::Invalid(_))
         ));
         assert!(Flags::try_parse_from(["shoal", "--fsync", "sometimes"]).is_err());
+    }
+
+    const CLUSTER: &str = r#"
+node_id = "n2"
+listen = "127.0.0.1:7002"
+shards = 2
+[replication]
+n = 3
+r = "one"
+w = 2
+[[nodes]]
+id = "n1"
+peer = "127.0.0.1:7101"
+rack = "r1"
+[[nodes]]
+id = "n2"
+peer = "127.0.0.1:7201"
+weight = 2
+[[nodes]]
+id = "n3"
+peer = "127.0.0.1:7301"
+shards = 4
+"#;
+
+    fn resolve_text(text: &str, extra: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut args = vec!["shoal", "--config", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Config::resolve(Flags::parse_from(args))
+    }
+
+    #[test]
+    fn cluster_members_and_levels() {
+        let c = resolve_text(CLUSTER, &[]).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.me, node_id_of("n2"));
+        assert_eq!(cluster.peer_listen.port(), 7201, "defaults to this node's peer");
+        assert_eq!(cluster.members.len(), 3);
+        assert_eq!((cluster.read, cluster.write), (Consistency::One, Consistency::Count(2)));
+        let n3 = cluster.member(node_id_of("n3")).unwrap();
+        assert_eq!(n3.shards, 4);
+        assert_eq!(cluster.member(node_id_of("n1")).unwrap().shards, 2);
+        assert_eq!(cluster.member(node_id_of("n1")).unwrap().rack, "r1");
+        let ring = cluster.ring(c.partitions).unwrap();
+        assert_eq!(ring.preference_list(0).len(), 3);
+        // The same file with another node_id is another member of the same ring.
+        let c1 = resolve_text(CLUSTER, &["--node-id", "n1"]).unwrap();
+        assert_eq!(c1.cluster.as_ref().unwrap().me, node_id_of("n1"));
+        assert_eq!(c1.cluster.unwrap().ring(c1.partitions).unwrap(), ring);
+    }
+
+    #[test]
+    fn cluster_mistakes_are_refused() {
+        let cases = [
+            CLUSTER.replace("node_id = \"n2\"", "node_id = \"n9\""),
+            CLUSTER.replace("node_id = \"n2\"\n", ""),
+            CLUSTER.replace("n = 3", "n = 4"),
+            CLUSTER.replace("w = 2", "w = 5"),
+            CLUSTER.replace("r = \"one\"", "r = \"most\""),
+            CLUSTER.replace("id = \"n3\"", "id = \"n1\""),
+            format!("{CLUSTER}[[nodes]]\nid = \"n4\"\npeer = \"127.0.0.1:1\"\nweight = 0\n"),
+            "node_id = \"n1\"\n".to_owned(),
+        ];
+        for text in cases {
+            assert!(resolve_text(&text, &[]).is_err(), "accepted:\n{text}");
+        }
+        assert!(
+            resolve_text(CLUSTER, &["--node-id", "n3"]).is_err(),
+            "n3 is listed with 4 shards but runs 2"
+        );
     }
 }

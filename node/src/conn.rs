@@ -235,6 +235,7 @@ pub async fn serve(mut stream: TcpStream, ctx: Rc<Ctx>, shutdown: Rc<Shutdown>) 
     let mut session = Session {
         id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
         quit: false,
+        levels: None,
     };
     let result = run(&mut stream, &ctx, &shutdown, &mut session).await;
     if let Err(e) = result {

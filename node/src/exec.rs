@@ -6,14 +6,24 @@
 //! one atomic `Put` per owning shard, all shards at once: a pipeline of 16 SETs costs one
 //! group commit, not 16. Every other command runs alone, in order, after the run before it
 //! has finished, so a read always sees the writes the connection sent before it.
+//!
+//! In cluster mode the same runs go through the shard's [`Driver`] instead: every key of a
+//! run is one coordinated request, all in flight together. GET returns the chosen sibling,
+//! SET supersedes what the minting replica holds, VGET/VSET/VDEL expose versions; commands
+//! that need an atomic read-modify-write of a replicated key (SET NX, EXPIRE, ...) are
+//! refused, and DBSIZE, SCAN and INFO describe this node's replicas.
 
 use std::rc::Rc;
 use std::time::Instant;
 
+use shoal_cluster::consistency::Consistency;
+use shoal_cluster::message::WriteContext;
+use shoal_cluster::vv::VersionVector;
 use shoal_engine::Clock;
 
 use crate::command::{self, Command, CommandSub, Expiry, Limits, Refusal, Ttl};
 use crate::config::Config;
+use crate::driver::{self, Driver, Pending};
 use crate::info;
 use crate::mesh::{Mesh, PendingReply};
 use crate::message::{PutEntry, ShardOp, ShardReply, ShardStats};
@@ -28,6 +38,8 @@ pub struct Ctx {
     pub config: Rc<Config>,
     pub clock: std::sync::Arc<dyn Clock>,
     pub started: Instant,
+    /// The cluster driver; `None` when standalone.
+    pub driver: Option<Rc<Driver>>,
 }
 
 /// Per-connection state that commands change.
@@ -36,6 +48,15 @@ pub struct Session {
     pub id: u64,
     /// QUIT was received: reply, then close.
     pub quit: bool,
+    /// Read and write levels set by CONSISTENCY (`None`: the node's defaults).
+    pub levels: Option<(Consistency, Consistency)>,
+}
+
+const NEEDS_CLUSTER: &str =
+    "ERR VGET, VSET, VDEL and CONSISTENCY need cluster mode ([[nodes]] in the config file)";
+
+fn cluster_unsupported(what: &str) -> String {
+    format!("ERR {what} is not supported in cluster mode")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,10 +118,12 @@ impl Ctx {
                 i + cmds[i..].iter().take_while(|c| class(c) == kind).count()
             };
             let run = &cmds[i..end];
-            match kind {
-                Class::Read => self.read_run(run, reply).await,
-                Class::BlindWrite => self.write_run(run, reply).await,
-                Class::Other => match &cmds[i] {
+            match (kind, &self.driver) {
+                (Class::Read, Some(d)) => self.cluster_reads(d, run, reply, session).await,
+                (Class::Read, None) => self.read_run(run, reply).await,
+                (Class::BlindWrite, Some(d)) => self.cluster_writes(d, run, reply, session).await,
+                (Class::BlindWrite, None) => self.write_run(run, reply).await,
+                (Class::Other, _) => match &cmds[i] {
                     Ok(cmd) => self.run_one(cmd, reply, session).await,
                     Err(refusal) => {
                         Counters::add(&counters.errors, 1);
@@ -424,7 +447,200 @@ impl Ctx {
         Ok(total as i64)
     }
 
+    /// The read and write levels of a request: its own, else the connection's, else the
+    /// node's.
+    fn levels(&self, d: &Driver, session: &Session) -> (Consistency, Consistency) {
+        session
+            .levels
+            .unwrap_or((d.config().read, d.config().write))
+    }
+
+    /// A run of GET/MGET in cluster mode: one coordinated read per key, all in flight.
+    async fn cluster_reads(
+        &self,
+        d: &Rc<Driver>,
+        run: &[Result<Command<'_>, Refusal>],
+        reply: &mut Reply,
+        session: &Session,
+    ) {
+        let (r, _) = self.levels(d, session);
+        let started: Vec<Vec<Pending>> = run
+            .iter()
+            .map(|cmd| keys_of(cmd).iter().map(|k| d.read(k, r)).collect())
+            .collect();
+        for (cmd, pending) in run.iter().zip(started) {
+            let mut sets = Vec::with_capacity(pending.len());
+            let mut failed = None;
+            for p in pending {
+                match driver::read_result(p.await) {
+                    Ok(set) => sets.push(set),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                reply.error(&e);
+                continue;
+            }
+            if let Ok(Command::Get(_)) = cmd {
+                reply.bulk_or_null(sets.first().and_then(|s| driver::chosen_value(s.as_ref())));
+            } else {
+                reply.array(sets.len());
+                for set in &sets {
+                    reply.bulk_or_null(driver::chosen_value(set.as_ref()));
+                }
+            }
+        }
+    }
+
+    /// A run of blind SET/MSET in cluster mode: one coordinated write per key, all in flight.
+    async fn cluster_writes(
+        &self,
+        d: &Rc<Driver>,
+        run: &[Result<Command<'_>, Refusal>],
+        reply: &mut Reply,
+        session: &Session,
+    ) {
+        let (_, w) = self.levels(d, session);
+        let write = |key: &[u8], value: &[u8]| {
+            d.write(key, Some(value.to_vec()), WriteContext::Local, w)
+        };
+        let started: Vec<Result<Vec<Pending>, String>> = run
+            .iter()
+            .map(|cmd| match cmd {
+                Ok(Command::Set { key, value, opts }) if opts.expiry == Expiry::Never => {
+                    Ok(vec![write(key, value)])
+                }
+                Ok(Command::Set { .. }) => Err(cluster_unsupported("SET with an expiry")),
+                Ok(Command::MSet(pairs)) => Ok(pairs
+                    .chunks_exact(2)
+                    .map(|pair| write(pair[0], pair[1]))
+                    .collect()),
+                _ => Err("ERR internal: not a blind write".to_owned()),
+            })
+            .collect();
+        for pending in started {
+            let mut failed = None;
+            match pending {
+                Ok(pending) => {
+                    for p in pending {
+                        if let Err(e) = driver::written(p.await) {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+            match failed {
+                Some(e) => reply.error(&e),
+                None => reply.ok(),
+            }
+        }
+    }
+
+    /// Commands with their own meaning in cluster mode; false for the rest, which run as
+    /// on a standalone node.
+    async fn cluster_one(
+        &self,
+        d: &Rc<Driver>,
+        cmd: &Command<'_>,
+        reply: &mut Reply,
+        session: &mut Session,
+    ) -> bool {
+        let (r, w) = self.levels(d, session);
+        match cmd {
+            Command::VGet { key, r: level } => {
+                match driver::read_result(d.read(key, level.unwrap_or(r)).await) {
+                    Ok(set) => {
+                        let values = driver::live_values(set.as_ref());
+                        let empty = VersionVector::new();
+                        let context = set.as_ref().map_or(&empty, |s| s.context());
+                        reply.array(1 + values.len());
+                        reply.bulk(crate::context::to_text(context).as_bytes());
+                        for v in values {
+                            reply.bulk(v);
+                        }
+                    }
+                    Err(e) => reply.error(&e),
+                }
+            }
+            Command::VSet {
+                key,
+                value,
+                context,
+                w: level,
+            } => {
+                let context = WriteContext::Given(context.clone());
+                let value = value.map(<[u8]>::to_vec);
+                match driver::written(d.write(key, value, context, level.unwrap_or(w)).await) {
+                    Ok(written) => reply.bulk(crate::context::to_text(&written.context).as_bytes()),
+                    Err(e) => reply.error(&e),
+                }
+            }
+            Command::Consistency(None) => {
+                reply.array(2);
+                reply.bulk(r.to_string().as_bytes());
+                reply.bulk(w.to_string().as_bytes());
+            }
+            Command::Consistency(Some((r, w))) => {
+                let n = d.config().replicas;
+                match [r, w].into_iter().find(|l| l.required(n) > n) {
+                    Some(l) => reply.error(&format!(
+                        "ERR consistency level {l} is more than the {n} replicas of a key"
+                    )),
+                    None => {
+                        session.levels = Some((*r, *w));
+                        reply.ok();
+                    }
+                }
+            }
+            Command::Del(keys) | Command::Exists(keys) => {
+                let reads: Vec<Pending> = keys.iter().map(|k| d.read(k, r)).collect();
+                let mut live = Vec::with_capacity(keys.len());
+                for (key, p) in keys.iter().zip(reads) {
+                    match driver::read_result(p.await) {
+                        Ok(set) if driver::live_values(set.as_ref()).is_empty() => {}
+                        Ok(_) => live.push(*key),
+                        Err(e) => return error(reply, &e),
+                    }
+                }
+                if let Command::Del(_) = cmd {
+                    live.sort_unstable();
+                    live.dedup();
+                    let deletes: Vec<Pending> = live
+                        .iter()
+                        .map(|k| d.write(k, None, WriteContext::Local, w))
+                        .collect();
+                    for p in deletes {
+                        if let Err(e) = driver::written(p.await) {
+                            return error(reply, &e);
+                        }
+                    }
+                }
+                reply.int(live.len() as i64);
+            }
+            Command::Ttl(key, _) => match driver::read_result(d.read(key, r).await) {
+                Ok(set) if driver::live_values(set.as_ref()).is_empty() => reply.int(-2),
+                Ok(_) => reply.int(-1),
+                Err(e) => reply.error(&e),
+            },
+            Command::Set { .. } => {
+                reply.error(&cluster_unsupported("SET with NX, XX, GET or KEEPTTL"))
+            }
+            Command::Expire { .. } => reply.error(&cluster_unsupported("EXPIRE")),
+            Command::FlushDb => reply.error(&cluster_unsupported("FLUSHDB")),
+            _ => return false,
+        }
+        true
+    }
+
     async fn run_one(&self, cmd: &Command<'_>, reply: &mut Reply, session: &mut Session) {
+        if let Some(d) = &self.driver {
+            if self.cluster_one(d, cmd, reply, session).await {
+                return;
+            }
+        }
         match cmd {
             Command::Ping(None) => reply.simple("PONG"),
             Command::Ping(Some(msg)) | Command::Echo(msg) => reply.bulk(msg),
@@ -523,6 +739,9 @@ impl Ctx {
             Command::Get(_) | Command::MGet(_) | Command::MSet(_) => {
                 debug_assert!(false, "reads and blind writes run in runs");
                 reply.error("ERR internal: unbatched command");
+            }
+            Command::VGet { .. } | Command::VSet { .. } | Command::Consistency(_) => {
+                reply.error(NEEDS_CLUSTER)
             }
         }
     }
@@ -656,6 +875,12 @@ fn unexpected(reply: &ShardReply) -> String {
     }
 }
 
+/// Replies with an error; for early returns from handlers that report success as `true`.
+fn error(reply: &mut Reply, e: &str) -> bool {
+    reply.error(e);
+    true
+}
+
 fn int_or_error(reply: &mut Reply, r: Result<i64, String>) {
     match r {
         Ok(n) => reply.int(n),
@@ -666,7 +891,8 @@ fn int_or_error(reply: &mut Reply, r: Result<i64, String>) {
 /// Key positions of a command for `COMMAND`: (first, last, step).
 fn key_spec(name: &str) -> (i64, i64, i64) {
     match name {
-        "get" | "set" | "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl" => {
+        "get" | "set" | "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl"
+        | "vget" | "vset" | "vdel" => {
             (1, 1, 1)
         }
         "del" | "unlink" | "exists" | "mget" => (1, -1, 1),

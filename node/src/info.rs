@@ -16,6 +16,7 @@ const SECTIONS: &[&str] = &[
     "stats",
     "persistence",
     "keyspace",
+    "cluster",
     "shards",
 ];
 
@@ -135,6 +136,7 @@ pub fn render(
                 ),
                 Err(e) => writeln!(out, "# Keyspace\r\nshoal_keyspace_error:{e}\r"),
             },
+            "cluster" => cluster(&mut out, ctx, &sum),
             _ => {
                 let _ = writeln!(out, "# Shards\r");
                 for s in stats {
@@ -175,6 +177,46 @@ pub fn render(
         };
     }
     out
+}
+
+/// `cluster_enabled` stays 0: clients read it as "speaks the Redis Cluster protocol", which
+/// Shoal does not; its own cluster is described by the `shoal_` fields.
+fn cluster(out: &mut String, ctx: &Ctx, sum: &dyn Fn(fn(&ShardStats) -> u64) -> u64) -> std::fmt::Result {
+    writeln!(out, "# Cluster\r\ncluster_enabled:0\r")?;
+    let Some(d) = &ctx.driver else {
+        return writeln!(out, "shoal_cluster:0\r");
+    };
+    let c = d.config();
+    let me = c.member(c.me).map_or("?", |m| m.name.as_str());
+    writeln!(
+        out,
+        "shoal_cluster:1\r\nshoal_node_id:{me}\r\nshoal_members:{}\r\nshoal_replicas:{}\r\nshoal_read_level:{}\r\nshoal_write_level:{}\r\nshoal_request_timeout_ms:{}\r\nshoal_coordinated_reads:{}\r\nshoal_coordinated_writes:{}\r\nshoal_unavailable:{}\r\nshoal_timeouts:{}\r\nshoal_replica_requests:{}\r\nshoal_replica_send_failures:{}\r",
+        c.members.len(),
+        c.replicas,
+        c.read,
+        c.write,
+        c.timeout.as_millis(),
+        sum(|s| s.cluster_reads),
+        sum(|s| s.cluster_writes),
+        sum(|s| s.unavailable),
+        sum(|s| s.timeouts),
+        sum(|s| s.replica_requests),
+        sum(|s| s.replica_send_failures),
+    )?;
+    for m in &c.members {
+        let up = m.id == c.me || d.peers().is_up(m.id);
+        writeln!(
+            out,
+            "shoal_member_{}:peer={},weight={},rack={},dc={},up={}\r",
+            m.name,
+            m.peer,
+            m.weight,
+            m.rack,
+            m.dc,
+            u8::from(up)
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

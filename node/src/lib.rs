@@ -12,12 +12,15 @@
 pub mod command;
 pub mod config;
 pub mod conn;
+pub mod context;
+pub mod driver;
 pub mod exec;
 pub mod frame;
 pub mod glob;
 pub mod info;
 pub mod keylock;
 pub mod mesh;
+pub mod peer;
 pub mod message;
 pub mod resp;
 pub mod server;

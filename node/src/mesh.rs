@@ -149,7 +149,8 @@ impl Mesh {
     }
 }
 
-fn encode<T>(id: u64, value: &T) -> Result<FrameBuf, MeshError>
+/// Archives `value` into a sealed frame with request id `id` (the mesh's and the peer transport's encoding).
+pub fn encode<T>(id: u64, value: &T) -> Result<FrameBuf, MeshError>
 where
     T: for<'a> rkyv::Serialize<
             rkyv::api::high::HighSerializer<

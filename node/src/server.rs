@@ -6,6 +6,9 @@
 //! current batch is answered; when all shards are drained (other shards may still forward
 //! to this one until then), each flushes its memtable and closes its engine. A second
 //! signal exits at once.
+//!
+//! In cluster mode each shard also listens for other nodes on `peer_listen`'s port + its
+//! shard number, and runs a [`Driver`] that coordinates its clients' requests.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -21,9 +24,12 @@ use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use shoal_engine::fs::DmaFs;
 use shoal_engine::{Db, Durability, GlommioTimer, Options, SystemClock};
 
-use crate::config::{Config, Fsync};
+use crate::config::{ClusterConfig, Config, Fsync};
+use crate::driver::{self, Driver};
 use crate::exec::Ctx;
+use crate::frame::PAYLOAD_LEN_MAX;
 use crate::mesh::{MESH_CHANNEL_FRAMES, Mesh, MeshError, MeshFrames};
+use crate::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
 use crate::shard::{OPS_SAMPLE_PERIOD, Shard};
 use crate::store::Store;
 
@@ -70,6 +76,14 @@ pub enum ServerError {
     Mesh(#[from] MeshError),
     #[error("executors: {0}")]
     Executor(String),
+    #[error("shard {shard}: peer transport: {source}")]
+    Peer {
+        shard: usize,
+        #[source]
+        source: PeerError,
+    },
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A shard's stop signal, for its accept loop and connections.
@@ -208,8 +222,16 @@ fn prepare_data_dir(config: &Config) -> Result<PathBuf, ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| layout_err(e.to_string()))?;
     let dir = std::fs::canonicalize(&config.data_dir).map_err(|e| layout_err(e.to_string()))?;
     let path = dir.join(LAYOUT_FILE);
+    // A cluster member's data carries its node id in every version vector: it must not be
+    // reopened as another member, nor as a standalone node (which stores plain strings).
+    let node = match &config.cluster {
+        Some(c) => c
+            .member(c.me)
+            .map_or(String::new(), |m| format!("node={}\n", m.name)),
+        None => String::new(),
+    };
     let want = format!(
-        "shards={}\npartitions={}\n",
+        "shards={}\npartitions={}\n{node}",
         config.shards, config.partitions
     );
     match std::fs::read_to_string(&path) {
@@ -325,20 +347,28 @@ async fn shard_main(
         .detach();
     let shard = Rc::new(Shard::new(
         id,
+        config.cluster.as_ref().map(|c| c.me),
         config.shards,
         config.partitions,
         Store::new(db.clone(), clock.clone()),
     ));
     let mesh = Rc::new(mesh);
     crate::mesh::serve(&mesh, &shard, receivers);
+    let shutdown = Rc::new(Shutdown::default());
+    let driver = match &config.cluster {
+        Some(cluster) => {
+            Some(start_cluster(cluster, config.partitions, &shard, &mesh, &shutdown).await?)
+        }
+        None => None,
+    };
     let ctx = Rc::new(Ctx {
         shard: Rc::clone(&shard),
         mesh,
         config: Rc::new(config.clone()),
         clock,
         started: Instant::now(),
+        driver,
     });
-    let shutdown = Rc::new(Shutdown::default());
     let listener = bind(config.listen).await?;
     tracing::info!(shard = id, listen = %config.listen, "ready");
     let acceptor = {
@@ -378,6 +408,61 @@ async fn shard_main(
         .map_err(|source| ServerError::Engine { shard: id, source })?;
     tracing::info!(shard = id, "shard stopped");
     Ok(())
+}
+
+/// Starts this shard's part of the cluster: its driver, its peer listener and the driver's
+/// deadline ticker.
+async fn start_cluster(
+    cluster: &ClusterConfig,
+    partitions: u32,
+    shard: &Rc<Shard>,
+    mesh: &Rc<Mesh>,
+    shutdown: &Rc<Shutdown>,
+) -> Result<Rc<Driver>, ServerError> {
+    let id = shard.id;
+    let ring = cluster
+        .ring(partitions)
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
+    let members = cluster
+        .members
+        .iter()
+        .filter(|m| m.id != cluster.me)
+        .map(|m| PeerAddr {
+            node: m.id,
+            base: m.peer,
+            shards: m.shards as u16,
+        })
+        .collect();
+    let peers = Peers::new(cluster.me, members, PeerOptions::default());
+    let driver = Driver::new(
+        cluster.clone(),
+        ring,
+        Rc::clone(shard),
+        Rc::clone(mesh),
+        peers,
+    );
+    let base = cluster.peer_listen;
+    let addr = SocketAddr::new(base.ip(), base.port() + id as u16);
+    let listener = peer::listen(addr).map_err(|source| ServerError::Peer { shard: id, source })?;
+    tracing::info!(shard = id, peer_listen = %addr, "cluster member ready");
+    let on_frame: Rc<dyn Fn(Inbound)> = {
+        let driver = Rc::clone(&driver);
+        Rc::new(move |frame| driver.handle_inbound(frame))
+    };
+    let stop = Rc::clone(shutdown);
+    glommio::spawn_local(peer::serve(listener, PAYLOAD_LEN_MAX, on_frame, async move {
+        stop.wait().await
+    }))
+    .detach();
+    let ticking = Rc::clone(&driver);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(driver::TICK).await;
+            ticking.tick();
+        }
+    })
+    .detach();
+    Ok(driver)
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>, shutdown: Rc<Shutdown>) {

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use shoal_cluster::NodeId;
 use shoal_cluster::partition::partition_of;
 use shoal_cluster::ring::shard_of;
 use shoal_engine::fs::DmaFs;
@@ -32,6 +33,15 @@ pub struct Counters {
     pub errors: Cell<u64>,
     pub forwarded: Cell<u64>,
     pub served_for_peers: Cell<u64>,
+    /// Cluster mode: client reads and writes this shard coordinated, how many failed for
+    /// want of replicas or time, replica requests served for other nodes, and replica
+    /// messages that could not be sent.
+    pub cluster_reads: Cell<u64>,
+    pub cluster_writes: Cell<u64>,
+    pub unavailable: Cell<u64>,
+    pub timeouts: Cell<u64>,
+    pub replica_requests: Cell<u64>,
+    pub replica_send_failures: Cell<u64>,
     latency_us: RefCell<Histogram<u64>>,
     ops_samples: RefCell<VecDeque<u64>>,
 }
@@ -49,6 +59,12 @@ impl Counters {
             errors: Cell::new(0),
             forwarded: Cell::new(0),
             served_for_peers: Cell::new(0),
+            cluster_reads: Cell::new(0),
+            cluster_writes: Cell::new(0),
+            unavailable: Cell::new(0),
+            timeouts: Cell::new(0),
+            replica_requests: Cell::new(0),
+            replica_send_failures: Cell::new(0),
             latency_us: RefCell::new(latency),
             ops_samples: RefCell::new(VecDeque::with_capacity(OPS_SAMPLES + 1)),
         }
@@ -87,6 +103,8 @@ impl Counters {
 
 pub struct Shard {
     pub id: usize,
+    /// This node's id in its cluster; `None` when standalone.
+    pub node: Option<NodeId>,
     pub shards: usize,
     pub partitions: u32,
     pub store: Store<DmaFs>,
@@ -94,10 +112,17 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: usize, shards: usize, partitions: u32, store: Store<DmaFs>) -> Shard {
+    pub fn new(
+        id: usize,
+        node: Option<NodeId>,
+        shards: usize,
+        partitions: u32,
+        store: Store<DmaFs>,
+    ) -> Shard {
         debug_assert!(id < shards);
         Shard {
             id,
+            node,
             shards,
             partitions,
             store,
@@ -166,6 +191,12 @@ impl Shard {
                 .map(|(keys, expires)| ShardReply::Counted { keys, expires }),
             ShardOp::Flush => store.flush().await.map(|()| ShardReply::Done),
             ShardOp::Stats => Ok(ShardReply::Stats(Box::new(self.stats()))),
+            ShardOp::Replica(request) => Ok(match self.node {
+                Some(me) => {
+                    ShardReply::Replica(crate::driver::serve_replica(store, me, request).await)
+                }
+                None => ShardReply::Error("ERR this node is not a cluster member".to_owned()),
+            }),
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(shard = self.id, error = %e, "operation failed");
@@ -212,6 +243,12 @@ impl Shard {
             cache_hits: e.cache.hits,
             cache_misses: e.cache.misses,
             cache_bytes: e.cache.usage_bytes,
+            cluster_reads: c.cluster_reads.get(),
+            cluster_writes: c.cluster_writes.get(),
+            unavailable: c.unavailable.get(),
+            timeouts: c.timeouts.get(),
+            replica_requests: c.replica_requests.get(),
+            replica_send_failures: c.replica_send_failures.get(),
         }
     }
 }

@@ -14,10 +14,14 @@
 //!
 //! Engine value: a one-byte format tag followed by the value bytes. `FORMAT_PLAIN` (1) is a
 //! raw Redis string. The expiry is the engine entry's own `expires_at_ms` (0 = never), so
-//! expired keys disappear from reads without a rewrite.
+//! expired keys disappear from reads without a rewrite. `FORMAT_VERSIONS` (2) is a cluster
+//! node's replica of a key: a `shoal_cluster::dvv` encoding (siblings, tombstones and causal
+//! context, with its own checksum), never expiring. A node holds only one of the two
+//! formats: standalone nodes write plain strings, cluster members versions.
 
 use std::sync::Arc;
 
+use shoal_cluster::dvv::DvvSet;
 use shoal_cluster::partition::key_hash;
 use shoal_engine::fs::FileSystem;
 use shoal_engine::{Clock, Db, Entry, NO_EXPIRY, WriteBatch};
@@ -28,6 +32,8 @@ use crate::message::SetResult;
 
 /// Value format tag of a plain string. Stored on disk: never renumber.
 const FORMAT_PLAIN: u8 = 1;
+/// Value format tag of a key's cluster versions. Stored on disk: never renumber.
+const FORMAT_VERSIONS: u8 = 2;
 const HASH_LEN: usize = 8;
 /// Tombstones written per engine batch by FLUSHDB: bounds one log record.
 const FLUSH_BATCH_KEYS: usize = 1024;
@@ -66,11 +72,22 @@ pub fn engine_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn engine_value(value: &[u8]) -> Vec<u8> {
+fn engine_value(tag: u8, value: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + value.len());
-    v.push(FORMAT_PLAIN);
+    v.push(tag);
     v.extend_from_slice(value);
     v
+}
+
+/// Whether a stored value is something a client would see: a string, or versions with at
+/// least one live sibling (a key whose siblings are all tombstones is deleted). Damaged
+/// versions count as live, so they surface (as errors) instead of vanishing.
+fn is_live(value: &[u8]) -> bool {
+    match value.split_first() {
+        Some((&FORMAT_VERSIONS, versions)) => DvvSet::decode(versions)
+            .map_or(true, |set| set.values().any(|v| v.is_some())),
+        _ => true,
+    }
 }
 
 /// Splits an engine key into its hash and user key; `None` for a key this module did not write.
@@ -100,9 +117,9 @@ impl<F: FileSystem> Store<F> {
         &self.db
     }
 
-    fn check_value(key: &[u8], entry: Entry) -> Result<Value> {
+    fn check_value(key: &[u8], entry: Entry, tag: u8) -> Result<Value> {
         match entry.value.first() {
-            Some(&FORMAT_PLAIN) => Ok(Value(entry.value)),
+            Some(&t) if t == tag => Ok(Value(entry.value)),
             other => Err(StoreError::Format {
                 key: String::from_utf8_lossy(key).into_owned(),
                 tag: other.copied().unwrap_or(0),
@@ -114,7 +131,7 @@ impl<F: FileSystem> Store<F> {
         match self.db.get_entry(&engine_key(key)).await? {
             Some(e) => {
                 let expires = e.expires_at_ms;
-                Ok(Some((Self::check_value(key, e)?, expires)))
+                Ok(Some((Self::check_value(key, e, FORMAT_PLAIN)?, expires)))
             }
             None => Ok(None),
         }
@@ -122,6 +139,40 @@ impl<F: FileSystem> Store<F> {
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         Ok(self.entry(key).await?.map(|(v, _)| v))
+    }
+
+    /// The stored cluster versions of `key` (a dvv encoding), `None` when absent.
+    pub async fn versions(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.db.get_entry(&engine_key(key)).await? {
+            Some(e) => Ok(Some(Self::check_value(key, e, FORMAT_VERSIONS)?.into_vec())),
+            None => Ok(None),
+        }
+    }
+
+    /// Read-modify-write of `key`'s versions under its exclusive lock: `change` sees the
+    /// stored versions and returns its result and, if the key must change, the new versions,
+    /// which are durable (as the engine's durability says) when this returns.
+    pub async fn update_versions<R>(
+        &self,
+        key: &[u8],
+        change: impl FnOnce(Option<&[u8]>) -> (R, Option<Vec<u8>>),
+    ) -> Result<R> {
+        let _guard = self.locks.exclusive(vec![key_hash(key)]).await;
+        let stored = self.versions(key).await?;
+        let (result, new) = change(stored.as_deref());
+        if let Some(versions) = new {
+            let mut batch = WriteBatch::new();
+            batch.put_entry(
+                engine_key(key),
+                Entry {
+                    kind: shoal_engine::ValueKind::Put,
+                    expires_at_ms: NO_EXPIRY,
+                    value: engine_value(FORMAT_VERSIONS, &versions),
+                },
+            );
+            self.db.write(batch).await?;
+        }
+        Ok(result)
     }
 
     /// Blind writes `(key, value, expires_at_ms)` as one atomic batch.
@@ -260,10 +311,13 @@ impl<F: FileSystem> Store<F> {
     pub async fn scan(&self, from_hash: u64, count: usize) -> Result<(Vec<(u64, Vec<u8>)>, bool)> {
         let mut it = self.db.scan(from_hash.to_be_bytes().to_vec()..).await?;
         let mut keys: Vec<(u64, Vec<u8>)> = Vec::new();
-        while let Some((k, _)) = it.next().await? {
+        while let Some((k, e)) = it.next().await? {
             let Some((hash, key)) = split_key(&k) else {
                 continue;
             };
+            if !is_live(&e.value) {
+                continue;
+            }
             if keys.len() >= count && keys.last().is_some_and(|(h, _)| *h != hash) {
                 return Ok((keys, false));
             }
@@ -277,6 +331,9 @@ impl<F: FileSystem> Store<F> {
         let mut it = self.db.scan(..).await?;
         let (mut keys, mut expires) = (0, 0);
         while let Some((_, e)) = it.next().await? {
+            if !is_live(&e.value) {
+                continue;
+            }
             keys += 1;
             if e.expires_at_ms != NO_EXPIRY {
                 expires += 1;
@@ -304,7 +361,7 @@ fn put_entry(value: &[u8], expires_at_ms: u64) -> Entry {
     Entry {
         kind: shoal_engine::ValueKind::Put,
         expires_at_ms,
-        value: engine_value(value),
+        value: engine_value(FORMAT_PLAIN, value),
     }
 }
 
