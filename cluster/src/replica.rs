@@ -15,6 +15,8 @@ pub struct Handled {
     pub reply: Reply,
     /// New bytes for the key, to store before replying; `None`: leave storage alone.
     pub store: Option<Vec<u8>>,
+    /// Siblings in what is stored after the request (for the driver's sibling warnings).
+    pub siblings: usize,
 }
 
 /// A write minted at this replica.
@@ -25,6 +27,8 @@ pub struct Applied {
     pub versions: Vec<u8>,
     /// Exactly the writes this one superseded (for logs and simulation checks).
     pub superseded: VersionVector,
+    /// Siblings in the new stored versions.
+    pub siblings: usize,
 }
 
 /// Serves `request` at replica `local`, whose engine holds `stored` for the request's key.
@@ -33,14 +37,16 @@ pub fn handle(local: NodeId, stored: Option<&[u8]>, request: &Request) -> Handle
     let failed = Handled {
         reply: Reply::Failed,
         store: None,
+        siblings: 0,
     };
     match request {
         Request::Get { .. } => match stored.map(DvvSet::decode).transpose() {
-            Ok(_) => Handled {
+            Ok(state) => Handled {
                 reply: Reply::Got {
                     versions: stored.map(<[u8]>::to_vec),
                 },
                 store: None,
+                siblings: state.map_or(0, |s| s.siblings().len()),
             },
             Err(_) => failed,
         },
@@ -52,15 +58,21 @@ pub fn handle(local: NodeId, stored: Option<&[u8]>, request: &Request) -> Handle
                         versions: applied.versions.clone(),
                     },
                     store: Some(applied.versions),
+                    siblings: applied.siblings,
                 },
                 Err(_) => failed,
             }
         }
-        Request::Put { versions, .. } => match merge_stored(stored, versions) {
-            Ok(merged) => Handled {
-                reply: Reply::Stored,
-                store: (Some(merged.as_slice()) != stored).then_some(merged),
-            },
+        Request::Put { versions, .. } => match merge(stored, versions) {
+            Ok(merged) => {
+                let siblings = merged.siblings().len();
+                let merged = merged.encode();
+                Handled {
+                    reply: Reply::Stored,
+                    store: (Some(merged.as_slice()) != stored).then_some(merged),
+                    siblings,
+                }
+            }
             Err(_) => failed,
         },
     }
@@ -68,13 +80,17 @@ pub fn handle(local: NodeId, stored: Option<&[u8]>, request: &Request) -> Handle
 
 /// Merges incoming versions (replication, read repair, hand-off) into the stored ones.
 pub fn merge_stored(stored: Option<&[u8]>, incoming: &[u8]) -> Result<Vec<u8>> {
+    Ok(merge(stored, incoming)?.encode())
+}
+
+fn merge(stored: Option<&[u8]>, incoming: &[u8]) -> Result<DvvSet> {
     let incoming = DvvSet::decode(incoming)?;
     let mut merged = match stored {
         Some(bytes) => DvvSet::decode(bytes)?,
         None => DvvSet::new(),
     };
     merged.sync(&incoming);
-    Ok(merged.encode())
+    Ok(merged)
 }
 
 /// Mints a write at replica `local`: a fresh dot superseding `context` (or, for
@@ -96,6 +112,7 @@ pub fn apply_update(
     let dot = versions.update(&superseded, local, value);
     Ok(Applied {
         dot,
+        siblings: versions.siblings().len(),
         versions: versions.encode(),
         superseded,
     })
@@ -164,7 +181,8 @@ mod tests {
             get,
             Handled {
                 reply: Reply::Failed,
-                store: None
+                store: None,
+                siblings: 0,
             }
         );
         let put = Request::Put {

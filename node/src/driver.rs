@@ -31,7 +31,7 @@ use rkyv::rancor;
 use shoal_cluster::NodeId;
 use shoal_cluster::consistency::Consistency;
 use shoal_cluster::coordinator::{Coordinator, Failure, Outcome, Transmit, Written};
-use shoal_cluster::dvv::DvvSet;
+use shoal_cluster::dvv::{DvvSet, SIBLINGS_MAX, SIBLINGS_WARN};
 use shoal_cluster::message::{Reply, ReqId, Request, WriteContext};
 use shoal_cluster::partition::partition_of;
 use shoal_cluster::replica;
@@ -361,6 +361,14 @@ pub async fn serve_replica<F: FileSystem>(
             store
                 .update_versions(request.key(), |stored| {
                     let handled = replica::handle(me, stored, &request);
+                    if handled.siblings > SIBLINGS_WARN {
+                        tracing::warn!(
+                            key = %String::from_utf8_lossy(request.key()),
+                            siblings = handled.siblings,
+                            cap = SIBLINGS_MAX,
+                            "key has many siblings: writers are not passing contexts back"
+                        );
+                    }
                     (handled.reply, handled.store)
                 })
                 .await
