@@ -20,7 +20,6 @@ pub mod glob;
 pub mod info;
 pub mod keylock;
 pub mod mesh;
-pub mod peer;
 pub mod message;
 pub mod resp;
 pub mod server;
