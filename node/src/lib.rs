@@ -18,6 +18,7 @@ pub mod glob;
 pub mod info;
 pub mod keylock;
 pub mod mesh;
+pub mod peer;
 pub mod message;
 pub mod resp;
 pub mod server;
