@@ -318,7 +318,10 @@ mod tests {
     fn decoder_reports_version_and_checksum() {
         let mut bad = frame(1, b"abc");
         bad.as_mut_slice()[3] = 0x20;
-        assert_eq!(Decoder::new(16).decode(&bad).err(), Some(FrameError::Version(2)));
+        assert_eq!(
+            Decoder::new(16).decode(&bad).err(),
+            Some(FrameError::Version(2))
+        );
         let mut bad = frame(1, b"abc");
         bad.as_mut_slice()[HEADER_LEN] ^= 1;
         let mut dec = Decoder::new(16);

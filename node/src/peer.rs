@@ -232,7 +232,12 @@ impl Peers {
     /// Queues a sealed frame for `shard` of `node`; never waits. Fails at once when the node
     /// or shard is unknown, the connection is in backoff after a failed connect or write, or
     /// its queue is full, so the caller can count the replica as failed immediately.
-    pub fn send(self: &Rc<Self>, node: NodeId, shard: u16, frame: FrameBuf) -> Result<(), PeerError> {
+    pub fn send(
+        self: &Rc<Self>,
+        node: NodeId,
+        shard: u16,
+        frame: FrameBuf,
+    ) -> Result<(), PeerError> {
         let result = self.enqueue(node, shard, frame);
         if result.is_err() {
             self.state.borrow_mut().stats.frames_rejected += 1;
@@ -240,7 +245,12 @@ impl Peers {
         result
     }
 
-    fn enqueue(self: &Rc<Self>, node: NodeId, shard: u16, frame: FrameBuf) -> Result<(), PeerError> {
+    fn enqueue(
+        self: &Rc<Self>,
+        node: NodeId,
+        shard: u16,
+        frame: FrameBuf,
+    ) -> Result<(), PeerError> {
         let link = self.link(node, shard)?;
         match link.phase.get() {
             Phase::Backoff(until) if Instant::now() < until => {
@@ -687,7 +697,11 @@ pub async fn serve(
             };
             let from = stream.peer_addr().ok();
             if conns.open.get() >= INBOUND_CONNECTIONS_MAX {
-                tracing::warn!(?from, limit = INBOUND_CONNECTIONS_MAX, "too many peer connections: refusing one");
+                tracing::warn!(
+                    ?from,
+                    limit = INBOUND_CONNECTIONS_MAX,
+                    "too many peer connections: refusing one"
+                );
                 continue;
             }
             conns.open.set(conns.open.get() + 1);
@@ -757,3 +771,6 @@ async fn read_connection(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
