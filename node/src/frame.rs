@@ -19,6 +19,9 @@
 
 use rkyv::util::AlignedVec;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
+
 /// Frame format version, in the top bits of the first header word. Never reuse a value.
 pub const FRAME_VERSION: u32 = 1;
 /// Header bytes before the payload: `len_version u32 + crc u32 + request_id u64`.
