@@ -13,8 +13,14 @@
 //! aligned for `rkyv::access` without copying. A reader checks the version, the length and
 //! the checksum before it lets rkyv look at the payload: rkyv validates structure, the crc
 //! catches bytes that changed on the way.
+//!
+//! On a byte stream (the peer transport's TCP connections) frames follow each other with
+//! nothing in between; [`Decoder`] cuts them out of whatever chunks the socket returns.
 
 use rkyv::util::AlignedVec;
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 
 /// Frame format version, in the top bits of the first header word. Never reuse a value.
 pub const FRAME_VERSION: u32 = 1;
@@ -34,7 +40,7 @@ const _: () = assert!(PAYLOAD_LEN_MAX >= shoal_engine::types::VALUE_LEN_MAX * 2)
 /// A frame being built or received: header and payload in one aligned buffer.
 pub type FrameBuf = AlignedVec<PAYLOAD_ALIGN>;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameError {
     #[error("frame is {0} bytes, shorter than its header")]
@@ -116,6 +122,93 @@ pub fn declared_len(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
     Ok((word & LEN_MASK) as usize)
 }
 
+/// A sans-IO stream reader: bytes in, in any chunking, whole verified frames out.
+///
+/// Memory is bounded by one frame: the header is collected in a fixed array, and the frame's
+/// buffer is allocated only once its header is known to carry a supported version and a
+/// length within the caller's limit. An error leaves the stream out of step (nothing marks
+/// where the next frame starts), so it is sticky: every later call returns it again.
+#[derive(Debug)]
+pub struct Decoder {
+    payload_max: usize,
+    header: [u8; HEADER_LEN],
+    header_len: usize,
+    /// The frame being filled and the length it will have when complete.
+    frame: Option<(FrameBuf, usize)>,
+    failed: Option<FrameError>,
+}
+
+impl Decoder {
+    /// A reader refusing payloads over `payload_max` bytes (at most [`PAYLOAD_LEN_MAX`]).
+    pub fn new(payload_max: usize) -> Self {
+        Decoder {
+            payload_max: payload_max.min(PAYLOAD_LEN_MAX),
+            header: [0; HEADER_LEN],
+            header_len: 0,
+            frame: None,
+            failed: None,
+        }
+    }
+
+    /// Consumes a prefix of `input` and returns how many bytes it took and, when they
+    /// completed one, the frame (already checked by [`open`]). It never consumes past the end
+    /// of the frame it returns: call again with the rest of `input`.
+    pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Option<FrameBuf>), FrameError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let mut used = 0;
+        let (mut buf, want) = match self.frame.take() {
+            Some(partial) => partial,
+            None => {
+                let take = (HEADER_LEN - self.header_len).min(input.len());
+                self.header[self.header_len..self.header_len + take]
+                    .copy_from_slice(&input[..take]);
+                self.header_len += take;
+                used = take;
+                if self.header_len < HEADER_LEN {
+                    return Ok((used, None));
+                }
+                self.header_len = 0;
+                let declared = declared_len(&self.header).map_err(|e| self.fail(e))?;
+                if declared > self.payload_max {
+                    return Err(self.fail(FrameError::TooLong(declared)));
+                }
+                let mut buf = FrameBuf::with_capacity(HEADER_LEN + declared);
+                buf.extend_from_slice(&self.header);
+                (buf, HEADER_LEN + declared)
+            }
+        };
+        let take = (want - buf.len()).min(input.len() - used);
+        buf.extend_from_slice(&input[used..used + take]);
+        used += take;
+        if buf.len() < want {
+            self.frame = Some((buf, want));
+            return Ok((used, None));
+        }
+        match open(&buf) {
+            Ok(_) => Ok((used, Some(buf))),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Bytes allocated for the frame in progress (0 between frames).
+    pub fn allocated(&self) -> usize {
+        self.frame.as_ref().map_or(0, |(buf, _)| buf.capacity())
+    }
+
+    /// Whether the stream ended cleanly here: no partial frame and no error.
+    pub fn at_boundary(&self) -> bool {
+        self.failed.is_none() && self.frame.is_none() && self.header_len == 0
+    }
+
+    fn fail(&mut self, e: FrameError) -> FrameError {
+        self.frame = None;
+        self.failed = Some(e.clone());
+        e
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +249,105 @@ mod tests {
         assert!(matches!(open(&short), Err(FrameError::Length { .. })));
     }
 
+    /// Feeds `chunks` in order; returns the frames and the error that stopped the stream.
+    fn feed<'a>(
+        dec: &mut Decoder,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> (Vec<FrameBuf>, Option<FrameError>) {
+        let mut frames = Vec::new();
+        for mut chunk in chunks {
+            while !chunk.is_empty() {
+                match dec.decode(chunk) {
+                    Ok((used, frame)) => {
+                        assert!(used > 0 || frame.is_some(), "no progress");
+                        chunk = &chunk[used..];
+                        frames.extend(frame);
+                    }
+                    Err(e) => return (frames, Some(e)),
+                }
+            }
+        }
+        (frames, None)
+    }
+
+    fn stream(frames: &[FrameBuf]) -> Vec<u8> {
+        frames.iter().flat_map(|f| f.iter().copied()).collect()
+    }
+
+    #[test]
+    fn decoder_reads_frames_byte_by_byte() {
+        let sent = [frame(1, b"one"), frame(2, b""), frame(3, &[7u8; 100])];
+        let bytes = stream(&sent);
+        let mut dec = Decoder::new(1024);
+        let (got, err) = feed(&mut dec, bytes.chunks(1));
+        assert_eq!(err, None);
+        assert!(dec.at_boundary());
+        assert_eq!(got.len(), 3);
+        for (g, s) in got.iter().zip(&sent) {
+            assert_eq!(g.as_slice(), s.as_slice());
+            assert_eq!((g.as_ptr() as usize + HEADER_LEN) % PAYLOAD_ALIGN, 0);
+        }
+        assert_eq!(open(&got[2]).unwrap(), (3, &[7u8; 100][..]));
+    }
+
+    #[test]
+    fn decoder_stops_at_frame_end() {
+        let bytes = stream(&[frame(1, b"ab"), frame(2, b"cd")]);
+        let mut dec = Decoder::new(16);
+        let (used, first) = dec.decode(&bytes).unwrap();
+        assert_eq!(used, HEADER_LEN + 2);
+        assert_eq!(open(&first.unwrap()).unwrap(), (1, &b"ab"[..]));
+        let (used, second) = dec.decode(&bytes[used..]).unwrap();
+        assert_eq!(used, HEADER_LEN + 2);
+        assert_eq!(open(&second.unwrap()).unwrap(), (2, &b"cd"[..]));
+    }
+
+    #[test]
+    fn decoder_refuses_long_frames_before_allocating() {
+        let big = frame(1, &[0u8; 101]);
+        let mut dec = Decoder::new(100);
+        assert_eq!(
+            dec.decode(&big[..HEADER_LEN]).err(),
+            Some(FrameError::TooLong(101))
+        );
+        assert_eq!(dec.allocated(), 0);
+        // Sticky: the stream is out of step, even for a good frame.
+        let good = frame(2, b"x");
+        assert_eq!(dec.decode(&good).err(), Some(FrameError::TooLong(101)));
+        assert!(!dec.at_boundary());
+    }
+
+    #[test]
+    fn decoder_reports_version_and_checksum() {
+        let mut bad = frame(1, b"abc");
+        bad.as_mut_slice()[3] = 0x20;
+        assert_eq!(
+            Decoder::new(16).decode(&bad).err(),
+            Some(FrameError::Version(2))
+        );
+        let mut bad = frame(1, b"abc");
+        bad.as_mut_slice()[HEADER_LEN] ^= 1;
+        let mut dec = Decoder::new(16);
+        let (_, err) = feed(&mut dec, bad.chunks(2));
+        assert!(matches!(err, Some(FrameError::Checksum { .. })));
+        assert_eq!(dec.allocated(), 0);
+    }
+
+    #[test]
+    fn decoder_holds_a_partial_frame() {
+        let f = frame(9, &[1u8; 40]);
+        let mut dec = Decoder::new(64);
+        let (used, got) = dec.decode(&f[..HEADER_LEN + 10]).unwrap();
+        assert_eq!(used, HEADER_LEN + 10);
+        assert!(got.is_none());
+        assert!(!dec.at_boundary());
+        assert!(dec.allocated() >= HEADER_LEN + 40);
+        let (used, got) = dec.decode(&f[HEADER_LEN + 10..]).unwrap();
+        assert_eq!(used, 30);
+        assert_eq!(got.unwrap().as_slice(), f.as_slice());
+        assert_eq!(dec.allocated(), 0);
+    }
+
     proptest! {
         #[test]
         fn any_payload_round_trips(id in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -170,6 +362,45 @@ mod tests {
             let mut buf = FrameBuf::new();
             buf.extend_from_slice(&bytes);
             let _ = open(&buf);
+        }
+
+        #[test]
+        fn decoder_is_blind_to_chunking(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let sent: Vec<FrameBuf> =
+                payloads.iter().enumerate().map(|(i, p)| frame(i as u64, p)).collect();
+            let bytes = stream(&sent);
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            at.push(0);
+            at.push(bytes.len());
+            at.sort_unstable();
+            let chunks = at.windows(2).map(|w| &bytes[w[0]..w[1]]);
+            let mut dec = Decoder::new(300);
+            let (got, err) = feed(&mut dec, chunks);
+            prop_assert_eq!(err, None);
+            prop_assert!(dec.at_boundary());
+            prop_assert_eq!(got.len(), sent.len());
+            for (g, s) in got.iter().zip(&sent) {
+                prop_assert_eq!(g.as_slice(), s.as_slice());
+            }
+        }
+
+        #[test]
+        fn decoder_survives_random_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            chunk in 1usize..64,
+            limit in 0usize..4096,
+        ) {
+            let mut dec = Decoder::new(limit);
+            for mut part in bytes.chunks(chunk) {
+                while !part.is_empty() {
+                    let Ok((used, _)) = dec.decode(part) else { break };
+                    prop_assert!(dec.allocated() <= HEADER_LEN + limit + PAYLOAD_ALIGN);
+                    part = &part[used..];
+                }
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod info;
 pub mod keylock;
 pub mod mesh;
 pub mod message;
+pub mod peer;
 pub mod resp;
 pub mod server;
 pub mod shard;
