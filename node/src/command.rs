@@ -739,10 +739,7 @@ mod tests {
             p(&[b"consistency", b"one", b"all"]).unwrap(),
             Command::Consistency(Some((Consistency::One, Consistency::All)))
         );
-        assert_eq!(
-            p(&[b"consistency"]).unwrap(),
-            Command::Consistency(None)
-        );
+        assert_eq!(p(&[b"consistency"]).unwrap(), Command::Consistency(None));
         assert_eq!(
             p(&[b"consistency", b"one"]).unwrap_err(),
             "ERR wrong number of arguments for 'consistency' command"

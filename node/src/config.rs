@@ -385,7 +385,10 @@ fn cluster_config(
             return invalid(if other.name == n.id {
                 format!("node {:?} is listed twice", n.id)
             } else {
-                format!("node ids {:?} and {:?} collide: rename one", other.name, n.id)
+                format!(
+                    "node ids {:?} and {:?} collide: rename one",
+                    other.name, n.id
+                )
             });
         }
         if n.id.is_empty() {
@@ -416,10 +419,7 @@ fn cluster_config(
             mine.shards
         ));
     }
-    let peer_listen = flags
-        .peer_listen
-        .or(file.peer_listen)
-        .unwrap_or(mine.peer);
+    let peer_listen = flags.peer_listen.or(file.peer_listen).unwrap_or(mine.peer);
     let replication = file.replication.take().unwrap_or_default();
     let replicas = replication.n.unwrap_or(REPLICAS_DEFAULT);
     let level = |l: &Option<LevelFile>, key| match l {
@@ -436,7 +436,9 @@ fn cluster_config(
     }
     for (key, l) in [("r", read), ("w", write)] {
         if l.required(replicas) > replicas {
-            return invalid(format!("replication.{key} = {l} is more than n = {replicas}"));
+            return invalid(format!(
+                "replication.{key} = {l} is more than n = {replicas}"
+            ));
         }
     }
     let timeout_ms = replication.timeout_ms.unwrap_or(REQUEST_TIMEOUT_MS_DEFAULT);
@@ -557,9 +559,16 @@ shards = 4
         let c = resolve_text(CLUSTER, &[]).unwrap();
         let cluster = c.cluster.unwrap();
         assert_eq!(cluster.me, node_id_of("n2"));
-        assert_eq!(cluster.peer_listen.port(), 7201, "defaults to this node's peer");
+        assert_eq!(
+            cluster.peer_listen.port(),
+            7201,
+            "defaults to this node's peer"
+        );
         assert_eq!(cluster.members.len(), 3);
-        assert_eq!((cluster.read, cluster.write), (Consistency::One, Consistency::Count(2)));
+        assert_eq!(
+            (cluster.read, cluster.write),
+            (Consistency::One, Consistency::Count(2))
+        );
         let n3 = cluster.member(node_id_of("n3")).unwrap();
         assert_eq!(n3.shards, 4);
         assert_eq!(cluster.member(node_id_of("n1")).unwrap().shards, 2);

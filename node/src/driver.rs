@@ -39,6 +39,7 @@ use shoal_cluster::ring::{Ring, shard_of};
 use shoal_engine::fs::FileSystem;
 
 use crate::config::ClusterConfig;
+use crate::frame::FrameBuf;
 use crate::mesh::{Mesh, encode};
 use crate::message::{
     ArchivedPeerMessage, PeerBody, PeerMessage, ReplicaReply, ReplicaRequest, ShardOp, ShardReply,
@@ -80,18 +81,25 @@ impl Driver {
         mesh: Rc<Mesh>,
         peers: Rc<Peers>,
     ) -> Rc<Driver> {
-        Rc::new(Driver {
+        let driver = Rc::new(Driver {
             me: config.me,
             shard,
             mesh,
-            peers,
+            peers: Rc::clone(&peers),
             ring,
             config,
             coordinator: RefCell::new(Coordinator::new()),
             waiters: RefCell::new(HashMap::new()),
             next_req: Cell::new(1),
             epoch: Instant::now(),
-        })
+        });
+        let weak = Rc::downgrade(&driver);
+        peers.on_dropped(Rc::new(move |node, frame| {
+            if let Some(driver) = weak.upgrade() {
+                driver.dropped(node, frame);
+            }
+        }));
+        driver
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -188,6 +196,22 @@ impl Driver {
                 })
                 .detach();
             }
+        }
+    }
+
+    /// A message the transport accepted but could not deliver: for a request, the replica
+    /// counts as failed now (replies are the other coordinator's deadline's business).
+    fn dropped(self: &Rc<Self>, node: NodeId, frame: &FrameBuf) {
+        let Ok((req_id, payload)) = crate::frame::open(frame) else {
+            return;
+        };
+        if let Ok(PeerMessage {
+            body: PeerBody::Request(_),
+            ..
+        }) = decode_peer(payload)
+        {
+            Counters::add(&self.counters().replica_send_failures, 1);
+            self.on_reply(node, req_id, Reply::Failed);
         }
     }
 

@@ -503,9 +503,8 @@ impl Ctx {
         session: &Session,
     ) {
         let (_, w) = self.levels(d, session);
-        let write = |key: &[u8], value: &[u8]| {
-            d.write(key, Some(value.to_vec()), WriteContext::Local, w)
-        };
+        let write =
+            |key: &[u8], value: &[u8]| d.write(key, Some(value.to_vec()), WriteContext::Local, w);
         let started: Vec<Result<Vec<Pending>, String>> = run
             .iter()
             .map(|cmd| match cmd {
@@ -892,9 +891,7 @@ fn int_or_error(reply: &mut Reply, r: Result<i64, String>) {
 fn key_spec(name: &str) -> (i64, i64, i64) {
     match name {
         "get" | "set" | "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl"
-        | "vget" | "vset" | "vdel" => {
-            (1, 1, 1)
-        }
+        | "vget" | "vset" | "vdel" => (1, 1, 1),
         "del" | "unlink" | "exists" | "mget" => (1, -1, 1),
         "mset" => (1, -1, 2),
         _ => (0, 0, 0),

@@ -181,7 +181,11 @@ pub fn render(
 
 /// `cluster_enabled` stays 0: clients read it as "speaks the Redis Cluster protocol", which
 /// Shoal does not; its own cluster is described by the `shoal_` fields.
-fn cluster(out: &mut String, ctx: &Ctx, sum: &dyn Fn(fn(&ShardStats) -> u64) -> u64) -> std::fmt::Result {
+fn cluster(
+    out: &mut String,
+    ctx: &Ctx,
+    sum: &dyn Fn(fn(&ShardStats) -> u64) -> u64,
+) -> std::fmt::Result {
     writeln!(out, "# Cluster\r\ncluster_enabled:0\r")?;
     let Some(d) = &ctx.driver else {
         return writeln!(out, "shoal_cluster:0\r");

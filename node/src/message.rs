@@ -150,8 +150,14 @@ pub enum ReplicaRequest {
 /// The wire form of [`Reply`].
 #[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub enum ReplicaReply {
-    Got { versions: Option<Vec<u8>> },
-    Updated { actor: NodeId, counter: u64, versions: Vec<u8> },
+    Got {
+        versions: Option<Vec<u8>>,
+    },
+    Updated {
+        actor: NodeId,
+        counter: u64,
+        versions: Vec<u8>,
+    },
     Stored,
     Failed,
 }

@@ -25,7 +25,9 @@
 //! **What is dropped.** [`Peers::send`] never waits: it fails at once for an unknown node or
 //! shard, a connection in backoff, or a full queue. Frames already queued are dropped
 //! (counted in [`PeerStats::frames_dropped`]) when their connection fails or its node is
-//! removed. Frames written before a failure was noticed may be lost in the kernel's buffers.
+//! removed; frames that never reached a socket because their connection failed are also
+//! handed to the [`Peers::on_dropped`] hook, so a coordinator can count that replica as
+//! failed at once instead of waiting for its deadline. Frames written before a failure was noticed may be lost in the kernel's buffers.
 //! On the reading side, a connection whose stream does not decode (bad version, over-limit
 //! length, checksum) is closed with a warning; frames decoded before the damage are kept.
 
@@ -163,7 +165,12 @@ pub struct Peers {
     me: NodeId,
     options: PeerOptions,
     state: RefCell<State>,
+    dropped_hook: RefCell<Option<DroppedHook>>,
 }
+
+/// Sees each frame that was queued for a node but dropped unsent because its connection
+/// failed.
+pub type DroppedHook = Rc<dyn Fn(NodeId, &FrameBuf)>;
 
 struct State {
     members: HashMap<NodeId, PeerAddr>,
@@ -202,12 +209,10 @@ enum Phase {
 }
 
 impl Link {
-    /// Removes every queued frame and returns how many there were.
-    fn drain(&self) -> u64 {
-        let n = self.queue.borrow().len() as u64;
-        self.queue.borrow_mut().clear();
+    /// Removes every queued frame and returns them.
+    fn drain(&self) -> VecDeque<FrameBuf> {
         self.queued_bytes.set(0);
-        n
+        std::mem::take(&mut *self.queue.borrow_mut())
     }
 }
 
@@ -224,6 +229,7 @@ impl Peers {
                 stats: PeerStats::default(),
                 rng: RandomState::new().hash_one(me),
             }),
+            dropped_hook: RefCell::new(None),
         };
         peers.set_members(members);
         Rc::new(peers)
@@ -309,6 +315,21 @@ impl Peers {
         Ok(link)
     }
 
+    /// Sets the hook that sees frames dropped unsent (see the module docs). It runs with no
+    /// borrow of the transport held, so it may send.
+    pub fn on_dropped(&self, hook: DroppedHook) {
+        *self.dropped_hook.borrow_mut() = Some(hook);
+    }
+
+    fn report_dropped(&self, node: NodeId, frames: VecDeque<FrameBuf>) {
+        let hook = self.dropped_hook.borrow().clone();
+        if let Some(hook) = hook {
+            for frame in &frames {
+                hook(node, frame);
+            }
+        }
+    }
+
     /// Whether the last connect or write to any shard of `node` succeeded (true for a member
     /// not tried yet, false for a non-member): a failure-detector hint for ordering replicas.
     pub fn is_up(&self, node: NodeId) -> bool {
@@ -335,7 +356,7 @@ impl Peers {
                 .and_then(|m| m.shard_addr(shard))
                 .is_some_and(|addr| addr == link.addr);
             if !keep {
-                dropped += close(link);
+                dropped += close(link).len() as u64;
             }
             keep
         });
@@ -376,14 +397,19 @@ impl Peers {
         }
     }
 
-    /// Puts a failed link in backoff, dropping its queue.
+    /// Puts a failed link in backoff, dropping its queue (reported to the hook).
     fn back_off(&self, link: &Link) {
-        let mut state = self.state.borrow_mut();
-        state.stats.frames_dropped += link.drain();
-        let step = link.step.get();
-        let wait = jitter(&mut state.rng, step);
-        link.step.set((step * 2).min(self.options.backoff_max));
-        link.phase.set(Phase::Backoff(Instant::now() + wait));
+        let dropped = {
+            let mut state = self.state.borrow_mut();
+            let dropped = link.drain();
+            state.stats.frames_dropped += dropped.len() as u64;
+            let step = link.step.get();
+            let wait = jitter(&mut state.rng, step);
+            link.step.set((step * 2).min(self.options.backoff_max));
+            link.phase.set(Phase::Backoff(Instant::now() + wait));
+            dropped
+        };
+        self.report_dropped(link.node, dropped);
     }
 }
 
@@ -396,7 +422,7 @@ impl Drop for Peers {
 }
 
 /// Marks a link closed and wakes its task; returns the frames it drops.
-fn close(link: &Link) -> u64 {
+fn close(link: &Link) -> VecDeque<FrameBuf> {
     link.closed.set(true);
     link.wake.notify(usize::MAX);
     link.drain()

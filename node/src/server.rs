@@ -450,9 +450,12 @@ async fn start_cluster(
         Rc::new(move |frame| driver.handle_inbound(frame))
     };
     let stop = Rc::clone(shutdown);
-    glommio::spawn_local(peer::serve(listener, PAYLOAD_LEN_MAX, on_frame, async move {
-        stop.wait().await
-    }))
+    glommio::spawn_local(peer::serve(
+        listener,
+        PAYLOAD_LEN_MAX,
+        on_frame,
+        async move { stop.wait().await },
+    ))
     .detach();
     let ticking = Rc::clone(&driver);
     glommio::spawn_local(async move {

@@ -84,8 +84,9 @@ fn engine_value(tag: u8, value: &[u8]) -> Vec<u8> {
 /// versions count as live, so they surface (as errors) instead of vanishing.
 fn is_live(value: &[u8]) -> bool {
     match value.split_first() {
-        Some((&FORMAT_VERSIONS, versions)) => DvvSet::decode(versions)
-            .map_or(true, |set| set.values().any(|v| v.is_some())),
+        Some((&FORMAT_VERSIONS, versions)) => {
+            DvvSet::decode(versions).map_or(true, |set| set.values().any(|v| v.is_some()))
+        }
         _ => true,
     }
 }

@@ -60,7 +60,10 @@ pub fn frame_stream(data: &[u8]) {
         }
         if let Ok(reply) = rkyv::access::<ArchivedShardReply, rancor::Error>(payload) {
             let reply = rkyv::deserialize::<ShardReply, rancor::Error>(reply);
-            assert!(reply.is_ok(), "a validated ShardReply archive must deserialize");
+            assert!(
+                reply.is_ok(),
+                "a validated ShardReply archive must deserialize"
+            );
         }
     }
 }
