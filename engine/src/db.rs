@@ -180,7 +180,10 @@ impl<F: FileSystem> Db<F> {
 
         // Replay the log into memtables, freezing whenever one fills up.
         let log_dir = dir.join("log");
-        let mut memtables = vec![Memtable::new(manifest_state.log_start)];
+        let mut memtables = vec![Memtable::new(
+            manifest_state.log_start,
+            options.memtable_bytes,
+        )];
         let mut last_seq = manifest_state.last_seq;
         let log = Log::open(
             Arc::clone(&fs),
@@ -202,7 +205,7 @@ impl<F: FileSystem> Db<F> {
                     .last()
                     .is_some_and(|m| m.approximate_bytes() >= options.memtable_bytes);
                 if full {
-                    memtables.push(Memtable::new(record_no));
+                    memtables.push(Memtable::new(record_no, options.memtable_bytes));
                 }
                 let mem = memtables.last().ok_or_else(|| {
                     Error::corruption(&log_dir, record_no, "no memtable to replay into")
@@ -222,7 +225,7 @@ impl<F: FileSystem> Db<F> {
         let mut memtables: Vec<Arc<Memtable>> = memtables.into_iter().map(Arc::new).collect();
         let mem = memtables
             .pop()
-            .unwrap_or_else(|| Arc::new(Memtable::new(log.next_record())));
+            .unwrap_or_else(|| Arc::new(Memtable::new(log.next_record(), options.memtable_bytes)));
         let current = Arc::new(SuperVersion {
             mem,
             imm: memtables,
@@ -494,6 +497,8 @@ impl<F: FileSystem> Db<F> {
         let memtable_bytes = (sv.mem.approximate_bytes()
             + sv.imm.iter().map(|m| m.approximate_bytes()).sum::<usize>())
             as u64;
+        let memtable_memory =
+            (sv.mem.memory_bytes() + sv.imm.iter().map(|m| m.memory_bytes()).sum::<usize>()) as u64;
         let table_meta = inner.tables.meta_memory_bytes();
         let flush_bytes = get(&c.flush_bytes);
         let compaction_bytes_written = get(&c.compaction_bytes_written);
@@ -534,10 +539,10 @@ impl<F: FileSystem> Db<F> {
             table_opens: inner.tables.opens(),
             obsolete_tables: inner.tables.obsolete_tables() as u64,
             memory: MemoryStats {
-                memtables: memtable_bytes,
+                memtables: memtable_memory,
                 block_cache: cache.usage_bytes,
                 table_meta,
-                total: memtable_bytes + cache.usage_bytes + table_meta,
+                total: memtable_memory + cache.usage_bytes + table_meta,
             },
         }
     }
@@ -627,7 +632,10 @@ impl<F: FileSystem> Db<F> {
             }
             // Under the state lock no record is being appended, so every record from here on
             // goes to the new memtable.
-            let mem = Arc::new(Memtable::new(inner.log.next_record()));
+            let mem = Arc::new(Memtable::new(
+                inner.log.next_record(),
+                inner.options.memtable_bytes,
+            ));
             let mut imm = st.current.imm.clone();
             imm.push(Arc::clone(&st.current.mem));
             st.current = Arc::new(SuperVersion {

@@ -17,6 +17,11 @@ use crate::types::{Entry, SeqNo};
 /// size estimate that decides when to freeze.
 const ENTRY_OVERHEAD_BYTES: usize = 48;
 
+/// Memtable bytes per point-lookup index slot: a slot per 64 bytes keeps the index under
+/// two-thirds full for entries of 16-byte keys and 100-byte values (about 160 bytes with
+/// overhead), and costs 8 bytes per 64 (12.5%) of address space, resident only as used.
+const INDEX_BYTES_PER_SLOT: usize = 64;
+
 /// How many entries an iterator copies out per step: amortises the skiplist seek.
 const ITER_CHUNK: usize = 64;
 
@@ -30,9 +35,10 @@ pub struct Memtable {
 }
 
 impl Memtable {
-    pub fn new(first_record: u64) -> Memtable {
+    /// A memtable for about `capacity_bytes` of writes (sizes its point-lookup index).
+    pub fn new(first_record: u64, capacity_bytes: usize) -> Memtable {
         Memtable {
-            list: SkipList::new(),
+            list: SkipList::new(capacity_bytes / INDEX_BYTES_PER_SLOT),
             bytes: AtomicUsize::new(0),
             first_record,
             max_seq: AtomicU64::new(0),
@@ -51,12 +57,18 @@ impl Memtable {
 
     /// The newest version of `key` with seq <= `snapshot`, tombstones included.
     pub fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<(SeqNo, Entry)> {
-        let found = self.list.seek_ge(key, snapshot)?;
-        (found.key() == key).then(|| (found.seq(), found.entry()))
+        let found = self.list.get(key, snapshot)?;
+        Some((found.seq(), found.entry()))
     }
 
     pub fn approximate_bytes(&self) -> usize {
         self.bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Memory this memtable may hold: its entries plus its whole point-lookup index (counted
+    /// in full, though pages of it never written are not resident).
+    pub fn memory_bytes(&self) -> usize {
+        self.approximate_bytes() + self.list.index_bytes()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -166,7 +178,7 @@ mod tests {
 
     #[test]
     fn newest_visible_version() {
-        let m = Memtable::new(0);
+        let m = Memtable::new(0, 1 << 20);
         m.insert(b"a", 1, &Entry::put(b"a1".to_vec()));
         m.insert(b"a", 5, &Entry::put(b"a5".to_vec()));
         m.insert(b"a", 9, &Entry::tombstone());
@@ -183,7 +195,7 @@ mod tests {
 
     #[test]
     fn iteration_in_table_order_across_chunks() {
-        let m = Arc::new(Memtable::new(0));
+        let m = Arc::new(Memtable::new(0, 1 << 20));
         let mut seq = 0;
         for k in 0..500u32 {
             for _ in 0..(k % 3 + 1) {

@@ -23,6 +23,9 @@
 //! | key length     | key                                      |
 //! | value length   | value                                    |
 //!
+//! Point lookups go through a hash index of each key's newest node ([`index`]) and fall
+//! back to a search of the list for older versions or when the index is full.
+//!
 //! Concurrency: writers are serialised by a mutex (the DB inserts under its own lock anyway,
 //! so it is never contended). A node is fully written before a Release store links it in; a
 //! reader follows links with Acquire loads, so it sees complete nodes only. Nodes are never
@@ -35,8 +38,13 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as AtomicOrdering};
 
 use parking_lot::Mutex;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::types::{Entry, KEY_LEN_MAX, SeqNo, VALUE_LEN_MAX, ValueKind};
+
+mod index;
+
+use index::{HashIndex, Lookup};
 
 /// Tallest tower: with a branching factor of 4, 12 levels index ~16M entries at full speed,
 /// far more than a memtable holds.
@@ -208,6 +216,7 @@ pub struct SkipList {
     /// them a level or two of search.
     height: AtomicUsize,
     len: AtomicUsize,
+    index: HashIndex,
     writer: Mutex<Writer>,
 }
 
@@ -221,7 +230,8 @@ unsafe impl Sync for SkipList {}
 unsafe impl Send for Writer {}
 
 impl SkipList {
-    pub fn new() -> SkipList {
+    /// A list whose point-lookup index has room for about `index_slots` keys (0: none).
+    pub fn new(index_slots: usize) -> SkipList {
         let mut arena = Arena {
             chunks: Vec::new(),
             cursor: ptr::null_mut(),
@@ -246,6 +256,7 @@ impl SkipList {
             head,
             height: AtomicUsize::new(1),
             len: AtomicUsize::new(0),
+            index: HashIndex::new(index_slots),
             writer: Mutex::new(Writer {
                 arena,
                 rng: 0x2545_F491,
@@ -296,6 +307,21 @@ impl SkipList {
     pub fn seek_ge(&self, key: &[u8], seq: SeqNo) -> Option<Cursor<'_>> {
         // SAFETY: a non-null result is a published node in the arena.
         unsafe { self.seek(key, seq, None).as_ref() }.map(|node| Cursor { node })
+    }
+
+    /// The newest version of exactly `key` with seq <= `seq`.
+    pub fn get(&self, key: &[u8], seq: SeqNo) -> Option<Cursor<'_>> {
+        match self.index.get(xxh3_64(key), key_prefix(key), key) {
+            Lookup::Absent => return None,
+            Lookup::Newest(node) if node.seq <= seq => return Some(Cursor { node }),
+            Lookup::Newest(_) | Lookup::Unknown => {}
+        }
+        self.seek_ge(key, seq).filter(|c| c.key() == key)
+    }
+
+    /// Bytes of the point-lookup index.
+    pub fn index_bytes(&self) -> usize {
+        self.index.bytes()
     }
 
     pub fn first(&self) -> Option<Cursor<'_>> {
@@ -351,6 +377,7 @@ impl SkipList {
             for (level, pred) in preds.iter().enumerate().take(height) {
                 (**pred).link(level).store(node, AtomicOrdering::Release);
             }
+            self.index.insert(xxh3_64(key), n);
         }
         self.len.fetch_add(1, AtomicOrdering::Relaxed);
     }
@@ -381,9 +408,11 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
+    const TEST_INDEX_SLOTS: usize = 1024;
+
     #[test]
     fn matches_a_btreemap_in_table_order() {
-        let list = SkipList::new();
+        let list = SkipList::new(TEST_INDEX_SLOTS);
         let mut model = BTreeMap::new();
         let mut rng = 7u32;
         for seq in 1..5000u64 {
@@ -414,6 +443,43 @@ mod tests {
                     .map(|((k, s), _)| (k.clone(), s.0));
                 let got = list.seek_ge(&k, snap).map(|c| (c.key().to_vec(), c.seq()));
                 assert_eq!(got, want, "probe {probe} at {snap}");
+                let exact = want.filter(|(wk, _)| wk == &k);
+                let got = list.get(&k, snap).map(|c| (c.key().to_vec(), c.seq()));
+                assert_eq!(got, exact, "get {probe} at {snap}");
+            }
+        }
+    }
+
+    #[test]
+    fn point_lookups_agree_with_the_list_when_the_index_is_full_or_absent() {
+        // 4 slots for 300 keys: the index fills at once and lookups fall back to the list;
+        // 0 slots: no index at all.
+        for slots in [0, 4, 64, 4096] {
+            let list = SkipList::new(slots);
+            let mut seq = 0;
+            for round in 0..3u64 {
+                for k in 0..300u32 {
+                    seq += 1;
+                    list.insert(
+                        &k.to_be_bytes(),
+                        seq,
+                        &Entry::put(round.to_le_bytes().to_vec()),
+                    );
+                }
+            }
+            for k in 0..310u32 {
+                let key = k.to_be_bytes();
+                for snap in [0, 1, 300, 301, 600, 10_000] {
+                    let want = list
+                        .seek_ge(&key, snap)
+                        .filter(|c| c.key() == key)
+                        .map(|c| c.seq());
+                    assert_eq!(
+                        list.get(&key, snap).map(|c| c.seq()),
+                        want,
+                        "{slots} {k} {snap}"
+                    );
+                }
             }
         }
     }
@@ -438,7 +504,7 @@ mod tests {
                 }
             }
         }
-        let list = SkipList::new();
+        let list = SkipList::new(TEST_INDEX_SLOTS);
         for (seq, k) in keys.iter().rev().enumerate() {
             list.insert(k, seq as u64 + 1, &Entry::tombstone());
         }
@@ -453,7 +519,7 @@ mod tests {
 
     #[test]
     fn large_values_and_empty_keys() {
-        let list = SkipList::new();
+        let list = SkipList::new(TEST_INDEX_SLOTS);
         let big = vec![0xABu8; 3 * LARGE_NODE_BYTES];
         list.insert(b"", 1, &Entry::tombstone());
         list.insert(b"big", 2, &Entry::put(big.clone()));
@@ -467,7 +533,7 @@ mod tests {
     #[test]
     fn readers_run_while_a_writer_inserts() {
         const KEYS: u64 = 20_000;
-        let list = Arc::new(SkipList::new());
+        let list = Arc::new(SkipList::new(TEST_INDEX_SLOTS));
         let writer = {
             let list = list.clone();
             std::thread::spawn(move || {

@@ -1,0 +1,130 @@
+//! A hash index over the skiplist's keys for point lookups: a key's hash leads to its newest
+//! node in one or two cache misses, where a skiplist search takes one miss per node visited
+//! (about 25 for a few hundred thousand keys). RocksDB offers the same trade as its hash
+//! memtables; here the index sits beside the ordered list instead of replacing it, so scans
+//! and snapshot reads keep the list.
+//!
+//! Open addressing with linear probing over a fixed array of node pointers, sized when the
+//! memtable is created. Slots are only ever filled or replaced by a newer node of the same
+//! key, never emptied, so a probe that meets an empty slot has seen every slot its key could
+//! be in. The writer (under the list's mutex) stores a fully written node with Release; readers
+//! load with Acquire. When a key finds no free slot within [`PROBE_MAX`] the index stops being
+//! complete: from then on a miss proves nothing and readers fall back to the list, while hits
+//! stay exact (a key that has a slot keeps getting its newest node there).
+
+use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering as AtomicOrdering};
+
+use super::Node;
+
+/// Slots a key may probe: at the load factors the sizing allows, almost every key is within
+/// a few slots of its home; a longer run means the table is too full to be worth probing.
+const PROBE_MAX: usize = 16;
+
+pub(super) struct HashIndex {
+    slots: Box<[AtomicPtr<Node>]>,
+    mask: usize,
+    complete: AtomicBool,
+}
+
+/// What the index knows about a key.
+pub(super) enum Lookup<'a> {
+    /// The key's newest node.
+    Newest(&'a Node),
+    /// The key is not in the list.
+    Absent,
+    /// Ask the list.
+    Unknown,
+}
+
+impl HashIndex {
+    /// An index of at least `slots` slots (rounded up to a power of two); 0 disables it.
+    pub(super) fn new(slots: usize) -> HashIndex {
+        let len = if slots == 0 {
+            0
+        } else {
+            slots.next_power_of_two()
+        };
+        HashIndex {
+            slots: zeroed_slots(len),
+            mask: len.wrapping_sub(1),
+            complete: AtomicBool::new(len > 0),
+        }
+    }
+
+    /// Bytes reserved for slots (pages never written are not resident).
+    pub(super) fn bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<AtomicPtr<Node>>()
+    }
+
+    /// Records `node` as the newest version of its key if it is newer than the one indexed.
+    /// Called by the list's single writer only.
+    pub(super) fn insert(&self, hash: u64, node: &Node) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mut i = hash as usize & self.mask;
+        for _ in 0..PROBE_MAX {
+            let slot = &self.slots[i];
+            // Only the writer stores, so its own earlier stores are visible to it.
+            let current = slot.load(AtomicOrdering::Relaxed);
+            // SAFETY: non-null slots hold published nodes that live as long as the list.
+            match unsafe { current.as_ref() } {
+                None => {
+                    slot.store(node as *const Node as *mut Node, AtomicOrdering::Release);
+                    return;
+                }
+                Some(c) if c.prefix == node.prefix && c.key() == node.key() => {
+                    if node.seq > c.seq {
+                        slot.store(node as *const Node as *mut Node, AtomicOrdering::Release);
+                    }
+                    return;
+                }
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+        self.complete.store(false, AtomicOrdering::Relaxed);
+    }
+
+    /// The newest indexed node of `key` (`prefix` is its key prefix).
+    pub(super) fn get(&self, hash: u64, prefix: u64, key: &[u8]) -> Lookup<'_> {
+        if self.slots.is_empty() {
+            return Lookup::Unknown;
+        }
+        let mut i = hash as usize & self.mask;
+        for _ in 0..PROBE_MAX {
+            let current = self.slots[i].load(AtomicOrdering::Acquire);
+            // SAFETY: as in `insert`.
+            match unsafe { current.as_ref() } {
+                None => break,
+                Some(n) if n.prefix == prefix && n.key() == key => return Lookup::Newest(n),
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+        if self.complete.load(AtomicOrdering::Relaxed) {
+            Lookup::Absent
+        } else {
+            Lookup::Unknown
+        }
+    }
+}
+
+/// `len` null slots from zeroed memory: the OS maps a page of it only when a slot on it is
+/// first written, so a memtable that stays small never pays for its whole index.
+fn zeroed_slots(len: usize) -> Box<[AtomicPtr<Node>]> {
+    if len == 0 {
+        return Box::new([]);
+    }
+    let layout = Layout::array::<AtomicPtr<Node>>(len).expect("index size overflows isize");
+    // SAFETY: the layout has a non-zero size. All-zero bytes are a valid `AtomicPtr` (null),
+    // and the allocation has exactly the layout of `len` of them, so the box owns a valid
+    // slice that it frees with the same layout.
+    unsafe {
+        let p = alloc_zeroed(layout) as *mut AtomicPtr<Node>;
+        if p.is_null() {
+            handle_alloc_error(layout);
+        }
+        Box::from_raw(ptr::slice_from_raw_parts_mut(p, len))
+    }
+}
