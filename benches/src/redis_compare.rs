@@ -66,6 +66,11 @@ pub struct RedisCompareArgs {
     /// The shoal server binary (skipped, with a notice, if absent).
     #[arg(long, default_value = "target/release/shoal")]
     pub shoal: PathBuf,
+    /// Shards of the Shoal node (default: its own, one per core). On a machine where the
+    /// client needs a core of its own, one shard per remaining core is the fair match for
+    /// single-threaded Redis.
+    #[arg(long)]
+    pub shoal_shards: Option<usize>,
     /// The resp-echo binary (default: next to this binary).
     #[arg(long)]
     pub resp_echo: Option<PathBuf>,
@@ -164,6 +169,9 @@ fn start(args: &RedisCompareArgs, server: Server) -> Result<Running, RedisCompar
             c.args(["--listen", &addr])
                 .arg("--data-dir")
                 .arg(dir.path());
+            if let Some(n) = args.shoal_shards {
+                c.args(["--shards", &n.to_string()]);
+            }
             c
         }
         Server::Echo => {
