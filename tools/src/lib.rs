@@ -4,4 +4,5 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bench;
+pub mod ctl;
 pub mod dump;
