@@ -44,7 +44,12 @@ enum Cmd {
     },
 }
 
-fn ring(config: PathBuf, node_id: Option<String>, keys: &[String], json: bool) -> Result<String, CtlError> {
+fn ring(
+    config: PathBuf,
+    node_id: Option<String>,
+    keys: &[String],
+    json: bool,
+) -> Result<String, CtlError> {
     let keys = keys
         .iter()
         .map(|k| escape::unescape(k))

@@ -81,7 +81,9 @@ pub struct RingView {
 /// The hashes partition `p` of `partitions` holds, first and last inclusive.
 pub fn hash_range(p: PartitionId, partitions: u32) -> (u64, u64) {
     // The first hash of p is the smallest h with h * Q >= p * 2^64: ceil(p * 2^64 / Q).
-    let first = |p: u32| -> u128 { ((u128::from(p) << 64) + u128::from(partitions) - 1) / u128::from(partitions) };
+    let first = |p: u32| -> u128 {
+        ((u128::from(p) << 64) + u128::from(partitions) - 1) / u128::from(partitions)
+    };
     let start = first(p);
     let end = first(p + 1) - 1;
     (start as u64, end as u64)
@@ -223,12 +225,26 @@ impl RingView {
         );
         let mut rows = vec![
             [
-                "member", "id", "weight", "rack", "dc", "shards", "peer", "owned", "replicated",
+                "member",
+                "id",
+                "weight",
+                "rack",
+                "dc",
+                "shards",
+                "peer",
+                "owned",
+                "replicated",
             ]
             .map(str::to_owned)
             .to_vec(),
         ];
-        let or_dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+        let or_dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
         for m in &self.members {
             rows.push(vec![
                 m.name.clone(),
@@ -246,9 +262,14 @@ impl RingView {
         let hex = |h: u64| format!("{h:#018x}");
         if !self.map.is_empty() {
             let mut rows = vec![
-                ["partition", "first hash", "last hash", "replicas (node/shard), owner first"]
-                    .map(str::to_owned)
-                    .to_vec(),
+                [
+                    "partition",
+                    "first hash",
+                    "last hash",
+                    "replicas (node/shard), owner first",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
             ];
             for p in &self.map {
                 rows.push(vec![
@@ -263,9 +284,14 @@ impl RingView {
         }
         if !self.keys.is_empty() {
             let mut rows = vec![
-                ["key", "hash", "partition", "replicas (node/shard), owner first"]
-                    .map(str::to_owned)
-                    .to_vec(),
+                [
+                    "key",
+                    "hash",
+                    "partition",
+                    "replicas (node/shard), owner first",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
             ];
             for k in &self.keys {
                 rows.push(vec![
