@@ -1,7 +1,10 @@
 //! Helpers for black-box tests: find (or build) the `shoal` binary, start it on a free
-//! 127.0.0.1 port with a fresh data directory, wait until it serves, stop or kill it.
+//! 127.0.0.1 port with a fresh data directory, wait until it serves, stop or kill it; and
+//! the same for a cluster of such processes ([`cluster`]).
 
 #![allow(clippy::unwrap_used)]
+
+pub mod cluster;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -74,6 +77,16 @@ impl Server {
     /// Like [`Server::start`], with the process running in `cwd`.
     pub fn start_in(cwd: Option<&Path>, data_dir: &Path, extra: &[&str]) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Server::start_on(addr, cwd, data_dir, extra)
+    }
+
+    /// Like [`Server::start_in`], listening for clients on `addr`.
+    pub fn start_on(
+        addr: SocketAddr,
+        cwd: Option<&Path>,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Server {
         let mut server = Server {
             addr,
             data_dir: data_dir.to_path_buf(),
@@ -135,6 +148,11 @@ impl Server {
         let s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s
+    }
+
+    /// Whether the process was started and not yet killed or stopped.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn pid(&self) -> u32 {

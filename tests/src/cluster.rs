@@ -1,0 +1,186 @@
+//! A cluster of `shoal` processes on 127.0.0.1 for black-box tests.
+//!
+//! Every node reads one config file (its `[[nodes]]` and `[replication]`) and is told which
+//! member it is with `--node-id`, as `examples/cluster/` would be run by hand. All ports
+//! (each node's client port and `shards` consecutive peer ports) are picked free together,
+//! while held, so no two of them collide.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::Server;
+
+/// How long a cluster may take to have every live node reach every other live node.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read timeout of test connections: far above any request's deadline, so a hang fails the
+/// test instead of stalling it.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The probe key of [`Cluster::wait_connected`]; it is only ever read, so it never exists.
+pub const PROBE_KEY: &str = "__cluster_probe";
+
+/// Shape of a test cluster.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub nodes: usize,
+    pub shards: usize,
+    /// `[replication]` n, r, w and timeout_ms.
+    pub replicas: u32,
+    pub read: String,
+    pub write: String,
+    pub timeout_ms: u64,
+}
+
+impl Spec {
+    /// N=3, R=2, W=2 over three nodes of `shards` shards, with the default 1 s deadline.
+    pub fn three(shards: usize) -> Spec {
+        Spec {
+            nodes: 3,
+            shards,
+            replicas: 3,
+            read: "2".to_owned(),
+            write: "2".to_owned(),
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+/// A running cluster; its processes are killed when it is dropped.
+pub struct Cluster {
+    pub spec: Spec,
+    pub config: PathBuf,
+    /// `nodes[i]` is member `n{i+1}`.
+    pub nodes: Vec<Server>,
+}
+
+/// A port `p` with `p..p + count` all free, and the listeners holding them.
+fn free_ports(count: usize, held: &mut Vec<TcpListener>) -> u16 {
+    'search: loop {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = first.local_addr().unwrap().port();
+        let mut run = vec![first];
+        for i in 1..count {
+            let Some(port) = base.checked_add(i as u16) else {
+                continue 'search;
+            };
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => run.push(l),
+                Err(_) => continue 'search,
+            }
+        }
+        held.extend(run);
+        return base;
+    }
+}
+
+/// The member name of node index `i`.
+pub fn name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+/// The config file every node of `spec` reads.
+pub fn config_text(spec: &Spec, peer_ports: &[u16]) -> String {
+    let mut text = format!(
+        "shards = {}\n\n[replication]\nn = {}\nr = \"{}\"\nw = \"{}\"\ntimeout_ms = {}\n",
+        spec.shards, spec.replicas, spec.read, spec.write, spec.timeout_ms
+    );
+    for (i, port) in peer_ports.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[nodes]]\nid = \"{}\"\npeer = \"127.0.0.1:{port}\"\nrack = \"r{}\"\n",
+            name(i),
+            i + 1
+        ));
+    }
+    text
+}
+
+impl Cluster {
+    /// Writes the config into `dir`, starts every node (data in `dir/n1`, ...) and waits
+    /// until each answers PING. Call [`Cluster::wait_connected`] before relying on quorums.
+    pub fn start(dir: &Path, spec: Spec) -> Cluster {
+        let mut held = Vec::new();
+        let client_addrs: Vec<SocketAddr> = (0..spec.nodes)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_ports(1, &mut held))))
+            .collect();
+        let peer_ports: Vec<u16> = (0..spec.nodes)
+            .map(|_| free_ports(spec.shards, &mut held))
+            .collect();
+        let config = dir.join("cluster.toml");
+        std::fs::write(&config, config_text(&spec, &peer_ports)).unwrap();
+        drop(held);
+        let config_arg = config.to_str().unwrap().to_owned();
+        let nodes = client_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| {
+                let node = name(i);
+                let extra = [
+                    "--config",
+                    &config_arg,
+                    "--node-id",
+                    &node,
+                    "--spin-us",
+                    "0",
+                ];
+                Server::start_on(addr, None, &dir.join(&node), &extra)
+            })
+            .collect();
+        Cluster {
+            spec,
+            config,
+            nodes,
+        }
+    }
+
+    /// A connection to node `i` with [`REPLY_TIMEOUT`] on reads and writes.
+    pub fn connection(&self, i: usize) -> redis::Connection {
+        let c = self.nodes[i].connection();
+        c.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        c.set_write_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        c
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again on its ports and data; waits until it answers PING.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].restart();
+    }
+
+    /// Indices of the nodes running.
+    pub fn alive(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect()
+    }
+
+    /// Waits until every running node completes a read that needs an answer from every
+    /// running node (`VGET probe R <alive>`): each reaches every other, both ways. Meaningful
+    /// when every key has every node as a replica (N = nodes), as in these tests.
+    pub fn wait_connected(&self) {
+        let alive = self.alive();
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        for &i in &alive {
+            let mut c = self.connection(i);
+            loop {
+                let r: redis::RedisResult<redis::Value> = redis::cmd("VGET")
+                    .arg(PROBE_KEY)
+                    .arg("R")
+                    .arg(alive.len())
+                    .query(&mut c);
+                match r {
+                    Ok(_) => break,
+                    Err(e) => assert!(
+                        Instant::now() < deadline,
+                        "{} does not reach the other nodes: {e}",
+                        name(i)
+                    ),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
