@@ -114,11 +114,12 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn answers_ping(port: u16) -> bool {
+/// Whether a RESP server on 127.0.0.1:`port` answers PING within a second.
+pub(crate) fn answers_ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
@@ -129,7 +130,8 @@ fn answers_ping(port: u16) -> bool {
         && &buf == b"+PONG\r\n"
 }
 
-fn sibling(name: &str) -> PathBuf {
+/// The program `name` next to this binary.
+pub(crate) fn sibling(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join(name)))
@@ -470,7 +472,7 @@ pub fn compare(
     })
 }
 
-fn cell(v: Option<f64>, precision: usize) -> String {
+pub(crate) fn cell(v: Option<f64>, precision: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.precision$}"))
 }
 
