@@ -81,11 +81,9 @@ pub struct RingView {
 /// The hashes partition `p` of `partitions` holds, first and last inclusive.
 pub fn hash_range(p: PartitionId, partitions: u32) -> (u64, u64) {
     // The first hash of p is the smallest h with h * Q >= p * 2^64: ceil(p * 2^64 / Q).
-    let first = |p: u32| -> u128 {
-        ((u128::from(p) << 64) + u128::from(partitions) - 1) / u128::from(partitions)
-    };
-    let start = first(p);
-    let end = first(p + 1) - 1;
+    let first = |p: u128| (p << 64).div_ceil(u128::from(partitions));
+    let start = first(u128::from(p));
+    let end = first(u128::from(p) + 1) - 1;
     (start as u64, end as u64)
 }
 
