@@ -1,9 +1,10 @@
 //! A cluster of `shoal` processes on 127.0.0.1 for black-box tests.
 //!
-//! Every node reads one config file (its `[[nodes]]` and `[replication]`) and is told which
-//! member it is with `--node-id`, as `examples/cluster/` would be run by hand. All ports
-//! (each node's client port and `shards` consecutive peer ports) are picked free together,
-//! while held, so no two of them collide.
+//! Every node has its own config file, `nX.toml` in the cluster's directory, shaped like
+//! `examples/cluster/`: its `node_id`, then the `[replication]` and `[[nodes]]` every member
+//! shares. The client port and data directory are passed as flags. All ports (each node's
+//! client port and `shards` consecutive peer ports) are picked free together, while held, so
+//! no two of them collide.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -48,7 +49,8 @@ impl Spec {
 /// A running cluster; its processes are killed when it is dropped.
 pub struct Cluster {
     pub spec: Spec,
-    pub config: PathBuf,
+    /// `configs[i]` is node `i`'s config file.
+    pub configs: Vec<PathBuf>,
     /// `nodes[i]` is member `n{i+1}`.
     pub nodes: Vec<Server>,
 }
@@ -78,11 +80,16 @@ pub fn name(i: usize) -> String {
     format!("n{}", i + 1)
 }
 
-/// The config file every node of `spec` reads.
-pub fn config_text(spec: &Spec, peer_ports: &[u16]) -> String {
+/// The config file of node `me` of `spec`.
+pub fn config_text(spec: &Spec, me: usize, peer_ports: &[u16]) -> String {
     let mut text = format!(
-        "shards = {}\n\n[replication]\nn = {}\nr = \"{}\"\nw = \"{}\"\ntimeout_ms = {}\n",
-        spec.shards, spec.replicas, spec.read, spec.write, spec.timeout_ms
+        "node_id = \"{}\"\nshards = {}\n\n[replication]\nn = {}\nr = \"{}\"\nw = \"{}\"\ntimeout_ms = {}\n",
+        name(me),
+        spec.shards,
+        spec.replicas,
+        spec.read,
+        spec.write,
+        spec.timeout_ms
     );
     for (i, port) in peer_ports.iter().enumerate() {
         text.push_str(&format!(
@@ -95,8 +102,9 @@ pub fn config_text(spec: &Spec, peer_ports: &[u16]) -> String {
 }
 
 impl Cluster {
-    /// Writes the config into `dir`, starts every node (data in `dir/n1`, ...) and waits
-    /// until each answers PING. Call [`Cluster::wait_connected`] before relying on quorums.
+    /// Writes each node's config into `dir`, starts every node (data in `dir/n1`, ...) and
+    /// waits until each answers PING. Call [`Cluster::wait_connected`] before relying on
+    /// quorums.
     pub fn start(dir: &Path, spec: Spec) -> Cluster {
         let mut held = Vec::new();
         let client_addrs: Vec<SocketAddr> = (0..spec.nodes)
@@ -105,29 +113,26 @@ impl Cluster {
         let peer_ports: Vec<u16> = (0..spec.nodes)
             .map(|_| free_ports(spec.shards, &mut held))
             .collect();
-        let config = dir.join("cluster.toml");
-        std::fs::write(&config, config_text(&spec, &peer_ports)).unwrap();
+        let configs: Vec<PathBuf> = (0..spec.nodes)
+            .map(|i| {
+                let path = dir.join(format!("{}.toml", name(i)));
+                std::fs::write(&path, config_text(&spec, i, &peer_ports)).unwrap();
+                path
+            })
+            .collect();
         drop(held);
-        let config_arg = config.to_str().unwrap().to_owned();
         let nodes = client_addrs
             .iter()
+            .zip(&configs)
             .enumerate()
-            .map(|(i, &addr)| {
-                let node = name(i);
-                let extra = [
-                    "--config",
-                    &config_arg,
-                    "--node-id",
-                    &node,
-                    "--spin-us",
-                    "0",
-                ];
-                Server::start_on(addr, None, &dir.join(&node), &extra)
+            .map(|(i, (&addr, config))| {
+                let extra = ["--config", config.to_str().unwrap(), "--spin-us", "0"];
+                Server::start_on(addr, None, &dir.join(name(i)), &extra)
             })
             .collect();
         Cluster {
             spec,
-            config,
+            configs,
             nodes,
         }
     }

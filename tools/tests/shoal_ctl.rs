@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use shoal_cluster::consistency::Consistency;
 use shoal_cluster::partition::partition_of;
 use shoal_cluster::ring::{Member, Ring, shard_of};
 use shoal_node::config::node_id_of;
@@ -289,4 +290,59 @@ fn bad_configurations_exit_non_zero_with_a_message() {
         Some(2),
         "--config is required"
     );
+}
+
+#[test]
+fn the_example_cluster_files_describe_one_ring() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster");
+    let views: Vec<Value> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| {
+            let path = dir.join(format!("{n}.toml"));
+            json(&ctl(&[
+                "ring",
+                "--config",
+                path.to_str().unwrap(),
+                "--json",
+            ]))
+        })
+        .collect();
+    for (i, view) in views.iter().enumerate() {
+        assert_eq!(
+            view["node"],
+            format!("n{}", i + 1),
+            "node_id of n{}.toml",
+            i + 1
+        );
+        assert_eq!(view["replicas"], 3);
+        assert_eq!(view["members"], views[0]["members"], "n{}.toml", i + 1);
+        assert_eq!(view["map"], views[0]["map"], "n{}.toml", i + 1);
+    }
+    let peers: Vec<&str> = views[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["peer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        peers,
+        ["127.0.0.1:7101", "127.0.0.1:7201", "127.0.0.1:7301"]
+    );
+    // The rest of each file, as the server reads it.
+    for i in 1..=3 {
+        let flags = shoal_node::Flags {
+            config: Some(dir.join(format!("n{i}.toml"))),
+            ..Default::default()
+        };
+        let c = shoal_node::Config::resolve(flags).unwrap();
+        assert_eq!(c.listen.to_string(), format!("127.0.0.1:700{i}"));
+        assert_eq!(c.data_dir, Path::new(&format!("data/n{i}")));
+        assert_eq!(c.shards, 1);
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.peer_listen.to_string(), format!("127.0.0.1:7{i}01"));
+        assert_eq!(
+            (cluster.read, cluster.write),
+            (Consistency::Count(2), Consistency::Count(2))
+        );
+    }
 }
