@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The `shoal` binary next to the test executable (`target/<profile>/shoal`), built with
-/// cargo if it is not there yet.
+/// The `shoal` binary next to the test executable (`target/<profile>/shoal`), brought up to
+/// date with cargo first: `cargo test -p shoal-tests` does not build other packages' binaries,
+/// so one left from an earlier build would otherwise be tested in place of the current code.
 pub fn shoal_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -25,24 +26,22 @@ pub fn shoal_binary() -> &'static Path {
         // target/<profile>/deps/<test> → target/<profile>
         let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
         let bin = profile_dir.join("shoal");
-        if !bin.exists() {
-            let target_dir = profile_dir.parent().unwrap();
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args([
-                "build",
-                "-p",
-                "shoal-node",
-                "--bin",
-                "shoal",
-                "--target-dir",
-            ])
-            .arg(target_dir);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().unwrap();
-            assert!(status.success(), "building shoal failed");
+        let target_dir = profile_dir.parent().unwrap();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args([
+            "build",
+            "-p",
+            "shoal-node",
+            "--bin",
+            "shoal",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
         }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "building shoal failed");
         assert!(bin.exists(), "no shoal binary at {}", bin.display());
         bin
     })
