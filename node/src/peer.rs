@@ -371,12 +371,12 @@ impl Peers {
     /// Records a connect or write outcome for the node.
     fn record(&self, link: &Link, outcome: Outcome) {
         let mut state = self.state.borrow_mut();
-        let was_up = state.up.get(&link.node).copied().unwrap_or(false);
         let up = matches!(outcome, Outcome::Connected | Outcome::Wrote { .. });
-        // A link removed by set_members must not resurrect its node's entry.
-        if let Some(entry) = state.up.get_mut(&link.node) {
-            *entry = up;
-        }
+        // A link removed by set_members has no entry and must not resurrect one.
+        let was_up = state
+            .up
+            .get_mut(&link.node)
+            .map(|entry| std::mem::replace(entry, up));
         match outcome {
             Outcome::Connected => state.stats.connects += 1,
             Outcome::Wrote { frames, bytes } => {
@@ -386,14 +386,16 @@ impl Peers {
             Outcome::ConnectFailed => state.stats.connect_failures += 1,
             Outcome::WriteFailed => state.stats.write_failures += 1,
         }
-        if was_up && !up {
-            tracing::warn!(
+        match (was_up, up) {
+            (Some(true), false) => tracing::warn!(
                 me = self.me,
                 node = link.node,
                 shard = link.shard,
                 addr = %link.addr,
                 "peer is down"
-            );
+            ),
+            (Some(false), true) => tracing::info!(me = self.me, node = link.node, "peer is up"),
+            _ => {}
         }
     }
 
@@ -538,12 +540,8 @@ async fn write_queue(
             continue;
         }
         let (frames, bytes) = take_batch(link, &mut batch);
-        let single;
         let out: &[u8] = match &frames {
-            Batch::One(frame) => {
-                single = frame;
-                single.as_slice()
-            }
+            Batch::One(frame) => frame,
             Batch::Many(_) => &batch,
         };
         let deadline = options.write_timeout;
@@ -622,6 +620,7 @@ fn take_batch(link: &Link, batch: &mut Vec<u8>) -> (Batch, usize) {
 }
 
 /// A verified frame received from a peer.
+#[derive(Debug)]
 pub struct Inbound {
     frame: FrameBuf,
     request_id: u64,
