@@ -4,6 +4,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod engine_compare;
+pub mod peer_compare;
 pub mod proc;
 pub mod redis_compare;
 pub mod resp_echo;
