@@ -4,7 +4,8 @@
 //! - **Stream**: the sender queues `frames` sealed frames with `Peers::send` (retrying on a
 //!   full queue) and the receiver's `serve` verifies and counts them. The peer writes the same
 //!   frames, copied back to back into 256 KiB buffers, with `write_all` on one connection, and
-//!   its receiver only counts bytes: the most this runtime moves over loopback.
+//!   its receiver only counts bytes (the most this runtime moves over loopback), or also
+//!   decodes and verifies the frames (what any framed transport must do).
 //! - **Round trip**: one frame out and one back, `rounds` times, over two one-way peer
 //!   connections (each node's `Peers` to the other's `serve`). The peer bounces the frame over
 //!   one raw connection.
@@ -26,6 +27,9 @@ use shoal_node::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
 const RAW_BATCH_BYTES: usize = peer::WRITE_BATCH_BYTES;
 /// Bytes a receiver reads at a time.
 const READ_BYTES: usize = 64 << 10;
+/// Pause of the streaming sender when its queue is full: a fraction of the ~300 us the
+/// writer needs to drain a full queue of small frames.
+const FULL_PAUSE: Duration = Duration::from_micros(50);
 /// Longest any run may take before it is abandoned as failed.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -141,12 +145,15 @@ pub fn stream_peers(run: Stream) -> Result<StreamResult, CompareError> {
             let count = Rc::new(Cell::new(0u64));
             let changed = Rc::new(Event::new());
             let (c, e) = (Rc::clone(&count), Rc::clone(&changed));
+            let target = run.frames;
             let on_frame: Rc<dyn Fn(Inbound)> = Rc::new(move |_| {
                 c.set(c.get() + 1);
-                e.notify(1);
+                if c.get() == target {
+                    e.notify(1);
+                }
             });
             let done = async {
-                reached(&count, &changed, run.frames).await;
+                reached(&count, &changed, target).await;
             };
             peer::serve(listener, 1 << 20, on_frame, done).await;
             Ok(Instant::now())
@@ -164,9 +171,9 @@ pub fn stream_peers(run: Stream) -> Result<StreamResult, CompareError> {
                 loop {
                     match peers.send(2, 0, template.clone()) {
                         Ok(()) => break,
-                        Err(PeerError::QueueFull { .. }) => {
-                            glommio::executor().yield_task_queue_now().await;
-                        }
+                        // Wait for the writer to drain some (spinning on yields would
+                        // take the CPU the kernel needs for the loopback traffic).
+                        Err(PeerError::QueueFull { .. }) => glommio::timer::sleep(FULL_PAUSE).await,
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -183,8 +190,10 @@ pub fn stream_peers(run: Stream) -> Result<StreamResult, CompareError> {
     ))
 }
 
-/// Streams the same bytes over one raw connection.
-pub fn stream_raw(run: Stream) -> Result<StreamResult, CompareError> {
+/// Streams the same bytes over one raw connection; with `decode`, the receiver also cuts and
+/// verifies the frames with `frame::Decoder`, as `serve` does, so the difference to
+/// [`stream_peers`] is the transport's own cost.
+pub fn stream_raw(run: Stream, decode: bool) -> Result<StreamResult, CompareError> {
     let total = run.frames * (frame::HEADER_LEN + run.payload) as u64;
     let (ended, started) = two_executors(
         async move |addr_tx: mpsc::Sender<SocketAddr>| {
@@ -192,12 +201,25 @@ pub fn stream_raw(run: Stream) -> Result<StreamResult, CompareError> {
             let _ = addr_tx.send(listener.local_addr().map_err(std::io::Error::from)?);
             let mut stream = listener.accept().await.map_err(std::io::Error::from)?;
             let mut buf = vec![0u8; READ_BYTES];
-            let mut got = 0u64;
+            let mut decoder = frame::Decoder::new(1 << 20);
+            let (mut got, mut frames) = (0u64, 0u64);
             while got < total {
-                match stream.read(&mut buf).await? {
+                let n = match stream.read(&mut buf).await? {
                     0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
-                    n => got += n as u64,
+                    n => n,
+                };
+                got += n as u64;
+                let mut input = &buf[..n];
+                while decode && !input.is_empty() {
+                    let (used, frame) = decoder
+                        .decode(input)
+                        .map_err(|e| CompareError::Executor(e.to_string()))?;
+                    input = &input[used..];
+                    frames += u64::from(frame.is_some());
                 }
+            }
+            if decode && frames != run.frames {
+                return Err(CompareError::Executor(format!("decoded {frames} frames")));
             }
             Ok(Instant::now())
         },
@@ -210,7 +232,9 @@ pub fn stream_raw(run: Stream) -> Result<StreamResult, CompareError> {
             let mut batch = Vec::with_capacity(RAW_BATCH_BYTES + template.len());
             let started = Instant::now();
             for _ in 0..run.frames {
-                batch.extend_from_slice(&template);
+                // A new buffer per frame, as callers of `Peers::send` build one per message.
+                let frame = template.clone();
+                batch.extend_from_slice(&frame);
                 if batch.len() >= RAW_BATCH_BYTES {
                     stream.write_all(&batch).await?;
                     batch.clear();

@@ -39,10 +39,12 @@ use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::io::{FromRawFd, IntoRawFd};
+use std::pin::pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
+use futures_lite::future::poll_once;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use shoal_cluster::NodeId;
@@ -196,6 +198,8 @@ struct Link {
     closed: Cell<bool>,
     /// Notified when a frame is queued or the link closes.
     wake: Event,
+    /// Whether the writer task waits on `wake` (a send that finds it busy need not notify).
+    waiting: Cell<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +287,9 @@ impl Peers {
         }
         queue.push_back(frame);
         link.queued_bytes.set(bytes);
-        link.wake.notify(1);
+        if link.waiting.get() {
+            link.wake.notify(1);
+        }
         Ok(())
     }
 
@@ -310,6 +316,7 @@ impl Peers {
             step: Cell::new(self.options.backoff_min),
             closed: Cell::new(false),
             wake: Event::new(),
+            waiting: Cell::new(false),
         });
         state.links.insert((node, shard), Rc::clone(&link));
         Ok(link)
@@ -525,6 +532,7 @@ async fn write_queue(
             }
             // The peer never writes on this connection: readable means it closed or broke.
             let mut probe = [0u8; 1];
+            link.waiting.set(true);
             let hung_up = async {
                 listener.await;
                 false
@@ -534,6 +542,7 @@ async fn write_queue(
                 true
             })
             .await;
+            link.waiting.set(false);
             if hung_up {
                 return End::HungUp;
             }
@@ -544,16 +553,7 @@ async fn write_queue(
             Batch::One(frame) => frame,
             Batch::Many(_) => &batch,
         };
-        let deadline = options.write_timeout;
-        let written = async { stream.write_all(out).await }
-            .or(async {
-                glommio::timer::sleep(deadline).await;
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("write not finished within {deadline:?}"),
-                ))
-            })
-            .await;
+        let written = write_within(&mut stream, out, options.write_timeout).await;
         if let Err(e) = written {
             if let Some(p) = peers.upgrade() {
                 p.state.borrow_mut().stats.frames_dropped += frames.count();
@@ -571,6 +571,24 @@ async fn write_queue(
             );
         }
     }
+}
+
+/// Writes all of `out` or fails with `TimedOut` after `limit`. The timer is armed only when
+/// the socket does not take the bytes at once (the common case needs no timer).
+async fn write_within(stream: &mut TcpStream, out: &[u8], limit: Duration) -> io::Result<()> {
+    let mut write = pin!(stream.write_all(out));
+    if let Some(done) = poll_once(&mut write).await {
+        return done;
+    }
+    write
+        .or(async {
+            glommio::timer::sleep(limit).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("write not finished within {limit:?}"),
+            ))
+        })
+        .await
 }
 
 /// Frames taken from a queue for one write.

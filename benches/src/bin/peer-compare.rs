@@ -34,17 +34,20 @@ fn main() -> ExitCode {
         payload: args.payload,
     };
     let result = (|| -> Result<(), peer_compare::CompareError> {
-        let raw = peer_compare::stream_raw(run)?;
+        let raw = peer_compare::stream_raw(run, false)?;
+        let decoded = peer_compare::stream_raw(run, true)?;
         let peers = peer_compare::stream_peers(run)?;
         println!(
-            "stream {} frames x {} B: raw {:.0} frames/s ({:.1} MiB/s), peers {:.0} frames/s ({:.1} MiB/s), peers/raw {:.2}",
+            "stream {} frames x {} B: raw {:.0} frames/s ({:.1} MiB/s), raw+decode {:.0} frames/s, peers {:.0} frames/s ({:.1} MiB/s), peers/raw {:.2}, peers/(raw+decode) {:.2}",
             args.frames,
             args.payload,
             raw.frames_per_sec,
             raw.mib_per_sec,
+            decoded.frames_per_sec,
             peers.frames_per_sec,
             peers.mib_per_sec,
-            peers.frames_per_sec / raw.frames_per_sec
+            peers.frames_per_sec / raw.frames_per_sec,
+            peers.frames_per_sec / decoded.frames_per_sec
         );
         let raw = peer_compare::round_trip_raw(args.rounds, args.rtt_payload)?;
         let peers = peer_compare::round_trip_peers(args.rounds, args.rtt_payload)?;
