@@ -27,7 +27,9 @@
 //! (counted in [`PeerStats::frames_dropped`]) when their connection fails or its node is
 //! removed; frames that never reached a socket because their connection failed are also
 //! handed to the [`Peers::on_dropped`] hook, so a coordinator can count that replica as
-//! failed at once instead of waiting for its deadline. Frames written before a failure was noticed may be lost in the kernel's buffers.
+//! failed at once instead of waiting for its deadline. The frames of the write that failed
+//! are counted but not handed over: part of them may have arrived. Frames written before a
+//! failure was noticed may be lost in the kernel's buffers.
 //! On the reading side, a connection whose stream does not decode (bad version, over-limit
 //! length, checksum) is closed with a warning; frames decoded before the damage are kept.
 
@@ -480,7 +482,13 @@ async fn drive(peers: Weak<Peers>, link: Rc<Link>, options: PeerOptions) {
         let stream = match connected {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(node = link.node, shard = link.shard, addr = %link.addr, error = %e, "peer connect failed");
+                tracing::debug!(
+                    node = link.node,
+                    shard = link.shard,
+                    addr = %link.addr,
+                    error = %e,
+                    "peer connect failed"
+                );
                 peers_now.record(&link, Outcome::ConnectFailed);
                 peers_now.back_off(&link);
                 return;
@@ -504,7 +512,13 @@ async fn drive(peers: Weak<Peers>, link: Rc<Link>, options: PeerOptions) {
                 }
             }
             End::Failed(e) => {
-                tracing::debug!(node = link.node, shard = link.shard, addr = %link.addr, error = %e, "peer write failed");
+                tracing::debug!(
+                    node = link.node,
+                    shard = link.shard,
+                    addr = %link.addr,
+                    error = %e,
+                    "peer write failed"
+                );
                 peers_now.record(&link, Outcome::WriteFailed);
                 peers_now.back_off(&link);
                 return;
@@ -807,7 +821,11 @@ async fn read_connection(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(?from, error = %e, "closing peer connection: stream does not decode");
+                    tracing::warn!(
+                        ?from,
+                        error = %e,
+                        "closing peer connection: stream does not decode"
+                    );
                     return;
                 }
             }

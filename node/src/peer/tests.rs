@@ -404,3 +404,36 @@ fn jitter_stays_within_half_to_all_of_the_step() {
     }
     assert_eq!(jitter(&mut rng, Duration::ZERO), Duration::ZERO);
 }
+
+#[test]
+fn frames_dropped_unsent_reach_the_hook() {
+    run(|| async {
+        // A port with no listener: the connect is refused.
+        let base = free_base(1);
+        let a = Peers::new(
+            1,
+            vec![PeerAddr {
+                node: 2,
+                base,
+                shards: 1,
+            }],
+            fast_options(),
+        );
+        let seen: Rc<RefCell<Vec<(NodeId, u64)>>> = Rc::default();
+        let record = Rc::clone(&seen);
+        a.on_dropped(Rc::new(move |node, frame: &FrameBuf| {
+            let (id, _) = frame::open(frame).unwrap();
+            record.borrow_mut().push((node, id));
+        }));
+        for id in 1..=3 {
+            a.send(2, 0, frame_of(id, b"never sent")).unwrap();
+        }
+        assert!(wait_until(|| seen.borrow().len() == 3).await);
+        assert_eq!(*seen.borrow(), [(2, 1), (2, 2), (2, 3)]);
+        let stats = a.stats();
+        assert_eq!(stats.frames_dropped, 3);
+        assert_eq!(stats.connect_failures, 1);
+        assert_eq!(stats.frames_sent, 0);
+        assert!(!a.is_up(2));
+    });
+}
