@@ -6,6 +6,7 @@
 
 pub mod cluster_compare;
 pub mod engine_compare;
+pub mod peer_compare;
 pub mod proc;
 pub mod redis_compare;
 pub mod resp_echo;

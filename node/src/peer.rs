@@ -27,7 +27,9 @@
 //! (counted in [`PeerStats::frames_dropped`]) when their connection fails or its node is
 //! removed; frames that never reached a socket because their connection failed are also
 //! handed to the [`Peers::on_dropped`] hook, so a coordinator can count that replica as
-//! failed at once instead of waiting for its deadline. Frames written before a failure was noticed may be lost in the kernel's buffers.
+//! failed at once instead of waiting for its deadline. The frames of the write that failed
+//! are counted but not handed over: part of them may have arrived. Frames written before a
+//! failure was noticed may be lost in the kernel's buffers.
 //! On the reading side, a connection whose stream does not decode (bad version, over-limit
 //! length, checksum) is closed with a warning; frames decoded before the damage are kept.
 
@@ -39,10 +41,12 @@ use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::io::{FromRawFd, IntoRawFd};
+use std::pin::pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
+use futures_lite::future::poll_once;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use shoal_cluster::NodeId;
@@ -196,6 +200,8 @@ struct Link {
     closed: Cell<bool>,
     /// Notified when a frame is queued or the link closes.
     wake: Event,
+    /// Whether the writer task waits on `wake` (a send that finds it busy need not notify).
+    waiting: Cell<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +289,9 @@ impl Peers {
         }
         queue.push_back(frame);
         link.queued_bytes.set(bytes);
-        link.wake.notify(1);
+        if link.waiting.get() {
+            link.wake.notify(1);
+        }
         Ok(())
     }
 
@@ -310,6 +318,7 @@ impl Peers {
             step: Cell::new(self.options.backoff_min),
             closed: Cell::new(false),
             wake: Event::new(),
+            waiting: Cell::new(false),
         });
         state.links.insert((node, shard), Rc::clone(&link));
         Ok(link)
@@ -371,12 +380,12 @@ impl Peers {
     /// Records a connect or write outcome for the node.
     fn record(&self, link: &Link, outcome: Outcome) {
         let mut state = self.state.borrow_mut();
-        let was_up = state.up.get(&link.node).copied().unwrap_or(false);
         let up = matches!(outcome, Outcome::Connected | Outcome::Wrote { .. });
-        // A link removed by set_members must not resurrect its node's entry.
-        if let Some(entry) = state.up.get_mut(&link.node) {
-            *entry = up;
-        }
+        // A link removed by set_members has no entry and must not resurrect one.
+        let was_up = state
+            .up
+            .get_mut(&link.node)
+            .map(|entry| std::mem::replace(entry, up));
         match outcome {
             Outcome::Connected => state.stats.connects += 1,
             Outcome::Wrote { frames, bytes } => {
@@ -386,14 +395,16 @@ impl Peers {
             Outcome::ConnectFailed => state.stats.connect_failures += 1,
             Outcome::WriteFailed => state.stats.write_failures += 1,
         }
-        if was_up && !up {
-            tracing::warn!(
+        match (was_up, up) {
+            (Some(true), false) => tracing::warn!(
                 me = self.me,
                 node = link.node,
                 shard = link.shard,
                 addr = %link.addr,
                 "peer is down"
-            );
+            ),
+            (Some(false), true) => tracing::info!(me = self.me, node = link.node, "peer is up"),
+            _ => {}
         }
     }
 
@@ -471,7 +482,13 @@ async fn drive(peers: Weak<Peers>, link: Rc<Link>, options: PeerOptions) {
         let stream = match connected {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(node = link.node, shard = link.shard, addr = %link.addr, error = %e, "peer connect failed");
+                tracing::debug!(
+                    node = link.node,
+                    shard = link.shard,
+                    addr = %link.addr,
+                    error = %e,
+                    "peer connect failed"
+                );
                 peers_now.record(&link, Outcome::ConnectFailed);
                 peers_now.back_off(&link);
                 return;
@@ -495,7 +512,13 @@ async fn drive(peers: Weak<Peers>, link: Rc<Link>, options: PeerOptions) {
                 }
             }
             End::Failed(e) => {
-                tracing::debug!(node = link.node, shard = link.shard, addr = %link.addr, error = %e, "peer write failed");
+                tracing::debug!(
+                    node = link.node,
+                    shard = link.shard,
+                    addr = %link.addr,
+                    error = %e,
+                    "peer write failed"
+                );
                 peers_now.record(&link, Outcome::WriteFailed);
                 peers_now.back_off(&link);
                 return;
@@ -523,6 +546,7 @@ async fn write_queue(
             }
             // The peer never writes on this connection: readable means it closed or broke.
             let mut probe = [0u8; 1];
+            link.waiting.set(true);
             let hung_up = async {
                 listener.await;
                 false
@@ -532,30 +556,18 @@ async fn write_queue(
                 true
             })
             .await;
+            link.waiting.set(false);
             if hung_up {
                 return End::HungUp;
             }
             continue;
         }
         let (frames, bytes) = take_batch(link, &mut batch);
-        let single;
         let out: &[u8] = match &frames {
-            Batch::One(frame) => {
-                single = frame;
-                single.as_slice()
-            }
+            Batch::One(frame) => frame,
             Batch::Many(_) => &batch,
         };
-        let deadline = options.write_timeout;
-        let written = async { stream.write_all(out).await }
-            .or(async {
-                glommio::timer::sleep(deadline).await;
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("write not finished within {deadline:?}"),
-                ))
-            })
-            .await;
+        let written = write_within(&mut stream, out, options.write_timeout).await;
         if let Err(e) = written {
             if let Some(p) = peers.upgrade() {
                 p.state.borrow_mut().stats.frames_dropped += frames.count();
@@ -573,6 +585,24 @@ async fn write_queue(
             );
         }
     }
+}
+
+/// Writes all of `out` or fails with `TimedOut` after `limit`. The timer is armed only when
+/// the socket does not take the bytes at once (the common case needs no timer).
+async fn write_within(stream: &mut TcpStream, out: &[u8], limit: Duration) -> io::Result<()> {
+    let mut write = pin!(stream.write_all(out));
+    if let Some(done) = poll_once(&mut write).await {
+        return done;
+    }
+    write
+        .or(async {
+            glommio::timer::sleep(limit).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("write not finished within {limit:?}"),
+            ))
+        })
+        .await
 }
 
 /// Frames taken from a queue for one write.
@@ -622,6 +652,7 @@ fn take_batch(link: &Link, batch: &mut Vec<u8>) -> (Batch, usize) {
 }
 
 /// A verified frame received from a peer.
+#[derive(Debug)]
 pub struct Inbound {
     frame: FrameBuf,
     request_id: u64,
@@ -790,7 +821,11 @@ async fn read_connection(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(?from, error = %e, "closing peer connection: stream does not decode");
+                    tracing::warn!(
+                        ?from,
+                        error = %e,
+                        "closing peer connection: stream does not decode"
+                    );
                     return;
                 }
             }

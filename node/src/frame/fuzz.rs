@@ -11,7 +11,9 @@
 use rkyv::rancor;
 
 use super::{Decoder, FrameBuf, FrameError, HEADER_LEN, PAYLOAD_ALIGN, open, seal, start};
-use crate::message::{ArchivedShardOp, ArchivedShardReply, ShardOp, ShardReply};
+use crate::message::{
+    ArchivedPeerMessage, ArchivedShardOp, ArchivedShardReply, PeerMessage, ShardOp, ShardReply,
+};
 
 /// Payload limit of the fuzzed decoder: above any mode-1 payload (`u16::MAX`), small enough
 /// that a header declaring a large frame does not slow the fuzzer down.
@@ -57,6 +59,13 @@ pub fn frame_stream(data: &[u8]) {
         if let Ok(op) = rkyv::access::<ArchivedShardOp, rancor::Error>(payload) {
             let op = rkyv::deserialize::<ShardOp, rancor::Error>(op);
             assert!(op.is_ok(), "a validated ShardOp archive must deserialize");
+        }
+        if let Ok(message) = rkyv::access::<ArchivedPeerMessage, rancor::Error>(payload) {
+            let message = rkyv::deserialize::<PeerMessage, rancor::Error>(message);
+            assert!(
+                message.is_ok(),
+                "a validated PeerMessage archive must deserialize"
+            );
         }
         if let Ok(reply) = rkyv::access::<ArchivedShardReply, rancor::Error>(payload) {
             let reply = rkyv::deserialize::<ShardReply, rancor::Error>(reply);
@@ -123,7 +132,7 @@ fn splitmix(state: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::PutEntry;
+    use crate::message::{PeerBody, PutEntry, ReplicaReply, ReplicaRequest};
     use proptest::prelude::*;
 
     /// Mode-1 inputs carrying real archived messages: the fuzzer's seeds.
@@ -150,6 +159,26 @@ mod tests {
             ShardReply::Values(vec![None, Some(b"v".to_vec())]),
             ShardReply::Error("boom".into()),
         ];
+        let messages = [
+            PeerMessage {
+                from: 7,
+                from_shard: 1,
+                body: PeerBody::Request(ReplicaRequest::Update {
+                    key: b"k".to_vec(),
+                    context: Some(vec![1, 2, 3]),
+                    value: Some(b"v".to_vec()),
+                }),
+            },
+            PeerMessage {
+                from: 9,
+                from_shard: 0,
+                body: PeerBody::Reply(ReplicaReply::Updated {
+                    actor: 9,
+                    counter: 3,
+                    versions: vec![4, 5],
+                }),
+            },
+        ];
         let mut archives: Vec<Vec<u8>> = ops
             .iter()
             .map(|op| rkyv::to_bytes::<rancor::Error>(op).unwrap().to_vec())
@@ -158,6 +187,11 @@ mod tests {
             replies
                 .iter()
                 .map(|r| rkyv::to_bytes::<rancor::Error>(r).unwrap().to_vec()),
+        );
+        archives.extend(
+            messages
+                .iter()
+                .map(|m| rkyv::to_bytes::<rancor::Error>(m).unwrap().to_vec()),
         );
         let mut inputs: Vec<Vec<u8>> = archives
             .iter()
@@ -191,6 +225,10 @@ mod tests {
         assert_eq!(err, None);
         let (_, payload) = open(&frames[0]).unwrap();
         assert!(rkyv::access::<ArchivedShardOp, rancor::Error>(payload).is_ok());
+        let (stream, _) = seal_payloads(&seeds()[7][1..]);
+        let (frames, _) = decode(&stream, &mut |left| left);
+        let (_, payload) = open(&frames[0]).unwrap();
+        assert!(rkyv::access::<ArchivedPeerMessage, rancor::Error>(payload).is_ok());
     }
 
     #[test]
@@ -221,7 +259,7 @@ mod tests {
 
         #[test]
         fn damaged_seeds_never_panic(
-            seed in 0usize..9,
+            seed in 0usize..11,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         ) {
             let mut input = seeds()[seed].clone();
