@@ -96,6 +96,11 @@ pub struct ClusterCompareArgs {
     /// Shards of every node, cluster and standalone alike.
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
+    /// Idle spin of every node's executors in µs (shoal's `--spin-us`; default: shoal's own).
+    /// Four processes share this machine's cores during the cluster run: spinning executors
+    /// take CPU the other nodes need.
+    #[arg(long)]
+    pub spin_us: Option<u64>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -210,11 +215,17 @@ fn start(args: &ClusterCompareArgs, setup: Setup) -> Result<Running, ClusterComp
         .prefix("cluster-compare-")
         .tempdir()?;
     let shards = args.shards.to_string();
+    let spin = args.spin_us.map(|us| us.to_string());
+    let spin_args: Vec<&str> = match &spin {
+        Some(us) => vec!["--spin-us", us.as_str()],
+        None => Vec::new(),
+    };
     let mut nodes = Vec::new();
     match setup {
         Setup::Standalone => {
             let port = free_port()?;
-            let extra = ["--shards", shards.as_str()];
+            let mut extra = vec!["--shards", shards.as_str()];
+            extra.extend(&spin_args);
             nodes.push(spawn(
                 &args.shoal,
                 "standalone node".into(),
@@ -237,7 +248,8 @@ fn start(args: &ClusterCompareArgs, setup: Setup) -> Result<Running, ClusterComp
             let config = config.display().to_string();
             for (i, &port) in client_ports.iter().enumerate() {
                 let name = format!("n{}", i + 1);
-                let extra = ["--config", config.as_str(), "--node-id", name.as_str()];
+                let mut extra = vec!["--config", config.as_str(), "--node-id", name.as_str()];
+                extra.extend(&spin_args);
                 nodes.push(spawn(
                     &args.shoal,
                     format!("cluster node {name}"),
