@@ -38,7 +38,7 @@ use crate::compaction::{self, Choice, Job, OutputSpec, Retention, Shape, picker}
 use crate::error::IoContext;
 use crate::fs::FileSystem;
 use crate::iter::{MergeIter, ScanIter, Source};
-use crate::log::{Log, LogOptions, ReplayFrom};
+use crate::log::{Log, LogOptions, Preallocation, ReplayFrom};
 use crate::manifest::{Edit, LEVELS, Manifest, ManifestState, TableMeta};
 use crate::memtable::{Memtable, MemtableIter};
 use crate::options::{Durability, Options};
@@ -190,6 +190,10 @@ impl<F: FileSystem> Db<F> {
             log_dir.clone(),
             LogOptions {
                 segment_bytes: options.log_segment_bytes,
+                preallocation: match options.durability {
+                    Durability::Sync => Preallocation::ZeroFill,
+                    Durability::Buffered => Preallocation::Sparse,
+                },
             },
             ReplayFrom::Record(manifest_state.log_start),
             |record_no, payload| {

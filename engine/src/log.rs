@@ -13,16 +13,19 @@
 //! publishes the new durable record number and wakes everyone; callers arriving meanwhile
 //! wait and re-check. Only the leader does I/O on the
 //! active segment. Writes are whole [`WRITE_ALIGN`] blocks at aligned offsets: the partial
-//! tail block stays in memory and is rewritten, zero-padded, by the next leader; the segment
-//! was zero-filled when prepared, so the padding matches what the disk already holds.
+//! tail block stays in memory and is rewritten, zero-padded, by the next leader.
 //!
-//! Segments are preallocated and zero-filled before use, since an fdatasync that grows a file
-//! costs about twice one that does not. One spare is kept ready: after publishing, a leader
-//! that finds the active segment past half full (and no spare) prepares the next segment
-//! before returning to its own caller, so only that one caller waits for the zero-fill, not
-//! the group. [`Log::prepare_spare`] does the same from a background task, taking it off the
-//! write path entirely. Rotation happens in the leader, and the old segment is fdatasynced
-//! before any byte of the new one is written, so a crash can tear only the last segment.
+//! Segments are preallocated at full size before use, since an fdatasync that grows a file
+//! costs about twice one that does not. Obsolete segments are recycled: [`Log::release_before`]
+//! renames up to [`FREE_SEGMENTS_MAX`] of them to free files, and the next segment is a free
+//! file renamed (one directory sync) rather than a new file written whole. Only when none is
+//! free is a new one made, zero-filled or sparse as [`Preallocation`] says. One spare is kept
+//! ready: after publishing, a leader that finds the active segment past half full (and no
+//! spare) prepares the next segment before returning to its own caller, so only that one
+//! caller waits, not the group. [`Log::prepare_spare`] does the same from a background task,
+//! taking it off the write path entirely. Rotation happens in the leader, and the old segment
+//! is fdatasynced before any byte of the new one is written, so a crash can tear only the
+//! last segment.
 //!
 //! Failure (fsyncgate): once a write or fdatasync fails, the tail on disk is unknown. That
 //! call returns the original error (`Error::Io` / `Error::NoSpace`); every later `append` and
@@ -43,7 +46,7 @@ mod segment;
 
 pub use reader::{DumpedRecord, ScanEnd, SegmentDump, StopReason, read_segment};
 pub use record::{HeaderState, SegmentHeader};
-pub use segment::SEGMENT_EXT;
+pub use segment::{FREE_EXT, Preallocation, SEGMENT_EXT};
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -57,7 +60,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::{File, FileSystem, WRITE_ALIGN, align_up};
 pub(crate) use record::encode_record;
 use record::{SEGMENT_HEADER_LEN, framed_len};
-use segment::{parse_segment_name, prepare_segment, remove_segment, segment_path};
+use segment::{
+    make_free, parse_free_name, parse_segment_name, prepare_segment, remove_free, remove_segment,
+    reuse_free, segment_path,
+};
 
 /// [`Log::write_if_full`] writes once this many bytes are buffered: large writes stream at
 /// disk speed, and memory held by a buffered log stays bounded by about this much.
@@ -66,6 +72,10 @@ pub const BUFFERED_WRITE_BYTES: u64 = 1 << 20;
 pub const SEGMENT_BYTES_MIN: u64 = WRITE_ALIGN as u64;
 /// Record lengths are u32 on disk, and replay holds a whole record in memory.
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+/// Obsolete segments kept as free files for reuse. A flush usually makes one segment obsolete
+/// and the log needs one new segment per memtable; the second absorbs a flush that frees two.
+/// Each costs a segment of disk space.
+pub const FREE_SEGMENTS_MAX: usize = 2;
 
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 
@@ -73,6 +83,8 @@ const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 pub struct LogOptions {
     /// Size of every segment file, a multiple of [`WRITE_ALIGN`]; bounds one record.
     pub segment_bytes: u64,
+    /// How a new segment is made when no free file can be recycled.
+    pub preallocation: Preallocation,
 }
 
 /// Where [`Log::open`] starts replaying.
@@ -88,6 +100,7 @@ pub struct Log<F: FileSystem> {
     fs: Arc<F>,
     dir: PathBuf,
     segment_bytes: u64,
+    preallocation: Preallocation,
     state: Mutex<State<F>>,
     /// Fired when a leader finishes, the log fails, a spare settles, or a release ends.
     changed: Event,
@@ -114,6 +127,8 @@ struct State<F: FileSystem> {
     spare: Spare<F>,
     /// Segments with a file or a buffered header, oldest first.
     segments: VecDeque<LiveSegment>,
+    /// Free files (by number), each `segment_bytes` long, at most [`FREE_SEGMENTS_MAX`].
+    free: Vec<u64>,
     releasing: bool,
     /// Why writes are disabled.
     failed: Option<String>,
@@ -233,6 +248,7 @@ impl<F: FileSystem> Log<F> {
             fs.sync_dir(parent).await.at(parent)?;
         }
         let found = find_segments(&*fs, &dir).await?;
+        let mut free = find_free(&*fs, &dir, segment_bytes).await?;
         let from_record = match from {
             ReplayFrom::Oldest => 0,
             ReplayFrom::Record(n) => n,
@@ -324,30 +340,25 @@ impl<F: FileSystem> Log<F> {
                 end.reason,
                 StopReason::BadChecksum | StopReason::ImpossibleLength(_)
             ) {
-                let found = reader::intact_record_after(
-                    file,
-                    seg.bytes,
-                    end.offset + 1,
-                    end.next_record.saturating_add(1),
-                )
-                .await?;
-                if let Some((offset, record_no)) = found {
+                let found =
+                    reader::intact_record_after(file, seg.bytes, end.offset + 1, seg.number)
+                        .await?;
+                if let Some(offset) = found {
                     return Err(Error::corruption(
                         segment_path(&dir, seg.number),
                         end.offset,
                         format!(
-                            "{} at record {}, but record {record_no} at offset {offset} is \
-                             intact: damaged records, not a torn write",
+                            "{} at record {}, but a record at offset {offset} is intact: \
+                             damaged records, not a torn write",
                             end.reason, end.next_record
                         ),
                     ));
                 }
             }
         }
-        // A damaged header on a segment after the last valid one hides its records the same way.
-        let next_expected = kept
-            .last()
-            .map_or(from_record, |(_, _, end)| end.next_record);
+        // A damaged header on a segment after the last valid one hides its records the same
+        // way. (A recycled spare never written to still has its old header: invalid, and none
+        // of its records is tagged for it.)
         for s in &found[valid.len()..] {
             if let HeaderState::Invalid(why) = &s.header {
                 let path = segment_path(&dir, s.number);
@@ -356,16 +367,16 @@ impl<F: FileSystem> Log<F> {
                     &file,
                     s.file_len,
                     SEGMENT_HEADER_LEN as u64,
-                    next_expected,
+                    s.number,
                 )
                 .await?;
-                if let Some((offset, record_no)) = found {
+                if let Some(offset) = found {
                     return Err(Error::corruption(
                         path,
                         0,
                         format!(
-                            "{why}, but record {record_no} at offset {offset} is intact: a \
-                             damaged header, not a torn write"
+                            "{why}, but a record at offset {offset} is intact: a damaged \
+                             header, not a torn write"
                         ),
                     ));
                 }
@@ -388,19 +399,31 @@ impl<F: FileSystem> Log<F> {
         }
 
         // Remove the unusable tail first (durably, before anything is written after it),
-        // then what precedes `from`, oldest first so a crash never leaves a gap.
+        // then retire what precedes `from`, oldest first so a crash never leaves a gap.
         for s in found[valid.len()..].iter().rev() {
             remove_segment(&*fs, &dir, s.number).await?;
         }
-        for s in &found[..start] {
-            remove_segment(&*fs, &dir, s.number).await?;
-        }
-        for (seg, _, _) in &kept[..before_from] {
-            remove_segment(&*fs, &dir, seg.number).await?;
+        let obsolete = found[..start]
+            .iter()
+            .map(|s| (s.number, s.file_len))
+            .chain(kept[..before_from].iter().map(|(seg, _, _)| (seg.number, seg.bytes)));
+        for (number, bytes) in obsolete {
+            if free.len() < FREE_SEGMENTS_MAX && bytes == segment_bytes {
+                make_free(&*fs, &dir, number).await?;
+                free.push(number);
+            } else {
+                remove_segment(&*fs, &dir, number).await?;
+            }
         }
 
         let active_no = found.last().map_or(1, |s| s.number + 1);
-        let file = prepare_segment(&*fs, &dir, active_no, segment_bytes).await?;
+        let file = match free.pop() {
+            Some(f) => reuse_free(&*fs, &dir, f, active_no).await?,
+            None => {
+                prepare_segment(&*fs, &dir, active_no, segment_bytes, options.preallocation)
+                    .await?
+            }
+        };
         let mut segments: VecDeque<LiveSegment> =
             kept.drain(before_from..).map(|(seg, _, _)| seg).collect();
         segments.push_back(LiveSegment {
@@ -413,6 +436,7 @@ impl<F: FileSystem> Log<F> {
             fs,
             dir,
             segment_bytes,
+            preallocation: options.preallocation,
             state: Mutex::new(State {
                 next_record,
                 durable: next_record.checked_sub(1),
@@ -431,6 +455,7 @@ impl<F: FileSystem> Log<F> {
                 active_no,
                 spare: Spare::None,
                 segments,
+                free,
                 releasing: false,
                 failed: None,
             }),
@@ -491,7 +516,8 @@ impl<F: FileSystem> Log<F> {
             });
             st.unwritten_bytes += SEGMENT_HEADER_LEN as u64;
         }
-        encode_record(record_no, payload, &mut st.tail.bytes);
+        let segment_no = st.tail.segment_no;
+        encode_record(segment_no, payload, &mut st.tail.bytes);
         debug_assert!(st.tail.end() <= self.segment_bytes);
         st.unwritten_bytes += framed;
         st.next_record += 1;
@@ -579,8 +605,9 @@ impl<F: FileSystem> Log<F> {
         Ok(true)
     }
 
-    /// Deletes segments all of whose records are < `record_no` (their data is in SSTables
-    /// now), oldest first, each removal durable before the next. Never the active segment.
+    /// Retires segments all of whose records are < `record_no` (their data is in SSTables
+    /// now), oldest first, each durably before the next: kept as free files for reuse while
+    /// fewer than [`FREE_SEGMENTS_MAX`] are, removed otherwise. Never the active segment.
     pub async fn release_before(&self, record_no: u64) -> Result<()> {
         let count = loop {
             let listener = {
@@ -602,17 +629,29 @@ impl<F: FileSystem> Log<F> {
         let guard = OnCancel(Some(|| self.end_release()));
         let mut result = Ok(());
         for _ in 0..count {
-            let number = {
+            let (number, recycle) = {
                 let st = self.state.lock();
-                st.segments.front().map(|s| s.number)
+                let Some(front) = st.segments.front() else {
+                    break;
+                };
+                let recycle =
+                    st.free.len() < FREE_SEGMENTS_MAX && front.bytes == self.segment_bytes;
+                (front.number, recycle)
             };
-            let Some(number) = number else { break };
-            result = remove_segment(&*self.fs, &self.dir, number).await;
+            result = if recycle {
+                make_free(&*self.fs, &self.dir, number).await
+            } else {
+                remove_segment(&*self.fs, &self.dir, number).await
+            };
             if result.is_err() {
                 break;
             }
-            let removed = self.state.lock().segments.pop_front();
+            let mut st = self.state.lock();
+            let removed = st.segments.pop_front();
             debug_assert_eq!(removed.map(|s| s.number), Some(number));
+            if recycle {
+                st.free.push(number);
+            }
         }
         guard.disarm();
         self.end_release();
@@ -634,7 +673,7 @@ impl<F: FileSystem> Log<F> {
         self.data_syncs.load(Ordering::Relaxed)
     }
 
-    /// Bytes of live segments on disk, the spare included (for stats).
+    /// Bytes of live segments on disk, the spare and free files included (for stats).
     pub fn disk_bytes(&self) -> u64 {
         let st = self.state.lock();
         let live: u64 = st
@@ -647,7 +686,7 @@ impl<F: FileSystem> Log<F> {
             Spare::Ready(_) => self.segment_bytes,
             Spare::None | Spare::Preparing => 0,
         };
-        live + spare
+        live + spare + st.free.len() as u64 * self.segment_bytes
     }
 
     /// Does a leader's I/O, then publishes the outcome and wakes every waiter.
@@ -764,15 +803,23 @@ impl<F: FileSystem> Log<F> {
         Ok(file)
     }
 
-    /// Prepares segment `number` after the caller set the spare slot to `Preparing`; on
-    /// failure or cancellation the slot is emptied again.
+    /// Prepares segment `number` after the caller set the spare slot to `Preparing`, from a
+    /// free file if there is one; on failure or cancellation the slot is emptied again (a free
+    /// file taken then is left to the next open, which finds it again or sees it renamed).
     async fn prepare_claimed(&self, number: u64) -> Result<F::File> {
         let reset = || {
             self.state.lock().spare = Spare::None;
             self.changed.notify(usize::MAX);
         };
         let guard = OnCancel(Some(reset));
-        let result = prepare_segment(&*self.fs, &self.dir, number, self.segment_bytes).await;
+        let free = self.state.lock().free.pop();
+        let result = match free {
+            Some(f) => reuse_free(&*self.fs, &self.dir, f, number).await,
+            None => {
+                let (fs, dir) = (&*self.fs, &self.dir);
+                prepare_segment(fs, dir, number, self.segment_bytes, self.preallocation).await
+            }
+        };
         if result.is_ok() {
             guard.disarm();
         }
@@ -812,6 +859,30 @@ fn take_batch<F: FileSystem>(st: &mut State<F>, with_tail_block: bool) -> Batch 
         parts,
         last_record: st.next_record.checked_sub(1),
     }
+}
+
+/// Free files in `dir` that can be reused, oldest first: at most [`FREE_SEGMENTS_MAX`] of
+/// `segment_bytes` each; the others are removed.
+async fn find_free<F: FileSystem>(fs: &F, dir: &Path, segment_bytes: u64) -> Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = fs
+        .list_dir(dir)
+        .await
+        .at(dir)?
+        .iter()
+        .filter_map(|name| parse_free_name(name))
+        .collect();
+    numbers.sort_unstable();
+    let mut free = Vec::with_capacity(FREE_SEGMENTS_MAX);
+    for number in numbers {
+        let path = segment::free_path(dir, number);
+        let len = fs.open(&path).await.at(&path)?.len().await.at(&path)?;
+        if free.len() < FREE_SEGMENTS_MAX && len == segment_bytes {
+            free.push(number);
+        } else {
+            remove_free(fs, dir, number).await?;
+        }
+    }
+    Ok(free)
 }
 
 /// Every segment file in `dir` with its header, in number order.
