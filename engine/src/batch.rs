@@ -60,7 +60,11 @@ impl WriteBatch {
     /// Any entry: a put with an expiry, or a tombstone carrying bytes.
     pub fn put_entry(&mut self, key: impl Into<Vec<u8>>, entry: Entry) -> &mut Self {
         let key = key.into();
-        let expiry = if entry.expires_at_ms == NO_EXPIRY { 0 } else { 8 };
+        let expiry = if entry.expires_at_ms == NO_EXPIRY {
+            0
+        } else {
+            8
+        };
         self.bytes += 1
             + expiry
             + varint_len(key.len() as u64)
@@ -164,8 +168,14 @@ pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatc
                 None => return Err(bad("truncated entry")),
             }
         };
-        let key = r.varint_bytes().ok_or_else(|| bad("truncated key"))?.to_vec();
-        let value = r.varint_bytes().ok_or_else(|| bad("truncated value"))?.to_vec();
+        let key = r
+            .varint_bytes()
+            .ok_or_else(|| bad("truncated key"))?
+            .to_vec();
+        let value = r
+            .varint_bytes()
+            .ok_or_else(|| bad("truncated value"))?
+            .to_vec();
         // Flushing an entry past the limits would break the table format's bounds.
         if check_key(&key).is_err() || check_value(&value).is_err() {
             return Err(bad("key or value over the size limit"));

@@ -403,10 +403,11 @@ impl<F: FileSystem> Log<F> {
         for s in found[valid.len()..].iter().rev() {
             remove_segment(&*fs, &dir, s.number).await?;
         }
-        let obsolete = found[..start]
-            .iter()
-            .map(|s| (s.number, s.file_len))
-            .chain(kept[..before_from].iter().map(|(seg, _, _)| (seg.number, seg.bytes)));
+        let obsolete = found[..start].iter().map(|s| (s.number, s.file_len)).chain(
+            kept[..before_from]
+                .iter()
+                .map(|(seg, _, _)| (seg.number, seg.bytes)),
+        );
         for (number, bytes) in obsolete {
             if free.len() < FREE_SEGMENTS_MAX && bytes == segment_bytes {
                 make_free(&*fs, &dir, number).await?;
@@ -420,8 +421,7 @@ impl<F: FileSystem> Log<F> {
         let file = match free.pop() {
             Some(f) => reuse_free(&*fs, &dir, f, active_no).await?,
             None => {
-                prepare_segment(&*fs, &dir, active_no, segment_bytes, options.preallocation)
-                    .await?
+                prepare_segment(&*fs, &dir, active_no, segment_bytes, options.preallocation).await?
             }
         };
         let mut segments: VecDeque<LiveSegment> =

@@ -201,7 +201,11 @@ mod tests {
             r,
             vec![
                 ("a", 25, Entry::put("above the horizon")),
-                ("a", 22, Entry::put("above the horizon too: visible may stop at 22")),
+                (
+                    "a",
+                    22,
+                    Entry::put("above the horizon too: visible may stop at 22"),
+                ),
                 ("a", 15, Entry::put("read at 20")),
                 ("a", 10, Entry::put("shadowed")),
                 ("a", 7, Entry::put("read at 7")),

@@ -211,9 +211,8 @@ pub(super) async fn intact_record_after<Fl: File>(
             hb.copy_from_slice(raw);
             let h = RecordHeader::decode(&hb);
             let payload_at = pos + RECORD_HEADER_LEN as u64;
-            let plausible = h.len != 0
-                && u64::from(h.len) <= file_len - payload_at
-                && h.belongs_to(segment_no);
+            let plausible =
+                h.len != 0 && u64::from(h.len) <= file_len - payload_at && h.belongs_to(segment_no);
             if !plausible {
                 continue;
             }

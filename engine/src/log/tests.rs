@@ -896,7 +896,13 @@ fn recycled_spare_renamed_but_never_written_is_discarded() {
     let next = log.next_record();
     drop(log);
     fs.crash(7);
-    let (log, seen) = open(Arc::new(fs.clone()), dir, SMALL_SEGMENT, ReplayFrom::Record(from)).unwrap();
+    let (log, seen) = open(
+        Arc::new(fs.clone()),
+        dir,
+        SMALL_SEGMENT,
+        ReplayFrom::Record(from),
+    )
+    .unwrap();
     assert_eq!(seen, expected(from..next));
     append_synced(&log, next..next + 40);
     drop(log);
