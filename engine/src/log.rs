@@ -7,12 +7,17 @@
 //! active segment starts the next.
 //!
 //! Writing. [`Log::append`] only encodes the record into memory, so the DB can call it under
-//! its own lock to keep record order equal to sequence order. [`Log::sync`] is group commit:
-//! the first caller finding no write in flight becomes the leader, yields once so that every
-//! task ready to run appends first, takes everything buffered, writes it, fdatasyncs once,
-//! publishes the new durable record number and wakes everyone; callers arriving meanwhile
-//! wait and re-check. Only the leader does I/O on the
-//! active segment. Writes are whole [`WRITE_ALIGN`] blocks at aligned offsets: the partial
+//! its own lock to keep record order equal to sequence order. [`Log::sync`] is pipelined group
+//! commit in rounds: a caller whose record no round covers yet, finding the writer free and
+//! fewer than [`SYNC_ROUNDS_MAX`] rounds in flight, leads a round: it yields once so that every
+//! task ready to run appends first, takes everything buffered, writes it, hands the writer to
+//! the next round, fdatasyncs, and once every earlier round has published, publishes the new
+//! durable record number and wakes everyone. So one round's fdatasync overlaps the next
+//! round's gathering and write (on this disk, concurrent flushes cost little more than one).
+//! A round's write starts only after the previous round's write completed (it rewrites the
+//! same tail block), so its fdatasync covers every earlier round's bytes too; publishing in
+//! round order keeps the durable mark from passing a round that failed. Only the round
+//! holding the writer writes to the active segment. Writes are whole [`WRITE_ALIGN`] blocks at aligned offsets: the partial
 //! tail block stays in memory and is rewritten, zero-padded, by the next leader.
 //!
 //! Segments are preallocated at full size before use, since an fdatasync that grows a file
@@ -76,6 +81,10 @@ pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 /// and the log needs one new segment per memtable; the second absorbs a flush that frees two.
 /// Each costs a segment of disk space.
 pub const FREE_SEGMENTS_MAX: usize = 2;
+/// Group-commit rounds between taking their batch and publishing it: one writing while
+/// another's fdatasync is in flight keeps the disk busy while writers gather the next batch.
+/// More rounds would split the writers into smaller batches.
+pub const SYNC_ROUNDS_MAX: usize = 2;
 
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 
@@ -112,6 +121,14 @@ pub struct Log<F: FileSystem> {
 struct State<F: FileSystem> {
     next_record: u64,
     durable: Option<u64>,
+    /// Last record taken by a sync round: no new round is needed for records up to it.
+    syncing: Option<u64>,
+    /// Sync rounds holding or waiting for the writer, writing, syncing or publishing.
+    rounds_in_flight: usize,
+    /// Number the next sync round gets; rounds publish in this order.
+    next_round: u64,
+    /// The last round that published (rounds start at 1).
+    published_round: u64,
     /// Appended bytes of segments the tail has moved past, not yet taken by a leader.
     sealed: Vec<Pending>,
     /// The segment being appended to: its unwritten bytes plus the partial block a leader
@@ -148,9 +165,11 @@ impl Pending {
 }
 
 struct Writer<F: FileSystem> {
-    file: F::File,
+    /// Shared with a round that has handed the writer on and still fdatasyncs the file.
+    file: Arc<F::File>,
     segment_no: u64,
-    /// Written since the last fdatasync.
+    /// Written to since the segment became active (an fdatasync by a round in flight may not
+    /// have covered it yet).
     dirty: bool,
 }
 
@@ -192,8 +211,8 @@ impl<A: FnMut()> Drop for OnCancel<A> {
     }
 }
 
-/// The writer held by a leader that has not started its write yet; given back (and the
-/// waiters woken) if the leader is cancelled before it starts.
+/// The writer held by a round's leader that has not taken its batch yet; given back (and the
+/// waiters woken) if the leader is cancelled before it does.
 struct Claim<'a, F: FileSystem> {
     log: &'a Log<F>,
     writer: Option<Writer<F>>,
@@ -202,7 +221,10 @@ struct Claim<'a, F: FileSystem> {
 impl<F: FileSystem> Drop for Claim<'_, F> {
     fn drop(&mut self) {
         if let Some(writer) = self.writer.take() {
-            self.log.state.lock().writer = Some(writer);
+            let mut st = self.log.state.lock();
+            st.writer = Some(writer);
+            st.rounds_in_flight -= 1;
+            drop(st);
             self.log.changed.notify(usize::MAX);
         }
     }
@@ -440,6 +462,10 @@ impl<F: FileSystem> Log<F> {
             state: Mutex::new(State {
                 next_record,
                 durable: next_record.checked_sub(1),
+                syncing: next_record.checked_sub(1),
+                rounds_in_flight: 0,
+                next_round: 1,
+                published_round: 0,
                 sealed: Vec::new(),
                 tail: Pending {
                     segment_no: active_no,
@@ -448,7 +474,7 @@ impl<F: FileSystem> Log<F> {
                 },
                 unwritten_bytes: 0,
                 writer: Some(Writer {
-                    file,
+                    file: Arc::new(file),
                     segment_no: active_no,
                     dirty: false,
                 }),
@@ -525,10 +551,10 @@ impl<F: FileSystem> Log<F> {
     }
 
     /// Returns once record `record_no` (and so every earlier one) is durable. Concurrent
-    /// callers share fdatasyncs (group commit): if a write is in flight, wait for it and
-    /// re-check; otherwise lead: write everything buffered, fdatasync, publish, wake all.
+    /// callers share fdatasyncs (group commit): if a round in flight covers the record, wait
+    /// for it to publish; otherwise lead a round as soon as the writer is free.
     pub async fn sync(&self, record_no: u64) -> Result<()> {
-        let writer = loop {
+        let (writer, others_in_flight) = loop {
             let listener = {
                 let mut st = self.state.lock();
                 if record_no >= st.next_record {
@@ -542,27 +568,41 @@ impl<F: FileSystem> Log<F> {
                 if let Some(cause) = &st.failed {
                     return Err(Error::WritesDisabled(cause.clone()));
                 }
-                if let Some(writer) = st.writer.take() {
-                    break writer;
+                let covered = st.syncing.is_some_and(|s| s >= record_no);
+                if !covered && st.rounds_in_flight < SYNC_ROUNDS_MAX {
+                    if let Some(writer) = st.writer.take() {
+                        st.rounds_in_flight += 1;
+                        break (writer, st.rounds_in_flight > 1);
+                    }
                 }
                 self.changed.listen()
             };
             listener.await;
         };
-        // Leading: let every writer that is ready to run append first, so that one fdatasync
-        // covers them all. Without this the leader is usually the first task woken by the
-        // previous group and takes a batch of one record, while the rest of the group waits a
-        // whole fdatasync more.
+        // Leading. With the disk idle, start at once: writers arriving meanwhile form the next
+        // round, whose write and fdatasync overlap this one's. With another round in flight,
+        // ours waits for it anyway: first let every writer that is ready to run append, so
+        // that one fdatasync covers them all (without this the leader, usually the first task
+        // woken by the previous round, would take a batch of one record).
         let mut claim = Claim {
             log: self,
             writer: Some(writer),
         };
-        futures_lite::future::yield_now().await;
+        if others_in_flight {
+            futures_lite::future::yield_now().await;
+        }
         let Some(writer) = claim.writer.take() else {
             unreachable!("the claimed writer is taken only here")
         };
-        let batch = take_batch(&mut self.state.lock(), true);
-        self.lead(writer, batch, true).await
+        let (batch, round) = {
+            let mut st = self.state.lock();
+            let batch = take_batch(&mut st, true);
+            st.syncing = st.syncing.max(batch.last_record);
+            let round = st.next_round;
+            st.next_round += 1;
+            (batch, round)
+        };
+        self.lead_round(writer, batch, round).await
     }
 
     /// For `Durability::Buffered`: writes out buffered whole blocks, without fdatasync, once
@@ -582,7 +622,7 @@ impl<F: FileSystem> Log<F> {
             };
             (writer, take_batch(&mut st, false))
         };
-        self.lead(writer, batch, false).await
+        self.lead_buffered(writer, batch).await
     }
 
     /// Prepares the next segment ahead of need if the active one is past half full and no
@@ -689,30 +729,65 @@ impl<F: FileSystem> Log<F> {
         live + spare + st.free.len() as u64 * self.segment_bytes
     }
 
-    /// Does a leader's I/O, then publishes the outcome and wakes every waiter.
-    async fn lead(&self, mut writer: Writer<F>, batch: Batch, sync: bool) -> Result<()> {
+    /// Writes a sync round's batch, hands the writer to the next round, fdatasyncs, then
+    /// publishes in round order and wakes every waiter.
+    async fn lead_round(&self, mut writer: Writer<F>, batch: Batch, round: u64) -> Result<()> {
         let guard = OnCancel(Some(|| {
-            self.state.lock().failed = Some("a log write was cancelled mid-way".into());
+            let mut st = self.state.lock();
+            st.failed = Some("a log write was cancelled mid-way".into());
+            st.rounds_in_flight -= 1;
+            drop(st);
             self.changed.notify(usize::MAX);
         }));
-        let result = self.write_batch(&mut writer, batch.parts, sync).await;
-        guard.disarm();
-        {
-            let mut st = self.state.lock();
-            match &result {
-                Ok(()) => {
-                    st.writer = Some(writer);
-                    if sync {
-                        debug_assert!(batch.last_record >= st.durable);
-                        st.durable = batch.last_record;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(dir = %self.dir.display(), error = %e, "log write failed; writes disabled");
-                    st.failed = Some(e.to_string());
+        let written = self.write_parts(&mut writer, batch.parts).await;
+        let mut result = match written {
+            // The writer is dropped: the tail on disk is unknown, writes stay disabled.
+            Err(e) => Err(e),
+            Ok(()) => {
+                // `dirty` stays set: until this fdatasync completes the bytes are unsynced, and
+                // a later round rotating away from this segment must sync it first.
+                let needs_sync = writer.dirty;
+                let file = Arc::clone(&writer.file);
+                self.state.lock().writer = Some(writer);
+                self.changed.notify(usize::MAX);
+                if needs_sync {
+                    let synced = file.sync_data().await.at(file.path());
+                    self.data_syncs.fetch_add(1, Ordering::Relaxed);
+                    synced
+                } else {
+                    Ok(())
                 }
             }
+        };
+        // Publish after every earlier round, or not at all once one failed.
+        loop {
+            let listener = {
+                let mut st = self.state.lock();
+                if let Err(e) = &result {
+                    if st.failed.is_none() {
+                        tracing::error!(dir = %self.dir.display(), error = %e, "log write failed; writes disabled");
+                        st.failed = Some(e.to_string());
+                    }
+                    st.rounds_in_flight -= 1;
+                    break;
+                }
+                if let Some(cause) = &st.failed {
+                    result = Err(Error::WritesDisabled(cause.clone()));
+                    st.rounds_in_flight -= 1;
+                    break;
+                }
+                if st.published_round + 1 == round {
+                    debug_assert!(batch.last_record >= st.durable);
+                    st.durable = batch.last_record;
+                    st.published_round = round;
+                    st.rounds_in_flight -= 1;
+                    break;
+                }
+                self.changed.listen()
+            };
+            listener.await;
         }
+        guard.disarm();
         self.changed.notify(usize::MAX);
         if result.is_ok() {
             if let Err(e) = self.prepare_spare().await {
@@ -723,12 +798,31 @@ impl<F: FileSystem> Log<F> {
         result
     }
 
-    async fn write_batch(
-        &self,
-        writer: &mut Writer<F>,
-        parts: Vec<Pending>,
-        sync: bool,
-    ) -> Result<()> {
+    /// Writes a buffered batch without fdatasync (see [`Log::write_if_full`]).
+    async fn lead_buffered(&self, mut writer: Writer<F>, batch: Batch) -> Result<()> {
+        let guard = OnCancel(Some(|| {
+            self.state.lock().failed = Some("a log write was cancelled mid-way".into());
+            self.changed.notify(usize::MAX);
+        }));
+        let result = self.write_parts(&mut writer, batch.parts).await;
+        guard.disarm();
+        {
+            let mut st = self.state.lock();
+            match &result {
+                Ok(()) => st.writer = Some(writer),
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "log write failed; writes disabled");
+                    st.failed = Some(e.to_string());
+                }
+            }
+        }
+        self.changed.notify(usize::MAX);
+        result
+    }
+
+    /// Writes `parts` in order. A part in the next segment first makes the old segment
+    /// durable, so only the last segment can ever be torn.
+    async fn write_parts(&self, writer: &mut Writer<F>, parts: Vec<Pending>) -> Result<()> {
         for part in parts {
             if part.segment_no != writer.segment_no {
                 assert_eq!(
@@ -737,15 +831,13 @@ impl<F: FileSystem> Log<F> {
                     "log segments out of order"
                 );
                 debug_assert_eq!(part.start, 0);
-                // The old segment is durable before any byte of the new one is written, so
-                // only the last segment can ever be torn.
                 if writer.dirty {
                     writer.file.sync_data().await.at(writer.file.path())?;
                     self.data_syncs.fetch_add(1, Ordering::Relaxed);
                 }
                 let file = self.take_segment_file(part.segment_no).await?;
                 *writer = Writer {
-                    file,
+                    file: Arc::new(file),
                     segment_no: part.segment_no,
                     dirty: false,
                 };
@@ -763,11 +855,6 @@ impl<F: FileSystem> Log<F> {
                 .await
                 .at(writer.file.path())?;
             writer.dirty = true;
-        }
-        if sync && writer.dirty {
-            writer.file.sync_data().await.at(writer.file.path())?;
-            self.data_syncs.fetch_add(1, Ordering::Relaxed);
-            writer.dirty = false;
         }
         Ok(())
     }
