@@ -149,7 +149,7 @@ pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatc
         return Err(bad(&format!("impossible entry count {count}")));
     }
     // Sequence numbers of the batch must fit below `SeqNo::MAX` (the "see everything" snapshot).
-    if first_seq.checked_add(u64::from(count)).is_none() {
+    if first_seq.checked_add(count).is_none() {
         return Err(bad(&format!(
             "{count} entries from seq {first_seq} overflow"
         )));
