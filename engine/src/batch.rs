@@ -1,32 +1,41 @@
 //! Write batches: a set of writes applied atomically, and their encoding as one commit-log
 //! record payload.
 //!
-//! Payload layout (format version 1; all integers little-endian):
+//! Payload layout (format version 2; integers little-endian, varints LEB128):
 //!
-//! | field        | type | meaning                                        |
-//! |--------------|------|------------------------------------------------|
-//! | version      | u8   | `BATCH_FORMAT_VERSION`                         |
-//! | first_seq    | u64  | sequence number of the first entry             |
-//! | count        | u32  | entries that follow; entry i has first_seq + i |
-//! | per entry:   |      |                                                |
-//! | kind         | u8   | `ValueKind` tag                                |
-//! | expires_at   | u64  | ms since the Unix epoch, 0 = never             |
-//! | key_len      | u32  |                                                |
-//! | key          | ..   |                                                |
-//! | value_len    | u32  |                                                |
-//! | value        | ..   |                                                |
+//! | field        | type   | meaning                                              |
+//! |--------------|--------|------------------------------------------------------|
+//! | version      | u8     | `BATCH_FORMAT_VERSION`                               |
+//! | first_seq    | u64    | sequence number of the first entry                   |
+//! | count        | varint | entries that follow; entry i has first_seq + i       |
+//! | per entry:   |        |                                                      |
+//! | kind         | u8     | `ValueKind` tag, plus [`HAS_EXPIRY`] if one follows   |
+//! | expires_at   | u64    | ms since the Unix epoch; present only with the flag  |
+//! | key_len      | varint |                                                      |
+//! | key          | ..     |                                                      |
+//! | value_len    | varint |                                                      |
+//! | value        | ..     |                                                      |
 //!
-//! The record framing around it (length, crc32c, record number) belongs to the log.
+//! The commit log writes every batch, so its size is write amplification: a small put costs
+//! three bytes of entry header. (Version 1 had fixed u32 lengths and an always-present expiry,
+//! 17 bytes.) The record framing around it (length, crc32c, segment tag) belongs to the log.
 
 use std::path::Path;
 
-use crate::coding::{Reader, put_bytes, put_u32, put_u64};
+use crate::coding::{Reader, put_u64, put_varint, varint_len};
 use crate::types::{Entry, NO_EXPIRY, SeqNo, ValueKind, check_key, check_value};
 use crate::{Error, Result};
 
-const BATCH_FORMAT_VERSION: u8 = 1;
-const BATCH_HEADER_LEN: usize = 1 + 8 + 4;
-const ENTRY_HEADER_LEN: usize = 1 + 8 + 4 + 4;
+const BATCH_FORMAT_VERSION: u8 = 2;
+/// version + first_seq; the count follows as a varint.
+const BATCH_HEADER_FIXED_LEN: usize = 1 + 8;
+/// kind + two one-byte varints: the least an entry takes.
+const ENTRY_LEN_MIN: usize = 1 + 1 + 1;
+/// Set in an entry's kind byte when an expiry time follows it.
+const HAS_EXPIRY: u8 = 0x80;
+
+const _: () = assert!(ValueKind::Delete as u8 & HAS_EXPIRY == 0);
+const _: () = assert!(ValueKind::Put as u8 & HAS_EXPIRY == 0);
 
 /// Writes applied together: all or none survive a crash, and readers see all or none.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,7 +60,17 @@ impl WriteBatch {
     /// Any entry: a put with an expiry, or a tombstone carrying bytes.
     pub fn put_entry(&mut self, key: impl Into<Vec<u8>>, entry: Entry) -> &mut Self {
         let key = key.into();
-        self.bytes += ENTRY_HEADER_LEN + key.len() + entry.value.len();
+        let expiry = if entry.expires_at_ms == NO_EXPIRY {
+            0
+        } else {
+            8
+        };
+        self.bytes += 1
+            + expiry
+            + varint_len(key.len() as u64)
+            + key.len()
+            + varint_len(entry.value.len() as u64)
+            + entry.value.len();
         self.ops.push((key, entry));
         self
     }
@@ -66,7 +85,7 @@ impl WriteBatch {
 
     /// Size of the encoded payload.
     pub fn encoded_len(&self) -> usize {
-        BATCH_HEADER_LEN + self.bytes
+        BATCH_HEADER_FIXED_LEN + varint_len(self.ops.len() as u64) + self.bytes
     }
 
     pub fn ops(&self) -> &[(Vec<u8>, Entry)] {
@@ -91,12 +110,18 @@ impl WriteBatch {
         out.reserve(self.encoded_len());
         out.push(BATCH_FORMAT_VERSION);
         put_u64(out, first_seq);
-        put_u32(out, self.ops.len() as u32);
+        put_varint(out, self.ops.len() as u64);
         for (key, entry) in &self.ops {
-            out.push(entry.kind as u8);
-            put_u64(out, entry.expires_at_ms);
-            put_bytes(out, key);
-            put_bytes(out, &entry.value);
+            if entry.expires_at_ms == NO_EXPIRY {
+                out.push(entry.kind as u8);
+            } else {
+                out.push(entry.kind as u8 | HAS_EXPIRY);
+                put_u64(out, entry.expires_at_ms);
+            }
+            put_varint(out, key.len() as u64);
+            out.extend_from_slice(key);
+            put_varint(out, entry.value.len() as u64);
+            out.extend_from_slice(&entry.value);
         }
     }
 }
@@ -118,13 +143,13 @@ pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatc
         return Err(bad(&format!("unknown format version {version}")));
     }
     let first_seq = r.u64().ok_or_else(|| bad("truncated header"))?;
-    let count = r.u32().ok_or_else(|| bad("truncated header"))?;
+    let count = r.varint().ok_or_else(|| bad("truncated header"))?;
     // Each entry takes at least its header, so the count is bounded by the payload size.
-    if count as usize > payload.len() / ENTRY_HEADER_LEN {
+    if count > (payload.len() / ENTRY_LEN_MIN) as u64 {
         return Err(bad(&format!("impossible entry count {count}")));
     }
     // Sequence numbers of the batch must fit below `SeqNo::MAX` (the "see everything" snapshot).
-    if first_seq.checked_add(u64::from(count)).is_none() {
+    if first_seq.checked_add(count).is_none() {
         return Err(bad(&format!(
             "{count} entries from seq {first_seq} overflow"
         )));
@@ -132,10 +157,25 @@ pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatc
     let mut ops = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let tag = r.u8().ok_or_else(|| bad("truncated entry"))?;
-        let kind = ValueKind::from_u8(tag).ok_or_else(|| bad(&format!("unknown kind {tag}")))?;
-        let expires_at_ms = r.u64().ok_or_else(|| bad("truncated entry"))?;
-        let key = r.bytes().ok_or_else(|| bad("truncated key"))?.to_vec();
-        let value = r.bytes().ok_or_else(|| bad("truncated value"))?.to_vec();
+        let kind = ValueKind::from_u8(tag & !HAS_EXPIRY)
+            .ok_or_else(|| bad(&format!("unknown kind {tag}")))?;
+        let expires_at_ms = if tag & HAS_EXPIRY == 0 {
+            NO_EXPIRY
+        } else {
+            match r.u64() {
+                Some(NO_EXPIRY) => return Err(bad("expiry flag with no expiry")),
+                Some(at) => at,
+                None => return Err(bad("truncated entry")),
+            }
+        };
+        let key = r
+            .varint_bytes()
+            .ok_or_else(|| bad("truncated key"))?
+            .to_vec();
+        let value = r
+            .varint_bytes()
+            .ok_or_else(|| bad("truncated value"))?
+            .to_vec();
         // Flushing an entry past the limits would break the table format's bounds.
         if check_key(&key).is_err() || check_value(&value).is_err() {
             return Err(bad("key or value over the size limit"));

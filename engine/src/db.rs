@@ -38,7 +38,7 @@ use crate::compaction::{self, Choice, Job, OutputSpec, Retention, Shape, picker}
 use crate::error::IoContext;
 use crate::fs::FileSystem;
 use crate::iter::{MergeIter, ScanIter, Source};
-use crate::log::{Log, LogOptions, ReplayFrom};
+use crate::log::{Log, LogOptions, Preallocation, ReplayFrom};
 use crate::manifest::{Edit, LEVELS, Manifest, ManifestState, TableMeta};
 use crate::memtable::{Memtable, MemtableIter};
 use crate::options::{Durability, Options};
@@ -190,6 +190,10 @@ impl<F: FileSystem> Db<F> {
             log_dir.clone(),
             LogOptions {
                 segment_bytes: options.log_segment_bytes,
+                preallocation: match options.durability {
+                    Durability::Sync => Preallocation::ZeroFill,
+                    Durability::Buffered => Preallocation::Sparse,
+                },
             },
             ReplayFrom::Record(manifest_state.log_start),
             |record_no, payload| {
@@ -691,16 +695,27 @@ impl<F: FileSystem> Db<F> {
         Ok(true)
     }
 
-    /// Writes a memtable into table `number` and opens it.
+    /// Writes a memtable into table `number` and opens it. Versions no reader can see are
+    /// left out, by the rules compaction follows (never bottommost: tombstones stay).
     async fn write_table(&self, mem: &Arc<Memtable>, number: u64) -> Result<Arc<TableHandle<F>>> {
         let inner = &*self.inner;
         let path = inner.tables.path(number);
+        let (snapshots, horizon) = inner.snapshots.view(|| inner.visible());
+        let mut retention = Retention::new(
+            snapshots,
+            horizon,
+            false,
+            inner.options.clock.now_ms(),
+            Arc::clone(&inner.options.tombstone_policy),
+        );
         let written = async {
             let file = inner.fs.create(&path).await.at(&path)?;
             let mut builder = TableBuilder::new(file, self.table_options());
             let it = MemtableIter::new(Arc::clone(mem));
             for (key, seq, entry) in it {
-                builder.add(&key, seq, &entry).await?;
+                if let Some(entry) = retention.decide(&key, seq, entry) {
+                    builder.add(&key, seq, &entry).await?;
+                }
             }
             let props = builder.finish().await?;
             inner.fs.sync_dir(&inner.dir).await.at(&inner.dir)?;
@@ -719,6 +734,7 @@ impl<F: FileSystem> Db<F> {
             .counters
             .flush_bytes
             .fetch_add(props.file_size, Ordering::Relaxed);
+        inner.counters.add_retention(&retention.stats);
         let meta = TableMeta::from_properties(number, 0, &props);
         // Read back (footer, index, filter verified) before the manifest lists it; this also
         // puts it in the table cache for the reads that follow.

@@ -15,7 +15,9 @@ use futures_lite::future::block_on;
 use crate::cache::BlockCache;
 use crate::db::Db;
 use crate::fs::{FaultFs, File, FileSystem, align_up};
-use crate::log::{Log, LogOptions, ReplayFrom, SegmentHeader, encode_record, read_segment};
+use crate::log::{
+    Log, LogOptions, Preallocation, ReplayFrom, SegmentHeader, encode_record, read_segment,
+};
 use crate::options::Options;
 use crate::sstable::{Block, Table, TableIter, key_hash, unseal};
 use crate::types::SeqNo;
@@ -140,6 +142,7 @@ pub fn log_segment(data: &[u8]) {
             dir.to_path_buf(),
             LogOptions {
                 segment_bytes: SEGMENT_BYTES,
+                preallocation: Preallocation::ZeroFill,
             },
             ReplayFrom::Oldest,
             |_, payload| {
@@ -178,8 +181,8 @@ fn framed_segment(payloads: &[&[u8]]) -> Vec<u8> {
         first_record: 0,
     }
     .encode(&mut out);
-    for (i, p) in payloads.iter().enumerate() {
-        encode_record(i as u64, p, &mut out);
+    for p in payloads {
+        encode_record(1, p, &mut out);
     }
     out.resize(align_up(out.len() as u64) as usize, 0);
     out

@@ -7,22 +7,30 @@
 //! active segment starts the next.
 //!
 //! Writing. [`Log::append`] only encodes the record into memory, so the DB can call it under
-//! its own lock to keep record order equal to sequence order. [`Log::sync`] is group commit:
-//! the first caller finding no write in flight becomes the leader, yields once so that every
-//! task ready to run appends first, takes everything buffered, writes it, fdatasyncs once,
-//! publishes the new durable record number and wakes everyone; callers arriving meanwhile
-//! wait and re-check. Only the leader does I/O on the
-//! active segment. Writes are whole [`WRITE_ALIGN`] blocks at aligned offsets: the partial
-//! tail block stays in memory and is rewritten, zero-padded, by the next leader; the segment
-//! was zero-filled when prepared, so the padding matches what the disk already holds.
+//! its own lock to keep record order equal to sequence order. [`Log::sync`] is pipelined group
+//! commit in rounds: a caller whose record no round covers yet, finding the writer free and
+//! fewer than [`SYNC_ROUNDS_MAX`] rounds in flight, leads a round: it yields once so that every
+//! task ready to run appends first, takes everything buffered, writes it, hands the writer to
+//! the next round, fdatasyncs, and once every earlier round has published, publishes the new
+//! durable record number and wakes everyone. So one round's fdatasync overlaps the next
+//! round's gathering and write (on this disk, concurrent flushes cost little more than one).
+//! A round's write starts only after the previous round's write completed (it rewrites the
+//! same tail block), so its fdatasync covers every earlier round's bytes too; publishing in
+//! round order keeps the durable mark from passing a round that failed. Only the round
+//! holding the writer writes to the active segment. Writes are whole [`WRITE_ALIGN`] blocks at aligned offsets: the partial
+//! tail block stays in memory and is rewritten, zero-padded, by the next leader.
 //!
-//! Segments are preallocated and zero-filled before use, since an fdatasync that grows a file
-//! costs about twice one that does not. One spare is kept ready: after publishing, a leader
-//! that finds the active segment past half full (and no spare) prepares the next segment
-//! before returning to its own caller, so only that one caller waits for the zero-fill, not
-//! the group. [`Log::prepare_spare`] does the same from a background task, taking it off the
-//! write path entirely. Rotation happens in the leader, and the old segment is fdatasynced
-//! before any byte of the new one is written, so a crash can tear only the last segment.
+//! Segments are preallocated at full size before use, since an fdatasync that grows a file
+//! costs about twice one that does not. Obsolete segments are recycled: [`Log::release_before`]
+//! renames up to [`FREE_SEGMENTS_MAX`] of them to free files, and the next segment is a free
+//! file renamed (one directory sync) rather than a new file written whole. Only when none is
+//! free is a new one made, zero-filled or sparse as [`Preallocation`] says. One spare is kept
+//! ready: after publishing, a leader that finds the active segment past half full (and no
+//! spare) prepares the next segment before returning to its own caller, so only that one
+//! caller waits, not the group. [`Log::prepare_spare`] does the same from a background task,
+//! taking it off the write path entirely. Rotation happens in the leader, and the old segment
+//! is fdatasynced before any byte of the new one is written, so a crash can tear only the
+//! last segment.
 //!
 //! Failure (fsyncgate): once a write or fdatasync fails, the tail on disk is unknown. That
 //! call returns the original error (`Error::Io` / `Error::NoSpace`); every later `append` and
@@ -43,7 +51,7 @@ mod segment;
 
 pub use reader::{DumpedRecord, ScanEnd, SegmentDump, StopReason, read_segment};
 pub use record::{HeaderState, SegmentHeader};
-pub use segment::SEGMENT_EXT;
+pub use segment::{FREE_EXT, Preallocation, SEGMENT_EXT};
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -57,7 +65,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::{File, FileSystem, WRITE_ALIGN, align_up};
 pub(crate) use record::encode_record;
 use record::{SEGMENT_HEADER_LEN, framed_len};
-use segment::{parse_segment_name, prepare_segment, remove_segment, segment_path};
+use segment::{
+    make_free, parse_free_name, parse_segment_name, prepare_segment, remove_free, remove_segment,
+    reuse_free, segment_path,
+};
 
 /// [`Log::write_if_full`] writes once this many bytes are buffered: large writes stream at
 /// disk speed, and memory held by a buffered log stays bounded by about this much.
@@ -66,6 +77,14 @@ pub const BUFFERED_WRITE_BYTES: u64 = 1 << 20;
 pub const SEGMENT_BYTES_MIN: u64 = WRITE_ALIGN as u64;
 /// Record lengths are u32 on disk, and replay holds a whole record in memory.
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+/// Obsolete segments kept as free files for reuse. A flush usually makes one segment obsolete
+/// and the log needs one new segment per memtable; the second absorbs a flush that frees two.
+/// Each costs a segment of disk space.
+pub const FREE_SEGMENTS_MAX: usize = 2;
+/// Group-commit rounds between taking their batch and publishing it: one writing while
+/// another's fdatasync is in flight keeps the disk busy while writers gather the next batch.
+/// More rounds would split the writers into smaller batches.
+pub const SYNC_ROUNDS_MAX: usize = 2;
 
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 
@@ -73,6 +92,8 @@ const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 pub struct LogOptions {
     /// Size of every segment file, a multiple of [`WRITE_ALIGN`]; bounds one record.
     pub segment_bytes: u64,
+    /// How a new segment is made when no free file can be recycled.
+    pub preallocation: Preallocation,
 }
 
 /// Where [`Log::open`] starts replaying.
@@ -88,6 +109,7 @@ pub struct Log<F: FileSystem> {
     fs: Arc<F>,
     dir: PathBuf,
     segment_bytes: u64,
+    preallocation: Preallocation,
     state: Mutex<State<F>>,
     /// Fired when a leader finishes, the log fails, a spare settles, or a release ends.
     changed: Event,
@@ -99,6 +121,14 @@ pub struct Log<F: FileSystem> {
 struct State<F: FileSystem> {
     next_record: u64,
     durable: Option<u64>,
+    /// Last record taken by a sync round: no new round is needed for records up to it.
+    syncing: Option<u64>,
+    /// Sync rounds holding or waiting for the writer, writing, syncing or publishing.
+    rounds_in_flight: usize,
+    /// Number the next sync round gets; rounds publish in this order.
+    next_round: u64,
+    /// The last round that published (rounds start at 1).
+    published_round: u64,
     /// Appended bytes of segments the tail has moved past, not yet taken by a leader.
     sealed: Vec<Pending>,
     /// The segment being appended to: its unwritten bytes plus the partial block a leader
@@ -114,6 +144,8 @@ struct State<F: FileSystem> {
     spare: Spare<F>,
     /// Segments with a file or a buffered header, oldest first.
     segments: VecDeque<LiveSegment>,
+    /// Free files (by number), each `segment_bytes` long, at most [`FREE_SEGMENTS_MAX`].
+    free: Vec<u64>,
     releasing: bool,
     /// Why writes are disabled.
     failed: Option<String>,
@@ -133,9 +165,11 @@ impl Pending {
 }
 
 struct Writer<F: FileSystem> {
-    file: F::File,
+    /// Shared with a round that has handed the writer on and still fdatasyncs the file.
+    file: Arc<F::File>,
     segment_no: u64,
-    /// Written since the last fdatasync.
+    /// Written to since the segment became active (an fdatasync by a round in flight may not
+    /// have covered it yet).
     dirty: bool,
 }
 
@@ -177,8 +211,8 @@ impl<A: FnMut()> Drop for OnCancel<A> {
     }
 }
 
-/// The writer held by a leader that has not started its write yet; given back (and the
-/// waiters woken) if the leader is cancelled before it starts.
+/// The writer held by a round's leader that has not taken its batch yet; given back (and the
+/// waiters woken) if the leader is cancelled before it does.
 struct Claim<'a, F: FileSystem> {
     log: &'a Log<F>,
     writer: Option<Writer<F>>,
@@ -187,7 +221,10 @@ struct Claim<'a, F: FileSystem> {
 impl<F: FileSystem> Drop for Claim<'_, F> {
     fn drop(&mut self) {
         if let Some(writer) = self.writer.take() {
-            self.log.state.lock().writer = Some(writer);
+            let mut st = self.log.state.lock();
+            st.writer = Some(writer);
+            st.rounds_in_flight -= 1;
+            drop(st);
             self.log.changed.notify(usize::MAX);
         }
     }
@@ -233,6 +270,7 @@ impl<F: FileSystem> Log<F> {
             fs.sync_dir(parent).await.at(parent)?;
         }
         let found = find_segments(&*fs, &dir).await?;
+        let mut free = find_free(&*fs, &dir, segment_bytes).await?;
         let from_record = match from {
             ReplayFrom::Oldest => 0,
             ReplayFrom::Record(n) => n,
@@ -324,30 +362,25 @@ impl<F: FileSystem> Log<F> {
                 end.reason,
                 StopReason::BadChecksum | StopReason::ImpossibleLength(_)
             ) {
-                let found = reader::intact_record_after(
-                    file,
-                    seg.bytes,
-                    end.offset + 1,
-                    end.next_record.saturating_add(1),
-                )
-                .await?;
-                if let Some((offset, record_no)) = found {
+                let found =
+                    reader::intact_record_after(file, seg.bytes, end.offset + 1, seg.number)
+                        .await?;
+                if let Some(offset) = found {
                     return Err(Error::corruption(
                         segment_path(&dir, seg.number),
                         end.offset,
                         format!(
-                            "{} at record {}, but record {record_no} at offset {offset} is \
-                             intact: damaged records, not a torn write",
+                            "{} at record {}, but a record at offset {offset} is intact: \
+                             damaged records, not a torn write",
                             end.reason, end.next_record
                         ),
                     ));
                 }
             }
         }
-        // A damaged header on a segment after the last valid one hides its records the same way.
-        let next_expected = kept
-            .last()
-            .map_or(from_record, |(_, _, end)| end.next_record);
+        // A damaged header on a segment after the last valid one hides its records the same
+        // way. (A recycled spare never written to still has its old header: invalid, and none
+        // of its records is tagged for it.)
         for s in &found[valid.len()..] {
             if let HeaderState::Invalid(why) = &s.header {
                 let path = segment_path(&dir, s.number);
@@ -356,16 +389,16 @@ impl<F: FileSystem> Log<F> {
                     &file,
                     s.file_len,
                     SEGMENT_HEADER_LEN as u64,
-                    next_expected,
+                    s.number,
                 )
                 .await?;
-                if let Some((offset, record_no)) = found {
+                if let Some(offset) = found {
                     return Err(Error::corruption(
                         path,
                         0,
                         format!(
-                            "{why}, but record {record_no} at offset {offset} is intact: a \
-                             damaged header, not a torn write"
+                            "{why}, but a record at offset {offset} is intact: a damaged \
+                             header, not a torn write"
                         ),
                     ));
                 }
@@ -388,19 +421,31 @@ impl<F: FileSystem> Log<F> {
         }
 
         // Remove the unusable tail first (durably, before anything is written after it),
-        // then what precedes `from`, oldest first so a crash never leaves a gap.
+        // then retire what precedes `from`, oldest first so a crash never leaves a gap.
         for s in found[valid.len()..].iter().rev() {
             remove_segment(&*fs, &dir, s.number).await?;
         }
-        for s in &found[..start] {
-            remove_segment(&*fs, &dir, s.number).await?;
-        }
-        for (seg, _, _) in &kept[..before_from] {
-            remove_segment(&*fs, &dir, seg.number).await?;
+        let obsolete = found[..start].iter().map(|s| (s.number, s.file_len)).chain(
+            kept[..before_from]
+                .iter()
+                .map(|(seg, _, _)| (seg.number, seg.bytes)),
+        );
+        for (number, bytes) in obsolete {
+            if free.len() < FREE_SEGMENTS_MAX && bytes == segment_bytes {
+                make_free(&*fs, &dir, number).await?;
+                free.push(number);
+            } else {
+                remove_segment(&*fs, &dir, number).await?;
+            }
         }
 
         let active_no = found.last().map_or(1, |s| s.number + 1);
-        let file = prepare_segment(&*fs, &dir, active_no, segment_bytes).await?;
+        let file = match free.pop() {
+            Some(f) => reuse_free(&*fs, &dir, f, active_no).await?,
+            None => {
+                prepare_segment(&*fs, &dir, active_no, segment_bytes, options.preallocation).await?
+            }
+        };
         let mut segments: VecDeque<LiveSegment> =
             kept.drain(before_from..).map(|(seg, _, _)| seg).collect();
         segments.push_back(LiveSegment {
@@ -413,9 +458,14 @@ impl<F: FileSystem> Log<F> {
             fs,
             dir,
             segment_bytes,
+            preallocation: options.preallocation,
             state: Mutex::new(State {
                 next_record,
                 durable: next_record.checked_sub(1),
+                syncing: next_record.checked_sub(1),
+                rounds_in_flight: 0,
+                next_round: 1,
+                published_round: 0,
                 sealed: Vec::new(),
                 tail: Pending {
                     segment_no: active_no,
@@ -424,13 +474,14 @@ impl<F: FileSystem> Log<F> {
                 },
                 unwritten_bytes: 0,
                 writer: Some(Writer {
-                    file,
+                    file: Arc::new(file),
                     segment_no: active_no,
                     dirty: false,
                 }),
                 active_no,
                 spare: Spare::None,
                 segments,
+                free,
                 releasing: false,
                 failed: None,
             }),
@@ -491,7 +542,8 @@ impl<F: FileSystem> Log<F> {
             });
             st.unwritten_bytes += SEGMENT_HEADER_LEN as u64;
         }
-        encode_record(record_no, payload, &mut st.tail.bytes);
+        let segment_no = st.tail.segment_no;
+        encode_record(segment_no, payload, &mut st.tail.bytes);
         debug_assert!(st.tail.end() <= self.segment_bytes);
         st.unwritten_bytes += framed;
         st.next_record += 1;
@@ -499,10 +551,10 @@ impl<F: FileSystem> Log<F> {
     }
 
     /// Returns once record `record_no` (and so every earlier one) is durable. Concurrent
-    /// callers share fdatasyncs (group commit): if a write is in flight, wait for it and
-    /// re-check; otherwise lead: write everything buffered, fdatasync, publish, wake all.
+    /// callers share fdatasyncs (group commit): if a round in flight covers the record, wait
+    /// for it to publish; otherwise lead a round as soon as the writer is free.
     pub async fn sync(&self, record_no: u64) -> Result<()> {
-        let writer = loop {
+        let (writer, others_in_flight) = loop {
             let listener = {
                 let mut st = self.state.lock();
                 if record_no >= st.next_record {
@@ -516,27 +568,41 @@ impl<F: FileSystem> Log<F> {
                 if let Some(cause) = &st.failed {
                     return Err(Error::WritesDisabled(cause.clone()));
                 }
-                if let Some(writer) = st.writer.take() {
-                    break writer;
+                let covered = st.syncing.is_some_and(|s| s >= record_no);
+                if !covered && st.rounds_in_flight < SYNC_ROUNDS_MAX {
+                    if let Some(writer) = st.writer.take() {
+                        st.rounds_in_flight += 1;
+                        break (writer, st.rounds_in_flight > 1);
+                    }
                 }
                 self.changed.listen()
             };
             listener.await;
         };
-        // Leading: let every writer that is ready to run append first, so that one fdatasync
-        // covers them all. Without this the leader is usually the first task woken by the
-        // previous group and takes a batch of one record, while the rest of the group waits a
-        // whole fdatasync more.
+        // Leading. With the disk idle, start at once: writers arriving meanwhile form the next
+        // round, whose write and fdatasync overlap this one's. With another round in flight,
+        // ours waits for it anyway: first let every writer that is ready to run append, so
+        // that one fdatasync covers them all (without this the leader, usually the first task
+        // woken by the previous round, would take a batch of one record).
         let mut claim = Claim {
             log: self,
             writer: Some(writer),
         };
-        futures_lite::future::yield_now().await;
+        if others_in_flight {
+            futures_lite::future::yield_now().await;
+        }
         let Some(writer) = claim.writer.take() else {
             unreachable!("the claimed writer is taken only here")
         };
-        let batch = take_batch(&mut self.state.lock(), true);
-        self.lead(writer, batch, true).await
+        let (batch, round) = {
+            let mut st = self.state.lock();
+            let batch = take_batch(&mut st, true);
+            st.syncing = st.syncing.max(batch.last_record);
+            let round = st.next_round;
+            st.next_round += 1;
+            (batch, round)
+        };
+        self.lead_round(writer, batch, round).await
     }
 
     /// For `Durability::Buffered`: writes out buffered whole blocks, without fdatasync, once
@@ -556,7 +622,7 @@ impl<F: FileSystem> Log<F> {
             };
             (writer, take_batch(&mut st, false))
         };
-        self.lead(writer, batch, false).await
+        self.lead_buffered(writer, batch).await
     }
 
     /// Prepares the next segment ahead of need if the active one is past half full and no
@@ -579,8 +645,9 @@ impl<F: FileSystem> Log<F> {
         Ok(true)
     }
 
-    /// Deletes segments all of whose records are < `record_no` (their data is in SSTables
-    /// now), oldest first, each removal durable before the next. Never the active segment.
+    /// Retires segments all of whose records are < `record_no` (their data is in SSTables
+    /// now), oldest first, each durably before the next: kept as free files for reuse while
+    /// fewer than [`FREE_SEGMENTS_MAX`] are, removed otherwise. Never the active segment.
     pub async fn release_before(&self, record_no: u64) -> Result<()> {
         let count = loop {
             let listener = {
@@ -602,17 +669,29 @@ impl<F: FileSystem> Log<F> {
         let guard = OnCancel(Some(|| self.end_release()));
         let mut result = Ok(());
         for _ in 0..count {
-            let number = {
+            let (number, recycle) = {
                 let st = self.state.lock();
-                st.segments.front().map(|s| s.number)
+                let Some(front) = st.segments.front() else {
+                    break;
+                };
+                let recycle =
+                    st.free.len() < FREE_SEGMENTS_MAX && front.bytes == self.segment_bytes;
+                (front.number, recycle)
             };
-            let Some(number) = number else { break };
-            result = remove_segment(&*self.fs, &self.dir, number).await;
+            result = if recycle {
+                make_free(&*self.fs, &self.dir, number).await
+            } else {
+                remove_segment(&*self.fs, &self.dir, number).await
+            };
             if result.is_err() {
                 break;
             }
-            let removed = self.state.lock().segments.pop_front();
+            let mut st = self.state.lock();
+            let removed = st.segments.pop_front();
             debug_assert_eq!(removed.map(|s| s.number), Some(number));
+            if recycle {
+                st.free.push(number);
+            }
         }
         guard.disarm();
         self.end_release();
@@ -634,7 +713,7 @@ impl<F: FileSystem> Log<F> {
         self.data_syncs.load(Ordering::Relaxed)
     }
 
-    /// Bytes of live segments on disk, the spare included (for stats).
+    /// Bytes of live segments on disk, the spare and free files included (for stats).
     pub fn disk_bytes(&self) -> u64 {
         let st = self.state.lock();
         let live: u64 = st
@@ -647,33 +726,68 @@ impl<F: FileSystem> Log<F> {
             Spare::Ready(_) => self.segment_bytes,
             Spare::None | Spare::Preparing => 0,
         };
-        live + spare
+        live + spare + st.free.len() as u64 * self.segment_bytes
     }
 
-    /// Does a leader's I/O, then publishes the outcome and wakes every waiter.
-    async fn lead(&self, mut writer: Writer<F>, batch: Batch, sync: bool) -> Result<()> {
+    /// Writes a sync round's batch, hands the writer to the next round, fdatasyncs, then
+    /// publishes in round order and wakes every waiter.
+    async fn lead_round(&self, mut writer: Writer<F>, batch: Batch, round: u64) -> Result<()> {
         let guard = OnCancel(Some(|| {
-            self.state.lock().failed = Some("a log write was cancelled mid-way".into());
+            let mut st = self.state.lock();
+            st.failed = Some("a log write was cancelled mid-way".into());
+            st.rounds_in_flight -= 1;
+            drop(st);
             self.changed.notify(usize::MAX);
         }));
-        let result = self.write_batch(&mut writer, batch.parts, sync).await;
-        guard.disarm();
-        {
-            let mut st = self.state.lock();
-            match &result {
-                Ok(()) => {
-                    st.writer = Some(writer);
-                    if sync {
-                        debug_assert!(batch.last_record >= st.durable);
-                        st.durable = batch.last_record;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(dir = %self.dir.display(), error = %e, "log write failed; writes disabled");
-                    st.failed = Some(e.to_string());
+        let written = self.write_parts(&mut writer, batch.parts).await;
+        let mut result = match written {
+            // The writer is dropped: the tail on disk is unknown, writes stay disabled.
+            Err(e) => Err(e),
+            Ok(()) => {
+                // `dirty` stays set: until this fdatasync completes the bytes are unsynced, and
+                // a later round rotating away from this segment must sync it first.
+                let needs_sync = writer.dirty;
+                let file = Arc::clone(&writer.file);
+                self.state.lock().writer = Some(writer);
+                self.changed.notify(usize::MAX);
+                if needs_sync {
+                    let synced = file.sync_data().await.at(file.path());
+                    self.data_syncs.fetch_add(1, Ordering::Relaxed);
+                    synced
+                } else {
+                    Ok(())
                 }
             }
+        };
+        // Publish after every earlier round, or not at all once one failed.
+        loop {
+            let listener = {
+                let mut st = self.state.lock();
+                if let Err(e) = &result {
+                    if st.failed.is_none() {
+                        tracing::error!(dir = %self.dir.display(), error = %e, "log write failed; writes disabled");
+                        st.failed = Some(e.to_string());
+                    }
+                    st.rounds_in_flight -= 1;
+                    break;
+                }
+                if let Some(cause) = &st.failed {
+                    result = Err(Error::WritesDisabled(cause.clone()));
+                    st.rounds_in_flight -= 1;
+                    break;
+                }
+                if st.published_round + 1 == round {
+                    debug_assert!(batch.last_record >= st.durable);
+                    st.durable = batch.last_record;
+                    st.published_round = round;
+                    st.rounds_in_flight -= 1;
+                    break;
+                }
+                self.changed.listen()
+            };
+            listener.await;
         }
+        guard.disarm();
         self.changed.notify(usize::MAX);
         if result.is_ok() {
             if let Err(e) = self.prepare_spare().await {
@@ -684,12 +798,31 @@ impl<F: FileSystem> Log<F> {
         result
     }
 
-    async fn write_batch(
-        &self,
-        writer: &mut Writer<F>,
-        parts: Vec<Pending>,
-        sync: bool,
-    ) -> Result<()> {
+    /// Writes a buffered batch without fdatasync (see [`Log::write_if_full`]).
+    async fn lead_buffered(&self, mut writer: Writer<F>, batch: Batch) -> Result<()> {
+        let guard = OnCancel(Some(|| {
+            self.state.lock().failed = Some("a log write was cancelled mid-way".into());
+            self.changed.notify(usize::MAX);
+        }));
+        let result = self.write_parts(&mut writer, batch.parts).await;
+        guard.disarm();
+        {
+            let mut st = self.state.lock();
+            match &result {
+                Ok(()) => st.writer = Some(writer),
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "log write failed; writes disabled");
+                    st.failed = Some(e.to_string());
+                }
+            }
+        }
+        self.changed.notify(usize::MAX);
+        result
+    }
+
+    /// Writes `parts` in order. A part in the next segment first makes the old segment
+    /// durable, so only the last segment can ever be torn.
+    async fn write_parts(&self, writer: &mut Writer<F>, parts: Vec<Pending>) -> Result<()> {
         for part in parts {
             if part.segment_no != writer.segment_no {
                 assert_eq!(
@@ -698,15 +831,13 @@ impl<F: FileSystem> Log<F> {
                     "log segments out of order"
                 );
                 debug_assert_eq!(part.start, 0);
-                // The old segment is durable before any byte of the new one is written, so
-                // only the last segment can ever be torn.
                 if writer.dirty {
                     writer.file.sync_data().await.at(writer.file.path())?;
                     self.data_syncs.fetch_add(1, Ordering::Relaxed);
                 }
                 let file = self.take_segment_file(part.segment_no).await?;
                 *writer = Writer {
-                    file,
+                    file: Arc::new(file),
                     segment_no: part.segment_no,
                     dirty: false,
                 };
@@ -724,11 +855,6 @@ impl<F: FileSystem> Log<F> {
                 .await
                 .at(writer.file.path())?;
             writer.dirty = true;
-        }
-        if sync && writer.dirty {
-            writer.file.sync_data().await.at(writer.file.path())?;
-            self.data_syncs.fetch_add(1, Ordering::Relaxed);
-            writer.dirty = false;
         }
         Ok(())
     }
@@ -764,15 +890,23 @@ impl<F: FileSystem> Log<F> {
         Ok(file)
     }
 
-    /// Prepares segment `number` after the caller set the spare slot to `Preparing`; on
-    /// failure or cancellation the slot is emptied again.
+    /// Prepares segment `number` after the caller set the spare slot to `Preparing`, from a
+    /// free file if there is one; on failure or cancellation the slot is emptied again (a free
+    /// file taken then is left to the next open, which finds it again or sees it renamed).
     async fn prepare_claimed(&self, number: u64) -> Result<F::File> {
         let reset = || {
             self.state.lock().spare = Spare::None;
             self.changed.notify(usize::MAX);
         };
         let guard = OnCancel(Some(reset));
-        let result = prepare_segment(&*self.fs, &self.dir, number, self.segment_bytes).await;
+        let free = self.state.lock().free.pop();
+        let result = match free {
+            Some(f) => reuse_free(&*self.fs, &self.dir, f, number).await,
+            None => {
+                let (fs, dir) = (&*self.fs, &self.dir);
+                prepare_segment(fs, dir, number, self.segment_bytes, self.preallocation).await
+            }
+        };
         if result.is_ok() {
             guard.disarm();
         }
@@ -812,6 +946,30 @@ fn take_batch<F: FileSystem>(st: &mut State<F>, with_tail_block: bool) -> Batch 
         parts,
         last_record: st.next_record.checked_sub(1),
     }
+}
+
+/// Free files in `dir` that can be reused, oldest first: at most [`FREE_SEGMENTS_MAX`] of
+/// `segment_bytes` each; the others are removed.
+async fn find_free<F: FileSystem>(fs: &F, dir: &Path, segment_bytes: u64) -> Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = fs
+        .list_dir(dir)
+        .await
+        .at(dir)?
+        .iter()
+        .filter_map(|name| parse_free_name(name))
+        .collect();
+    numbers.sort_unstable();
+    let mut free = Vec::with_capacity(FREE_SEGMENTS_MAX);
+    for number in numbers {
+        let path = segment::free_path(dir, number);
+        let len = fs.open(&path).await.at(&path)?.len().await.at(&path)?;
+        if free.len() < FREE_SEGMENTS_MAX && len == segment_bytes {
+            free.push(number);
+        } else {
+            remove_free(fs, dir, number).await?;
+        }
+    }
+    Ok(free)
 }
 
 /// Every segment file in `dir` with its header, in number order.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::coding::{Reader, put_bytes, put_u32, put_u64};
 use crate::fs::FileSystem;
-use crate::log::{Log, LogOptions, ReplayFrom};
+use crate::log::{Log, LogOptions, Preallocation, ReplayFrom};
 use crate::types::SeqNo;
 use crate::{Error, Result};
 
@@ -273,6 +273,8 @@ impl<F: FileSystem> Manifest<F> {
             dir.clone(),
             LogOptions {
                 segment_bytes: MANIFEST_SEGMENT_BYTES,
+                // Every edit is synced.
+                preallocation: Preallocation::ZeroFill,
             },
             ReplayFrom::Oldest,
             |record_no, payload| {

@@ -154,6 +154,31 @@ fn snapshots_see_a_fixed_view() {
 }
 
 #[test]
+fn flush_drops_versions_no_reader_can_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    db.put(b"k", b"v1").unwrap();
+    db.put(b"k", b"v2").unwrap();
+    let snap = db.snapshot();
+    db.put(b"k", b"v3").unwrap();
+    db.put(b"k", b"v4").unwrap();
+    db.delete(b"gone").unwrap();
+    db.flush().unwrap();
+    // v1 and v3 are shadowed (by v2 for the snapshot, by v4 for everyone else); the
+    // tombstone stays, since older tables could hold the key.
+    let stats = db.stats();
+    assert_eq!(stats.versions_shadowed, 2);
+    assert_eq!(stats.levels[0].tables, 1);
+    assert_eq!(snap.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v4"[..]));
+    drop(snap);
+    db.close().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v4"[..]));
+    assert_eq!(db.get(b"gone").unwrap(), None);
+}
+
+#[test]
 fn entries_expire_on_the_clock() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock(AtomicU64::new(1_000_000)));

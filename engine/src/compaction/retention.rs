@@ -8,7 +8,8 @@
 //! every later reader reads at or above it). They cut each key's versions into stripes: a
 //! reader at `s` sees the newest version at or below `s`, so within a stripe only the newest
 //! version can ever be read and the older ones are dropped ("shadowed"). Versions above the
-//! horizon form a stripe of their own: no reader sees them yet, and the newest is kept.
+//! horizon are all kept: no reader sees them yet, and the visible sequence number may later
+//! stop between any two of them (a write becomes visible when its own record is durable).
 //!
 //! A tombstone is dropped — with every older version of its key — only when
 //! - it lies in the oldest stripe (every reader sees it or something newer),
@@ -105,7 +106,8 @@ impl Retention {
             self.stripe.is_none_or(|s| s >= stripe),
             "versions out of order"
         );
-        if self.stripe == Some(stripe) {
+        let above_horizon = stripe == self.boundaries.len();
+        if self.stripe == Some(stripe) && !above_horizon {
             self.stats.shadowed += 1;
             return None;
         }
@@ -199,7 +201,11 @@ mod tests {
             r,
             vec![
                 ("a", 25, Entry::put("above the horizon")),
-                ("a", 22, Entry::put("shadowed above the horizon")),
+                (
+                    "a",
+                    22,
+                    Entry::put("above the horizon too: visible may stop at 22"),
+                ),
                 ("a", 15, Entry::put("read at 20")),
                 ("a", 10, Entry::put("shadowed")),
                 ("a", 7, Entry::put("read at 7")),
@@ -208,7 +214,10 @@ mod tests {
                 ("a", 1, Entry::put("shadowed")),
             ],
         );
-        assert_eq!(seqs(&kept), [("a", 25), ("a", 15), ("a", 7), ("a", 3)]);
+        assert_eq!(
+            seqs(&kept),
+            [("a", 25), ("a", 22), ("a", 15), ("a", 7), ("a", 3)]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading segments back, for recovery and for `sstable-dump`'s log dump. Nothing read is
 //! trusted: a record is returned only after its length was bounded by the file, its crc
-//! matched, and its number was the next one expected; the first record failing any of these
-//! ends the segment, and why is reported.
+//! matched, and its tag named this segment; the first record failing any of these ends the
+//! segment, and why is reported.
 
 use std::fmt;
 use std::path::Path;
@@ -16,8 +16,9 @@ use crate::fs::{File, FileSystem};
 const READ_CHUNK_BYTES: u64 = 1 << 20;
 
 /// The unit a disk writes atomically (the smallest logical block in use). A write torn by
-/// power loss leaves each sector either new or old, and the old contents of a log segment
-/// past its last durable record are zeros (segments are zero-filled and never reused).
+/// power loss leaves each sector either new or old; the old contents of a segment past its
+/// last durable record are zeros (a new segment) or bytes of an earlier use of the file (a
+/// recycled one), whose records carry another segment's tag.
 pub(super) const SECTOR_BYTES: u64 = 512;
 
 const _: () = assert!(READ_CHUNK_BYTES % SECTOR_BYTES == 0);
@@ -34,8 +35,9 @@ pub enum StopReason {
     ImpossibleLength(u32),
     /// The crc does not match: a torn write, or damage.
     BadChecksum,
-    /// A well-formed record with the wrong number: stale bytes from an earlier write.
-    UnexpectedRecordNo(u64),
+    /// A well-formed record tagged for another segment: left by an earlier use of a recycled
+    /// file. Holds that record's tag.
+    StaleRecord(u32),
 }
 
 impl fmt::Display for StopReason {
@@ -45,7 +47,7 @@ impl fmt::Display for StopReason {
             StopReason::ZeroLength => write!(f, "zeroed space"),
             StopReason::ImpossibleLength(len) => write!(f, "impossible record length {len}"),
             StopReason::BadChecksum => write!(f, "record checksum mismatch"),
-            StopReason::UnexpectedRecordNo(n) => write!(f, "unexpected record number {n}"),
+            StopReason::StaleRecord(tag) => write!(f, "stale record of segment tag {tag}"),
         }
     }
 }
@@ -131,6 +133,7 @@ pub(super) async fn scan_records<Fl: File>(
     };
     let mut offset = SEGMENT_HEADER_LEN as u64;
     let mut next_record = header.first_record;
+    let segment_no = header.segment_no;
     let reason = loop {
         let Some(hb) = reader.get(offset, RECORD_HEADER_LEN).await? else {
             break StopReason::EndOfSegment;
@@ -152,8 +155,8 @@ pub(super) async fn scan_records<Fl: File>(
         if !h.checks(payload) {
             break StopReason::BadChecksum;
         }
-        if h.record_no != next_record {
-            break StopReason::UnexpectedRecordNo(h.record_no);
+        if !h.belongs_to(segment_no) {
+            break StopReason::StaleRecord(h.tag);
         }
         each(next_record, offset, payload)?;
         offset = payload_at + u64::from(h.len);
@@ -166,20 +169,24 @@ pub(super) async fn scan_records<Fl: File>(
     })
 }
 
-/// After reading stopped at damage at `from`, tells a torn write from damage to durable
-/// records: returns the offset and number of an intact record numbered `min_record` or more
-/// that starts at or after `from` and before the first all-zero sector. A torn write cannot
-/// leave one there: the sectors it did not reach are zeros, and a record the writer placed
-/// after them was never synced. Finding one therefore means records that may have been
+/// After reading segment `segment_no` stopped at damage at `from`, tells a torn write from
+/// damage to durable records: returns the offset of an intact record of this segment that
+/// starts at or after `from` and before the first all-zero sector. A torn write cannot leave
+/// one there when the disk persists a write's sectors in order: the sectors it did not reach
+/// hold zeros or records of an earlier use of the file (other tags), and a record the writer
+/// placed after them was never synced. Finding one therefore means records that may have been
 /// acknowledged sit behind damage, and replaying past it would silently lose them.
+///
+/// A disk that persists one write's sectors out of order could leave an intact record behind
+/// an unwritten sector. In a new segment that sector is zeros and ends the search; in a
+/// recycled one it holds stale bytes, and the tear is reported as corruption: open fails
+/// rather than guess.
 pub(super) async fn intact_record_after<Fl: File>(
     file: &Fl,
     file_len: u64,
     from: u64,
-    min_record: u64,
-) -> Result<Option<(u64, u64)>> {
-    // A record takes at least its header and one payload byte.
-    let max_record = min_record.saturating_add(file_len / (RECORD_HEADER_LEN as u64 + 1));
+    segment_no: u64,
+) -> Result<Option<u64>> {
     let mut chunk_start = from;
     while chunk_start + RECORD_HEADER_LEN as u64 <= file_len {
         // Overlap chunks by a sector so headers and sectors crossing a boundary are whole.
@@ -204,9 +211,8 @@ pub(super) async fn intact_record_after<Fl: File>(
             hb.copy_from_slice(raw);
             let h = RecordHeader::decode(&hb);
             let payload_at = pos + RECORD_HEADER_LEN as u64;
-            let plausible = h.len != 0
-                && u64::from(h.len) <= file_len - payload_at
-                && (min_record..=max_record).contains(&h.record_no);
+            let plausible =
+                h.len != 0 && u64::from(h.len) <= file_len - payload_at && h.belongs_to(segment_no);
             if !plausible {
                 continue;
             }
@@ -215,7 +221,7 @@ pub(super) async fn intact_record_after<Fl: File>(
                 .await
                 .at(file.path())?;
             if h.checks(&payload) {
-                return Ok(Some((pos, h.record_no)));
+                return Ok(Some(pos));
             }
         }
         chunk_start = scan_end;

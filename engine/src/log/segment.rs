@@ -1,5 +1,11 @@
-//! Segment files: their names, their preparation (preallocated and zero-filled before use) and
-//! their removal.
+//! Segment files: their names, their preparation (preallocated before use: zero-filled, sparse,
+//! or recycled from an obsolete segment), their retirement (kept as a free file for reuse, or
+//! removed).
+//!
+//! A free file (`NNNNNN.free`, numbered as the segment it was) is an obsolete segment kept for
+//! reuse: renaming it to the next segment's name costs one directory sync, where a new
+//! zero-filled segment costs writing it whole. The log never reads a free file; its old
+//! records carry their old segment's tag, so once renamed they read as stale.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,6 +15,19 @@ use crate::fs::{File, FileSystem, WRITE_ALIGN, numbered_path};
 
 /// Extension of segment files: `NNNNNN.log`.
 pub const SEGMENT_EXT: &str = "log";
+/// Extension of free files: `NNNNNN.free`.
+pub const FREE_EXT: &str = "free";
+
+/// How a brand-new segment (no free file to recycle) is prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preallocation {
+    /// Written with zeros and synced: an fdatasync that allocates blocks costs about twice
+    /// one that does not, so a log synced per write pays the fill once up front.
+    ZeroFill,
+    /// Extended to full size without writing (a sparse file, reading as zeros): a log that is
+    /// rarely synced would write every byte twice for nothing.
+    Sparse,
+}
 
 /// Zero-filling writes this much per call: large enough to stream at disk speed, small enough
 /// to allocate once per segment.
@@ -20,18 +39,30 @@ pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
     numbered_path(dir, number, SEGMENT_EXT)
 }
 
+pub fn free_path(dir: &Path, number: u64) -> PathBuf {
+    numbered_path(dir, number, FREE_EXT)
+}
+
 /// The segment number in a file name such as `000042.log`; `None` for any other file.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(SEGMENT_EXT)?.strip_suffix('.')?;
+    parse_numbered(name, SEGMENT_EXT)
+}
+
+/// The number in a free file's name such as `000042.free`; `None` for any other file.
+pub fn parse_free_name(name: &str) -> Option<u64> {
+    parse_numbered(name, FREE_EXT)
+}
+
+fn parse_numbered(name: &str, ext: &str) -> Option<u64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
     if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     stem.parse().ok()
 }
 
-/// Creates segment `number` at its full size, zero-filled and durable (data and directory
-/// entry), so that syncing records into it never grows the file (a growing fdatasync costs
-/// about twice as much) and its padding is already what the writer pads with.
+/// Creates segment `number` at its full size, durable (data and directory entry), so that
+/// syncing records into it never grows the file; zero-filled or sparse as `how` says.
 ///
 /// A half-prepared file is removed on failure (best effort); one left behind by a crash is
 /// blank and is discarded when the log is opened.
@@ -40,17 +71,23 @@ pub async fn prepare_segment<F: FileSystem>(
     dir: &Path,
     number: u64,
     segment_bytes: u64,
+    how: Preallocation,
 ) -> Result<F::File> {
     debug_assert!(segment_bytes % WRITE_ALIGN as u64 == 0);
     let path = segment_path(dir, number);
     let result = async {
         let file = fs.create(&path).await.at(&path)?;
-        let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.min(segment_bytes) as usize];
-        let mut pos = 0;
-        while pos < segment_bytes {
-            let len = (segment_bytes - pos).min(zeros.len() as u64);
-            file.write_at(pos, &zeros[..len as usize]).await.at(&path)?;
-            pos += len;
+        match how {
+            Preallocation::ZeroFill => {
+                let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.min(segment_bytes) as usize];
+                let mut pos = 0;
+                while pos < segment_bytes {
+                    let len = (segment_bytes - pos).min(zeros.len() as u64);
+                    file.write_at(pos, &zeros[..len as usize]).await.at(&path)?;
+                    pos += len;
+                }
+            }
+            Preallocation::Sparse => file.set_len(segment_bytes).await.at(&path)?,
         }
         file.sync_data().await.at(&path)?;
         fs.sync_dir(dir).await.at(dir)?;
@@ -65,15 +102,45 @@ pub async fn prepare_segment<F: FileSystem>(
     result
 }
 
+/// Renames free file `free` to segment `number`, durably, and opens it. Its old header names
+/// another segment, so until the writer replaces it the segment reads as an unused tail.
+pub async fn reuse_free<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    free: u64,
+    number: u64,
+) -> Result<F::File> {
+    let from = free_path(dir, free);
+    let path = segment_path(dir, number);
+    fs.rename(&from, &path).await.at(&from)?;
+    fs.sync_dir(dir).await.at(dir)?;
+    fs.open(&path).await.at(&path)
+}
+
+/// Renames segment `number` to a free file, durably: to the log it is gone, as if removed.
+pub async fn make_free<F: FileSystem>(fs: &F, dir: &Path, number: u64) -> Result<()> {
+    let path = segment_path(dir, number);
+    fs.rename(&path, &free_path(dir, number)).await.at(&path)?;
+    fs.sync_dir(dir).await.at(dir)
+}
+
+/// Removes free file `number`, durably.
+pub async fn remove_free<F: FileSystem>(fs: &F, dir: &Path, number: u64) -> Result<()> {
+    remove_durably(fs, dir, &free_path(dir, number)).await
+}
+
 /// Removes segment `number` and makes the removal durable before returning, so that removals
 /// done oldest first can never leave a gap in the log after a crash. A file already gone
 /// counts as removed.
 pub async fn remove_segment<F: FileSystem>(fs: &F, dir: &Path, number: u64) -> Result<()> {
-    let path = segment_path(dir, number);
-    match fs.remove(&path).await {
+    remove_durably(fs, dir, &segment_path(dir, number)).await
+}
+
+async fn remove_durably<F: FileSystem>(fs: &F, dir: &Path, path: &Path) -> Result<()> {
+    match fs.remove(path).await {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(crate::Error::io(&path, e)),
+        Err(e) => return Err(crate::Error::io(path, e)),
     }
     fs.sync_dir(dir).await.at(dir)
 }
@@ -92,5 +159,9 @@ mod tests {
         assert_eq!(parse_segment_name("+42.log"), None);
         assert_eq!(parse_segment_name("000042log"), None);
         assert_eq!(segment_path(Path::new("d"), 42), Path::new("d/000042.log"));
+        assert_eq!(parse_free_name("000042.free"), Some(42));
+        assert_eq!(parse_free_name("000042.log"), None);
+        assert_eq!(parse_segment_name("000042.free"), None);
+        assert_eq!(free_path(Path::new("d"), 42), Path::new("d/000042.free"));
     }
 }

@@ -22,13 +22,7 @@ pub(crate) fn malformed(what: impl Into<String>) -> Malformed {
 /// Longest LEB128 encoding of a u64.
 const VARINT_LEN_MAX: usize = 10;
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
+pub(crate) use crate::coding::put_varint;
 
 /// A cursor over untrusted bytes: every read checks what is left.
 pub(crate) struct Reader<'a> {

@@ -155,9 +155,7 @@ pub(super) fn damage(dump: &SegmentDump) -> Option<String> {
     }
     let end = dump.end?;
     match end.reason {
-        StopReason::EndOfSegment | StopReason::ZeroLength | StopReason::UnexpectedRecordNo(_) => {
-            None
-        }
+        StopReason::EndOfSegment | StopReason::ZeroLength | StopReason::StaleRecord(_) => None,
         StopReason::BadChecksum | StopReason::ImpossibleLength(_) => Some(format!(
             "{} at offset {} (record {}): a torn write if this is the newest segment after a \
              crash, damage otherwise",
