@@ -46,7 +46,7 @@ use crate::message::{
 };
 use crate::peer::{Inbound, Peers};
 use crate::shard::{Counters, Shard};
-use crate::store::Store;
+use crate::store::{Store, Value};
 
 /// How often a shard fires the coordinator's expired deadlines: a request fails at most
 /// this long after its timeout, which is small next to any sensible timeout.
@@ -380,7 +380,7 @@ pub async fn serve_replica<F: FileSystem>(
         Request::Get { key } => store
             .versions(key)
             .await
-            .map(|stored| replica::handle(me, stored.as_deref(), &request).reply),
+            .map(|stored| replica::handle(me, stored.as_ref().map(Value::bytes), &request).reply),
         _ => {
             store
                 .update_versions(request.key(), |stored| {

@@ -142,10 +142,11 @@ impl<F: FileSystem> Store<F> {
         Ok(self.entry(key).await?.map(|(v, _)| v))
     }
 
-    /// The stored cluster versions of `key` (a dvv encoding), `None` when absent.
-    pub async fn versions(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// The stored cluster versions of `key` (a dvv encoding in [`Value::bytes`]), `None`
+    /// when absent.
+    pub async fn versions(&self, key: &[u8]) -> Result<Option<Value>> {
         match self.db.get_entry(&engine_key(key)).await? {
-            Some(e) => Ok(Some(Self::check_value(key, e, FORMAT_VERSIONS)?.into_vec())),
+            Some(e) => Ok(Some(Self::check_value(key, e, FORMAT_VERSIONS)?)),
             None => Ok(None),
         }
     }
@@ -160,7 +161,7 @@ impl<F: FileSystem> Store<F> {
     ) -> Result<R> {
         let _guard = self.locks.exclusive(vec![key_hash(key)]).await;
         let stored = self.versions(key).await?;
-        let (result, new) = change(stored.as_deref());
+        let (result, new) = change(stored.as_ref().map(Value::bytes));
         if let Some(versions) = new {
             let mut batch = WriteBatch::new();
             batch.put_entry(
