@@ -96,10 +96,14 @@ enum Kind {
 
 #[derive(Debug, Default)]
 struct ReadOp {
-    /// Replicas that answered, with what they hold.
-    replies: Vec<(NodeId, Option<DvvSet>)>,
+    /// Replicas that answered, with the bytes they hold. Encodings are canonical (equal
+    /// states, equal bytes), so replicas are compared by their bytes.
+    replies: Vec<(NodeId, Option<Vec<u8>>)>,
     failed: Vec<NodeId>,
     merged: DvvSet,
+    /// `merged`'s encoding while it is exactly one reply's bytes (the common case: replicas
+    /// agree): identical replies then cost a comparison, not a decode and a merge.
+    merged_bytes: Option<Vec<u8>>,
     found: bool,
     answered: bool,
 }
@@ -309,20 +313,27 @@ impl Coordinator {
             return false;
         }
         let state = match reply {
-            Reply::Got { versions: None } => Ok(None),
-            Reply::Got {
-                versions: Some(bytes),
-            } => DvvSet::decode(&bytes).map(Some).map_err(|_| ()),
+            Reply::Got { versions } => Ok(versions),
             Reply::Updated { .. } | Reply::Stored | Reply::Failed => Err(()),
         };
-        match state {
-            Ok(state) => {
-                if let Some(s) = &state {
-                    read.merged.sync(s);
+        let state = state.and_then(|versions| match versions {
+            Some(bytes) if read.merged_bytes.as_ref() == Some(&bytes) => Ok(Some(bytes)),
+            Some(bytes) => {
+                let decoded = DvvSet::decode(&bytes).map_err(|_| ())?;
+                if read.found {
+                    read.merged.sync(&decoded);
+                    read.merged_bytes = None;
+                } else {
+                    read.merged = decoded;
+                    read.merged_bytes = Some(bytes.clone());
                     read.found = true;
                 }
-                read.replies.push((from, state));
+                Ok(Some(bytes))
             }
+            None => Ok(None),
+        });
+        match state {
+            Ok(state) => read.replies.push((from, state)),
             Err(()) => read.failed.push(from),
         }
         let got = read.replies.len() as u32;
@@ -354,9 +365,12 @@ impl Coordinator {
         if !read.found {
             return;
         }
-        let versions = read.merged.encode();
+        let versions = match &read.merged_bytes {
+            Some(bytes) => bytes.clone(),
+            None => read.merged.encode(),
+        };
         for (node, state) in &read.replies {
-            if state.as_ref() != Some(&read.merged) {
+            if state.as_ref() != Some(&versions) {
                 let request = Request::Put {
                     key: op.key.clone(),
                     versions: versions.clone(),
