@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::proc::{self, ProcError};
 use crate::redis_compare::{
-    OpResult, answers_ping, cell, free_port, parse_shoal_bench_json, sibling,
+    OpResult, ShoalBenchLoad, answers_ping, cell, free_port, parse_shoal_bench_json,
+    shoal_bench_command, sibling,
 };
 
 /// A node not answering PING within this long after start failed to start.
@@ -296,28 +297,18 @@ fn run_load(
     op: &str,
 ) -> Result<Measured, ClusterCompareError> {
     let reads = if op == "get" { "1" } else { "0" };
-    let mut cmd = Command::new(bench);
-    cmd.args([
-        "--addr",
-        &format!("127.0.0.1:{}", s.port()),
-        "--json",
-        "-q",
-        "--reads",
+    let mut cmd = shoal_bench_command(
+        bench,
+        s.port(),
         reads,
-    ])
-    .args([
-        "-n",
-        &args.requests.to_string(),
-        "-c",
-        &args.clients.to_string(),
-    ])
-    .args([
-        "-P",
-        &args.pipeline.to_string(),
-        "--keys",
-        &args.keys.to_string(),
-    ])
-    .args(["--value-size", &args.value_size.to_string()]);
+        ShoalBenchLoad {
+            requests: args.requests,
+            clients: args.clients,
+            pipeline: args.pipeline,
+            keys: args.keys,
+            value_size: args.value_size,
+        },
+    );
     let run = proc::run_measured(&mut cmd, CLIENT_TIMEOUT)?;
     let no_result = || ClusterCompareError::NoResult {
         setup: s.setup.name(),

@@ -275,6 +275,33 @@ pub fn parse_redis_benchmark_csv(out: &str) -> BTreeMap<String, OpResult> {
 }
 
 /// shoal-bench `--json`: the op's throughput and percentiles.
+/// The shape of one shoal-bench run.
+pub(crate) struct ShoalBenchLoad {
+    pub requests: u64,
+    pub clients: usize,
+    pub pipeline: usize,
+    pub keys: u64,
+    pub value_size: usize,
+}
+
+/// shoal-bench against 127.0.0.1:`port` with `--json`, `reads` the fraction of GETs.
+pub(crate) fn shoal_bench_command(
+    bench: &std::path::Path,
+    port: u16,
+    reads: &str,
+    load: ShoalBenchLoad,
+) -> Command {
+    let mut cmd = Command::new(bench);
+    cmd.args(["--addr", &format!("127.0.0.1:{port}"), "--json", "-q"])
+        .args(["--reads", reads])
+        .args(["-n", &load.requests.to_string()])
+        .args(["-c", &load.clients.to_string()])
+        .args(["-P", &load.pipeline.to_string()])
+        .args(["--keys", &load.keys.to_string()])
+        .args(["--value-size", &load.value_size.to_string()]);
+    cmd
+}
+
 pub fn parse_shoal_bench_json(out: &str, op: &str) -> Option<OpResult> {
     let v: serde_json::Value = serde_json::from_str(out).ok()?;
     let s = &v[op];
@@ -332,28 +359,18 @@ fn run_load(
             let mut results = BTreeMap::new();
             // SETs first so GETs find values, as redis-benchmark's order.
             for (op, reads) in [("SET", "0"), ("GET", "1")] {
-                let mut cmd = Command::new(shoal_bench(args));
-                cmd.args([
-                    "--addr",
-                    &format!("127.0.0.1:{}", s.port),
-                    "--json",
-                    "-q",
-                    "--reads",
+                let mut cmd = shoal_bench_command(
+                    &shoal_bench(args),
+                    s.port,
                     reads,
-                ])
-                .args([
-                    "-n",
-                    &load.requests.to_string(),
-                    "-c",
-                    &load.clients.to_string(),
-                ])
-                .args([
-                    "-P",
-                    &load.pipeline.to_string(),
-                    "--keys",
-                    &KEY_SPACE.to_string(),
-                ])
-                .args(["--value-size", &VALUE_BYTES.to_string()]);
+                    ShoalBenchLoad {
+                        requests: load.requests,
+                        clients: load.clients,
+                        pipeline: load.pipeline,
+                        keys: KEY_SPACE,
+                        value_size: VALUE_BYTES,
+                    },
+                );
                 let run = proc::run_measured(&mut cmd, CLIENT_TIMEOUT)?;
                 let key = if op == "SET" { "set" } else { "get" };
                 let r = parse_shoal_bench_json(&run.stdout, key)
