@@ -150,6 +150,27 @@ impl Cluster {
         self.nodes[i].kill();
     }
 
+    /// SIGSTOP node `i`: it keeps its sockets open but reads nothing, like a hung machine.
+    pub fn freeze(&self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// SIGCONT node `i` after [`Cluster::freeze`].
+    pub fn thaw(&self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.nodes[i].pid()).unwrap();
+        // SAFETY: plain syscall on a child process this cluster started and still owns.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "signal {signal} to {}",
+            name(i)
+        );
+    }
+
     /// Starts node `i` again on its ports and data; waits until it answers PING.
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].restart();

@@ -1,6 +1,7 @@
 //! Black-box tests of a 3-node cluster (N=3, R=2, W=2) of real `shoal` processes on
 //! 127.0.0.1: availability with a node killed, siblings and their resolution, read repair,
-//! durability across kill -9 of every node, and per-connection / per-request levels.
+//! durability across kill -9 of every node, per-connection / per-request levels, and a
+//! frozen node that must not stall requests past their deadline.
 
 #![allow(clippy::unwrap_used)]
 
@@ -107,6 +108,46 @@ fn one_node_down_keeps_serving_two_down_fail_fast() {
         assert!(is_quorum_failure(&text), "{what}: {text}");
         assert!(start.elapsed() < limit, "{what} took {:?}", start.elapsed());
     }
+}
+
+#[test]
+fn a_frozen_node_does_not_stall_requests_past_their_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), Spec::three(1));
+    cluster.wait_connected();
+    let mut c = cluster.connection(0);
+    let limit = Duration::from_millis(cluster.spec.timeout_ms) + DEADLINE_SLACK;
+    cluster.freeze(2);
+    // W = R = 2 never need the frozen node: each answer comes without waiting for it.
+    for i in 0..20 {
+        let start = Instant::now();
+        let _: () = c.set(key(i), value(i)).unwrap();
+        assert_eq!(c.get::<_, String>(key(i)).unwrap(), value(i));
+        assert!(
+            start.elapsed() < limit,
+            "{} took {:?}",
+            key(i),
+            start.elapsed()
+        );
+    }
+    // W = ALL does need it: a quorum failure, by the deadline.
+    let start = Instant::now();
+    let text = err_text(
+        redis::cmd("VSET")
+            .arg("all")
+            .arg("v")
+            .arg("W")
+            .arg("ALL")
+            .query::<String>(&mut c),
+    );
+    assert!(is_quorum_failure(&text), "{text}");
+    assert!(start.elapsed() < limit, "W ALL took {:?}", start.elapsed());
+    // Thawed, the node answers again: a read from all three replicas succeeds.
+    cluster.thaw(2);
+    wait_for("the thawed node to answer", REPAIR_TIMEOUT, || {
+        vget(&mut c, &key(0), Some("ALL")).is_ok()
+    });
+    assert_eq!(vget(&mut c, &key(0), Some("ALL")).unwrap().1, [value(0)]);
 }
 
 #[test]
