@@ -158,7 +158,7 @@ pub(super) fn damage(dump: &SegmentDump) -> Option<String> {
         StopReason::EndOfSegment | StopReason::ZeroLength | StopReason::StaleRecord(_) => None,
         StopReason::BadChecksum | StopReason::ImpossibleLength(_) => Some(format!(
             "{} at offset {} (record {}): a torn write if this is the newest segment after a \
-             crash, damage otherwise",
+             crash, old bytes of a recycled segment past its last record, damage otherwise",
             end.reason, end.offset, end.next_record
         )),
     }
