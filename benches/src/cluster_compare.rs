@@ -13,17 +13,15 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::proc::{self, ProcError};
 use crate::redis_compare::{
-    OpResult, ShoalBenchLoad, answers_ping, cell, free_port, parse_shoal_bench_json,
-    shoal_bench_command, sibling,
+    OpResult, START_TIMEOUT, ShoalBenchLoad, cell, free_port, parse_shoal_bench_json,
+    shoal_bench_command, sibling, spawn_server, started,
 };
 
-/// A node not answering PING within this long after start failed to start.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A cluster whose first node cannot reach the others within this long failed to form.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// One client run longer than this is killed and the comparison fails.
@@ -174,26 +172,15 @@ fn spawn(
     data_dir: &Path,
     extra: &[&str],
 ) -> Result<Node, ClusterCompareError> {
-    let child = Command::new(shoal)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+    let mut cmd = Command::new(shoal);
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data_dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|source| ProcError::Spawn {
-            program: shoal.display().to_string(),
-            source,
-        })?;
+        .args(extra);
+    let child = spawn_server(&mut cmd, &shoal.display().to_string())?;
     let node = Node { child, port };
-    let deadline = Instant::now() + START_TIMEOUT;
-    while !answers_ping(port) {
-        if Instant::now() > deadline {
-            return Err(ClusterCompareError::NotStarted { what, port });
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !started(port) {
+        return Err(ClusterCompareError::NotStarted { what, port });
     }
     Ok(node)
 }

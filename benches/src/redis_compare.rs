@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::proc::{self, ProcError};
 
 /// A server not answering PING within this long after start failed to start.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// One client run longer than this is killed and the comparison fails.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Key space of every load (redis-benchmark's `-r`, shoal-bench's `--keys`).
@@ -119,6 +119,30 @@ pub(crate) fn free_port() -> std::io::Result<u16> {
 }
 
 /// Whether a RESP server on 127.0.0.1:`port` answers PING within a second.
+/// Starts a server with its input and output detached; `program` names it in errors.
+pub(crate) fn spawn_server(cmd: &mut Command, program: &str) -> Result<Child, ProcError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| ProcError::Spawn {
+            program: program.to_owned(),
+            source,
+        })
+}
+
+/// Whether the server on `port` answers PING within [`START_TIMEOUT`].
+pub(crate) fn started(port: u16) -> bool {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !answers_ping(port) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 pub(crate) fn answers_ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -186,30 +210,18 @@ fn start(args: &RedisCompareArgs, server: Server) -> Result<Running, RedisCompar
             c
         }
     };
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|source| ProcError::Spawn {
-            program: server.name().to_owned(),
-            source,
-        })?;
+    let child = spawn_server(&mut cmd, server.name())?;
     let running = Running {
         server,
         child,
         port,
         _dir: dir,
     };
-    let deadline = Instant::now() + START_TIMEOUT;
-    while !answers_ping(port) {
-        if Instant::now() > deadline {
-            return Err(RedisCompareError::NotStarted {
-                server: server.name(),
-                port,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !started(port) {
+        return Err(RedisCompareError::NotStarted {
+            server: server.name(),
+            port,
+        });
     }
     Ok(running)
 }
