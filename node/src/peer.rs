@@ -408,6 +408,20 @@ impl Peers {
         }
     }
 
+    /// A connect or write of `link` failed: records it and puts the link in backoff.
+    fn fail(&self, link: &Link, outcome: Outcome, error: &io::Error) {
+        tracing::debug!(
+            node = link.node,
+            shard = link.shard,
+            addr = %link.addr,
+            %error,
+            "peer {} failed",
+            if matches!(outcome, Outcome::ConnectFailed) { "connect" } else { "write" }
+        );
+        self.record(link, outcome);
+        self.back_off(link);
+    }
+
     /// Puts a failed link in backoff, dropping its queue (reported to the hook).
     fn back_off(&self, link: &Link) {
         let dropped = {
@@ -482,15 +496,7 @@ async fn drive(peers: Weak<Peers>, link: Rc<Link>, options: PeerOptions) {
         let stream = match connected {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(
-                    node = link.node,
-                    shard = link.shard,
-                    addr = %link.addr,
-                    error = %e,
-                    "peer connect failed"
-                );
-                peers_now.record(&link, Outcome::ConnectFailed);
-                peers_now.back_off(&link);
+                peers_now.fail(&link, Outcome::ConnectFailed, &e);
                 return;
             }
         };
@@ -512,15 +518,7 @@ async fn drive(peers: Weak<Peers>, link: Rc<Link>, options: PeerOptions) {
                 }
             }
             End::Failed(e) => {
-                tracing::debug!(
-                    node = link.node,
-                    shard = link.shard,
-                    addr = %link.addr,
-                    error = %e,
-                    "peer write failed"
-                );
-                peers_now.record(&link, Outcome::WriteFailed);
-                peers_now.back_off(&link);
+                peers_now.fail(&link, Outcome::WriteFailed, &e);
                 return;
             }
         }
