@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+
 /// `name` in this build's binary directory (`target/<profile>/`).
 fn built(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().unwrap();
@@ -33,12 +35,7 @@ fn cluster_compare_runs_both_setups() {
         .args(["--json", "-n", "500", "-c", "4", "--keys", "200"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::json_report(&out);
     let rows = report["rows"].as_array().unwrap();
     let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["SET", "GET"]);

@@ -5,6 +5,8 @@
 
 use std::process::{Command, Stdio};
 
+mod common;
+
 #[test]
 fn small_comparison_reports_every_phase() {
     let rocks = Command::new("db_bench")
@@ -34,12 +36,7 @@ fn small_comparison_reports_every_phase() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::json_report(&out);
     let rows = report["rows"].as_array().unwrap();
     let phases: Vec<_> = rows.iter().map(|r| r["phase"].as_str().unwrap()).collect();
     assert_eq!(phases, ["fill", "read", "scan", "fillsync"]);

@@ -9,6 +9,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -87,12 +89,7 @@ fn redis_compare_runs_against_redis_and_echo() {
         .arg(env!("CARGO_BIN_EXE_resp-echo"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::json_report(&out);
     assert_eq!(report["servers"], serde_json::json!(["redis", "echo"]));
     assert!(report["skipped"][0].as_str().unwrap().starts_with("shoal:"));
     let rows = report["rows"].as_array().unwrap();
