@@ -296,8 +296,7 @@ impl Driver {
 
     /// Starts delivering one message; false when it cannot be sent at all.
     fn dispatch(self: &Rc<Self>, t: Transmit) -> bool {
-        let partition = partition_of(t.request.key(), self.ring.partitions());
-        let request = ReplicaRequest::from(&t.request);
+        let request = ReplicaRequest::from(t.request);
         if t.to == self.me {
             let driver = Rc::clone(self);
             glommio::spawn_local(async move {
@@ -310,6 +309,7 @@ impl Driver {
         let Some(member) = self.config.member(t.to) else {
             return false;
         };
+        let partition = partition_of(request.key(), self.ring.partitions());
         let shard = shard_of(partition, member.shards as u32) as u16;
         let message = PeerMessage {
             from: self.me,

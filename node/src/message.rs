@@ -177,26 +177,23 @@ pub enum PeerBody {
     Reply(ReplicaReply),
 }
 
-impl From<&Request> for ReplicaRequest {
-    fn from(r: &Request) -> ReplicaRequest {
+impl From<Request> for ReplicaRequest {
+    fn from(r: Request) -> ReplicaRequest {
         match r {
-            Request::Get { key } => ReplicaRequest::Get { key: key.clone() },
+            Request::Get { key } => ReplicaRequest::Get { key },
             Request::Update {
                 key,
                 context,
                 value,
             } => ReplicaRequest::Update {
-                key: key.clone(),
+                key,
                 context: match context {
                     WriteContext::Local => None,
                     WriteContext::Given(vv) => Some(vv.encode()),
                 },
-                value: value.clone(),
+                value,
             },
-            Request::Put { key, versions } => ReplicaRequest::Put {
-                key: key.clone(),
-                versions: versions.clone(),
-            },
+            Request::Put { key, versions } => ReplicaRequest::Put { key, versions },
         }
     }
 }
