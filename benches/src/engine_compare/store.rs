@@ -32,6 +32,7 @@ pub async fn run_stream<S: Store>(
     spec: &PhaseSpec,
     writer: usize,
     ops: u64,
+    mut values: Values,
 ) -> Result<PhaseResult, CompareError> {
     let start = Instant::now();
     if spec.phase == Phase::Scan {
@@ -44,7 +45,6 @@ pub async fn run_stream<S: Store>(
         });
     }
     let mut stream = Ops::new(spec, writer);
-    let mut values = Values::new(spec.seed ^ writer as u64);
     let mut result = PhaseResult {
         ops,
         ..PhaseResult::default()
@@ -93,15 +93,25 @@ pub fn run_blocking<S: Store + Sync>(
     store: &S,
     spec: &PhaseSpec,
 ) -> Result<PhaseResult, CompareError> {
+    let values = Values::new(spec.seed);
     if spec.phase != Phase::FillSync {
-        return block_on(run_stream(store, spec, 0, spec.ops));
+        return block_on(run_stream(store, spec, 0, spec.ops, values));
     }
     let writers = spec.writers.max(1);
     let start = Instant::now();
     let parts = std::thread::scope(|s| {
         let handles: Vec<_> = (0..writers)
             .map(|w| {
-                s.spawn(move || block_on(run_stream(store, spec, w, share(spec.ops, writers, w))))
+                let values = values.for_writer(w);
+                s.spawn(move || {
+                    block_on(run_stream(
+                        store,
+                        spec,
+                        w,
+                        share(spec.ops, writers, w),
+                        values,
+                    ))
+                })
             })
             .collect();
         handles
@@ -202,15 +212,16 @@ fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
                 .map_err(CompareError::Io)?;
             let db = shoal_engine::Db::open(fs, &spec.dir, shoal_options(spec.phase)).await?;
             glommio::spawn_local(db.background()).detach();
+            let values = Values::new(spec.seed);
             let result = if spec.phase == Phase::FillSync {
                 let writers = spec.writers.max(1);
                 let spec = Arc::new(spec);
                 let start = Instant::now();
                 let tasks: Vec<_> = (0..writers)
                     .map(|w| {
-                        let (db, spec) = (db.clone(), spec.clone());
+                        let (db, spec, values) = (db.clone(), spec.clone(), values.for_writer(w));
                         glommio::spawn_local(async move {
-                            run_stream(&db, &spec, w, share(spec.ops, writers, w)).await
+                            run_stream(&db, &spec, w, share(spec.ops, writers, w), values).await
                         })
                     })
                     .collect();
@@ -220,7 +231,7 @@ fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
                 }
                 sum(parts, start.elapsed().as_secs_f64())
             } else {
-                run_stream(&db, &spec, 0, spec.ops).await?
+                run_stream(&db, &spec, 0, spec.ops, values).await?
             };
             db.close().await?;
             Ok::<_, CompareError>(result)

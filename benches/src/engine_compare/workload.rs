@@ -6,6 +6,8 @@
 //! - Values (100 bytes): random printable bytes that compress to about half (db_bench's default
 //!   `--compression_ratio=0.5`): 50 random bytes, repeated.
 
+use std::sync::Arc;
+
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -127,9 +129,11 @@ pub fn key(i: u64) -> [u8; KEY_LEN] {
     k
 }
 
-/// Values to cycle through, half-compressible as db_bench's.
+/// Values to cycle through, half-compressible as db_bench's. Built once per phase, before the
+/// clock starts, and shared: concurrent writers each take a cursor ([`Values::for_writer`]).
+#[derive(Clone)]
 pub struct Values {
-    pool: Vec<u8>,
+    pool: Arc<[u8]>,
     pos: usize,
 }
 
@@ -142,7 +146,19 @@ impl Values {
             let piece: Vec<u8> = (0..random).map(|_| rng.gen_range(b' '..=b'~')).collect();
             pool.extend(piece.iter().cycle().take(VALUE_LEN));
         }
-        Values { pool, pos: 0 }
+        Values {
+            pool: pool.into(),
+            pos: 0,
+        }
+    }
+
+    /// A cursor for writer `w`, starting at its own place in the pool so that concurrent
+    /// writers do not write the same values in step.
+    pub fn for_writer(&self, w: usize) -> Values {
+        Values {
+            pool: Arc::clone(&self.pool),
+            pos: (w * 7919 * VALUE_LEN) % VALUE_POOL_LEN,
+        }
     }
 
     pub fn next_value(&mut self) -> &[u8] {
