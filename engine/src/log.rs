@@ -111,8 +111,13 @@ pub struct Log<F: FileSystem> {
     segment_bytes: u64,
     preallocation: Preallocation,
     state: Mutex<State<F>>,
-    /// Fired when a leader finishes, the log fails, a spare settles, or a release ends.
+    /// Fired when the writer is handed back, a round publishes, the log fails, a spare
+    /// settles, or a release ends.
     changed: Event,
+    /// Fired when a round publishes or the log fails: all that writers whose record a round
+    /// has taken wait for. Kept apart from `changed` so the many writers of a busy group commit
+    /// are not woken for every writer hand-off, spare or release as well.
+    published: Event,
     /// fdatasyncs of record data done by leaders: records per sync is how well group commit
     /// groups.
     data_syncs: AtomicU64,
@@ -486,6 +491,7 @@ impl<F: FileSystem> Log<F> {
                 failed: None,
             }),
             changed: Event::new(),
+            published: Event::new(),
             data_syncs: AtomicU64::new(0),
         })
     }
@@ -569,13 +575,17 @@ impl<F: FileSystem> Log<F> {
                     return Err(Error::WritesDisabled(cause.clone()));
                 }
                 let covered = st.syncing.is_some_and(|s| s >= record_no);
-                if !covered && st.rounds_in_flight < SYNC_ROUNDS_MAX {
-                    if let Some(writer) = st.writer.take() {
-                        st.rounds_in_flight += 1;
-                        break (writer, st.rounds_in_flight > 1);
+                if covered {
+                    self.published.listen()
+                } else {
+                    if st.rounds_in_flight < SYNC_ROUNDS_MAX {
+                        if let Some(writer) = st.writer.take() {
+                            st.rounds_in_flight += 1;
+                            break (writer, st.rounds_in_flight > 1);
+                        }
                     }
+                    self.changed.listen()
                 }
-                self.changed.listen()
             };
             listener.await;
         };
@@ -737,7 +747,7 @@ impl<F: FileSystem> Log<F> {
             st.failed = Some("a log write was cancelled mid-way".into());
             st.rounds_in_flight -= 1;
             drop(st);
-            self.changed.notify(usize::MAX);
+            self.wake_all();
         }));
         let written = self.write_parts(&mut writer, batch.parts).await;
         let mut result = match written {
@@ -788,7 +798,7 @@ impl<F: FileSystem> Log<F> {
             listener.await;
         }
         guard.disarm();
-        self.changed.notify(usize::MAX);
+        self.wake_all();
         if result.is_ok() {
             if let Err(e) = self.prepare_spare().await {
                 // Our records are durable; the next rotation retries and reports failure then.
@@ -802,7 +812,7 @@ impl<F: FileSystem> Log<F> {
     async fn lead_buffered(&self, mut writer: Writer<F>, batch: Batch) -> Result<()> {
         let guard = OnCancel(Some(|| {
             self.state.lock().failed = Some("a log write was cancelled mid-way".into());
-            self.changed.notify(usize::MAX);
+            self.wake_all();
         }));
         let result = self.write_parts(&mut writer, batch.parts).await;
         guard.disarm();
@@ -816,7 +826,7 @@ impl<F: FileSystem> Log<F> {
                 }
             }
         }
-        self.changed.notify(usize::MAX);
+        self.wake_all();
         result
     }
 
@@ -911,6 +921,13 @@ impl<F: FileSystem> Log<F> {
             guard.disarm();
         }
         result
+    }
+
+    /// Wakes every waiter: after a publish or a failure, which writers waiting for their
+    /// round (`published`) and everyone else (`changed`) both need to see.
+    fn wake_all(&self) {
+        self.published.notify(usize::MAX);
+        self.changed.notify(usize::MAX);
     }
 
     fn end_release(&self) {
