@@ -5,7 +5,7 @@
 //! pointer from the node to the key, and every entry is two or three small allocations that
 //! a frozen memtable's drop hands back one by one. Here a node is one block in a large arena
 //! chunk holding its header, its tower of links, its key and its value, so a comparison reads
-//! one cache line and dropping the memtable frees a few 1 MiB chunks.
+//! one cache line and dropping the memtable frees a few 2 MiB chunks (huge pages, see [`pages`]).
 //!
 //! Node layout (8-byte aligned, in an arena chunk):
 //!
@@ -43,17 +43,19 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::types::{Entry, KEY_LEN_MAX, SeqNo, VALUE_LEN_MAX, ValueKind};
 
 mod index;
+mod pages;
 
 use index::{HashIndex, Lookup};
+use pages::{HUGE_PAGE_BYTES, Pages};
 
 /// Tallest tower: with a branching factor of 4, 12 levels index ~16M entries at full speed,
 /// far more than a memtable holds.
 const MAX_HEIGHT: usize = 12;
 /// One in `BRANCHING` nodes of a level is promoted to the next.
 const BRANCHING: u32 = 4;
-/// Arena chunk size: large enough that chunk allocation is rare, small enough that a nearly
-/// empty memtable stays cheap.
-const CHUNK_BYTES: usize = 1 << 20;
+/// Arena chunk size: one huge page, so chunk allocation is rare and every chunk can be backed
+/// by a single TLB entry.
+const CHUNK_BYTES: usize = HUGE_PAGE_BYTES;
 /// Nodes larger than this get a chunk of their own, so big values do not waste the rest of a
 /// shared chunk.
 const LARGE_NODE_BYTES: usize = CHUNK_BYTES / 4;
@@ -172,7 +174,7 @@ impl<'a> Cursor<'a> {
 
 /// Bump allocator over chunks that never move until the arena drops.
 struct Arena {
-    chunks: Vec<Box<[u64]>>,
+    chunks: Vec<Pages>,
     /// Next free byte of the current chunk, and bytes left in it.
     cursor: *mut u8,
     left: usize,
@@ -197,9 +199,9 @@ impl Arena {
     }
 
     fn new_chunk(&mut self, bytes: usize) -> *mut u8 {
-        let mut chunk = vec![0u64; bytes.div_ceil(8)].into_boxed_slice();
-        let p = chunk.as_mut_ptr() as *mut u8;
-        // Moving the box does not move its heap allocation, so `p` stays valid.
+        let chunk = Pages::zeroed(bytes);
+        let p = chunk.as_ptr();
+        // Moving `Pages` does not move its mapping, so `p` stays valid.
         self.chunks.push(chunk);
         p
     }

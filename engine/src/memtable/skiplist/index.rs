@@ -12,18 +12,22 @@
 //! complete: from then on a miss proves nothing and readers fall back to the list, while hits
 //! stay exact (a key that has a slot keeps getting its newest node there).
 
-use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
-use std::ptr;
+use std::mem::size_of;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering as AtomicOrdering};
 
 use super::Node;
+use super::pages::Pages;
 
 /// Slots a key may probe: at the load factors the sizing allows, almost every key is within
 /// a few slots of its home; a longer run means the table is too full to be worth probing.
 const PROBE_MAX: usize = 16;
 
 pub(super) struct HashIndex {
-    slots: Box<[AtomicPtr<Node>]>,
+    /// Null slots from zeroed pages: the OS maps a page only when a slot on it is first
+    /// written, so a memtable that stays small never pays for its whole index. `None` when
+    /// the index is disabled.
+    pages: Option<Pages>,
+    len: usize,
     mask: usize,
     complete: AtomicBool,
 }
@@ -47,7 +51,8 @@ impl HashIndex {
             slots.next_power_of_two()
         };
         HashIndex {
-            slots: zeroed_slots(len),
+            pages: (len > 0).then(|| Pages::zeroed(len * size_of::<AtomicPtr<Node>>())),
+            len,
             mask: len.wrapping_sub(1),
             complete: AtomicBool::new(len > 0),
         }
@@ -55,18 +60,18 @@ impl HashIndex {
 
     /// Bytes reserved for slots (pages never written are not resident).
     pub(super) fn bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<AtomicPtr<Node>>()
+        self.len * size_of::<AtomicPtr<Node>>()
     }
 
     /// Records `node` as the newest version of its key if it is newer than the one indexed.
     /// Called by the list's single writer only.
     pub(super) fn insert(&self, hash: u64, node: &Node) {
-        if self.slots.is_empty() {
+        if self.len == 0 {
             return;
         }
         let mut i = hash as usize & self.mask;
         for _ in 0..PROBE_MAX {
-            let slot = &self.slots[i];
+            let slot = &self.slots()[i];
             // Only the writer stores, so its own earlier stores are visible to it.
             let current = slot.load(AtomicOrdering::Relaxed);
             // SAFETY: non-null slots hold published nodes that live as long as the list.
@@ -89,12 +94,12 @@ impl HashIndex {
 
     /// The newest indexed node of `key` (`prefix` is its key prefix).
     pub(super) fn get(&self, hash: u64, prefix: u64, key: &[u8]) -> Lookup<'_> {
-        if self.slots.is_empty() {
+        if self.len == 0 {
             return Lookup::Unknown;
         }
         let mut i = hash as usize & self.mask;
         for _ in 0..PROBE_MAX {
-            let current = self.slots[i].load(AtomicOrdering::Acquire);
+            let current = self.slots()[i].load(AtomicOrdering::Acquire);
             // SAFETY: as in `insert`.
             match unsafe { current.as_ref() } {
                 None => break,
@@ -110,21 +115,15 @@ impl HashIndex {
     }
 }
 
-/// `len` null slots from zeroed memory: the OS maps a page of it only when a slot on it is
-/// first written, so a memtable that stays small never pays for its whole index.
-fn zeroed_slots(len: usize) -> Box<[AtomicPtr<Node>]> {
-    if len == 0 {
-        return Box::new([]);
-    }
-    let layout = Layout::array::<AtomicPtr<Node>>(len).expect("index size overflows isize");
-    // SAFETY: the layout has a non-zero size. All-zero bytes are a valid `AtomicPtr` (null),
-    // and the allocation has exactly the layout of `len` of them, so the box owns a valid
-    // slice that it frees with the same layout.
-    unsafe {
-        let p = alloc_zeroed(layout) as *mut AtomicPtr<Node>;
-        if p.is_null() {
-            handle_alloc_error(layout);
+impl HashIndex {
+    fn slots(&self) -> &[AtomicPtr<Node>] {
+        match &self.pages {
+            None => &[],
+            // SAFETY: the mapping holds at least `len` slots' bytes, page-aligned, and all-zero
+            // bytes are a valid `AtomicPtr` (null); the slice lives no longer than `self`.
+            Some(pages) => unsafe {
+                std::slice::from_raw_parts(pages.as_ptr() as *const AtomicPtr<Node>, self.len)
+            },
         }
-        Box::from_raw(ptr::slice_from_raw_parts_mut(p, len))
     }
 }
