@@ -121,7 +121,7 @@ pub struct CompareArgs {
 pub struct Step {
     pub phase: Phase,
     pub label: &'static str,
-    /// The synced fill writes its own, fresh database.
+    /// The concurrent fills write their own, fresh database.
     pub fresh_db: bool,
     pub ops: u64,
 }
@@ -130,21 +130,19 @@ pub fn plan(args: &CompareArgs) -> Vec<Step> {
     let step = |phase, label, ops| Step {
         phase,
         label,
-        fresh_db: phase == Phase::FillSync,
+        fresh_db: phase.concurrent(),
         ops,
     };
     match args.scale {
         Scale::OneMillion => {
             let keys = args.keys;
+            let sync_ops = args.sync_ops.unwrap_or(keys / 10).max(1);
             vec![
                 step(Phase::Fill, "fillrandom (no sync)", keys),
                 step(Phase::Read, "readrandom", keys),
                 step(Phase::Scan, "scan (all keys)", keys),
-                step(
-                    Phase::FillSync,
-                    "fillrandom sync",
-                    args.sync_ops.unwrap_or(keys / 10).max(1),
-                ),
+                step(Phase::FillSync, "fillrandom sync", sync_ops),
+                step(Phase::FillWriters, "fillrandom writers (no sync)", sync_ops),
             ]
         }
         Scale::TenMillion => {
@@ -181,7 +179,7 @@ fn run_step(
             None => return Ok(None),
         },
         Engine::Shoal => {
-            let fs = if spec.phase == Phase::FillSync {
+            let fs = if spec.phase.concurrent() {
                 ShoalFs::Dma
             } else {
                 args.shoal_fs
@@ -277,7 +275,7 @@ pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Rep
                 dir: base.path().join(engine.name()).join(db),
                 keys,
                 ops: step.ops,
-                writers: if step.phase == Phase::FillSync {
+                writers: if step.phase.concurrent() {
                     args.writers
                 } else {
                     1

@@ -20,7 +20,7 @@ const BLOOM_BITS: u32 = 10;
 /// into a zipfian workload).
 pub fn benchmark(phase: Phase) -> Option<&'static str> {
     match phase {
-        Phase::Fill | Phase::FillSync => Some("fillrandom"),
+        Phase::Fill | Phase::FillSync | Phase::FillWriters => Some("fillrandom"),
         Phase::Overwrite => Some("overwrite"),
         Phase::Read => Some("readrandom"),
         Phase::Scan => Some("readseq"),
@@ -45,10 +45,11 @@ pub fn command(program: &Path, spec: &PhaseSpec) -> Option<Command> {
         Phase::Fill => {
             cmd.arg(format!("--writes={}", spec.ops));
         }
-        Phase::FillSync => {
+        Phase::FillSync | Phase::FillWriters => {
             // db_bench's --writes is per thread.
             let writers = spec.writers.max(1) as u64;
-            cmd.arg("--sync=1")
+            let sync = u8::from(spec.phase == Phase::FillSync);
+            cmd.arg(format!("--sync={sync}"))
                 .arg(format!("--threads={writers}"))
                 .arg(format!("--writes={}", spec.ops.div_ceil(writers)));
         }

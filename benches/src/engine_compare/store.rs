@@ -88,13 +88,14 @@ fn sum(parts: Vec<PhaseResult>, secs: f64) -> PhaseResult {
     )
 }
 
-/// Runs the phase on a blocking store: one thread, or `writers` threads for FillSync.
+/// Runs the phase on a blocking store: one thread, or `writers` threads for the concurrent
+/// fills.
 pub fn run_blocking<S: Store + Sync>(
     store: &S,
     spec: &PhaseSpec,
 ) -> Result<PhaseResult, CompareError> {
     let values = Values::new(spec.seed);
-    if spec.phase != Phase::FillSync {
+    if !spec.phase.concurrent() {
         return block_on(run_stream(store, spec, 0, spec.ops, values));
     }
     let writers = spec.writers.max(1);
@@ -200,7 +201,8 @@ pub fn run_shoal(spec: &PhaseSpec, fs: ShoalFs) -> Result<PhaseResult, CompareEr
     }
 }
 
-/// The node's path: `Db<DmaFs>` on one glommio executor, FillSync's writers as tasks sharing
+/// The node's path: `Db<DmaFs>` on one glommio executor, the concurrent fills' writers as
+/// tasks (sharing group commits when synced).
 /// group commits.
 fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
     use glommio::{LocalExecutorBuilder, Placement};
@@ -213,7 +215,7 @@ fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
             let db = shoal_engine::Db::open(fs, &spec.dir, shoal_options(spec.phase)).await?;
             glommio::spawn_local(db.background()).detach();
             let values = Values::new(spec.seed);
-            let result = if spec.phase == Phase::FillSync {
+            let result = if spec.phase.concurrent() {
                 let writers = spec.writers.max(1);
                 let spec = Arc::new(spec);
                 let start = Instant::now();

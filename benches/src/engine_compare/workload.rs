@@ -34,6 +34,9 @@ pub enum Phase {
     /// `ops` puts of uniformly random keys, each acknowledged only once durable, from
     /// `writers` concurrent writers, into an empty database.
     FillSync,
+    /// The same puts from the same concurrent writers into an empty database, not synced:
+    /// what the synced fill costs beyond its writers' concurrency is durability alone.
+    FillWriters,
     /// `ops` puts of uniformly random keys into the existing database, not synced.
     Overwrite,
     /// `ops` gets of uniformly random keys.
@@ -49,6 +52,7 @@ impl Phase {
         match self {
             Phase::Fill => "fillrandom",
             Phase::FillSync => "fillrandom sync",
+            Phase::FillWriters => "fillrandom writers",
             Phase::Overwrite => "overwrite",
             Phase::Read => "readrandom",
             Phase::Scan => "scan",
@@ -60,8 +64,14 @@ impl Phase {
     pub fn writes(self) -> bool {
         matches!(
             self,
-            Phase::Fill | Phase::FillSync | Phase::Overwrite | Phase::ZipfMix
+            Phase::Fill | Phase::FillSync | Phase::FillWriters | Phase::Overwrite | Phase::ZipfMix
         )
+    }
+
+    /// Whether `writers` concurrent writers run the phase, into a fresh database of its own
+    /// (on Shoal, on the node's path: DMA files, writers as glommio tasks).
+    pub fn concurrent(self) -> bool {
+        matches!(self, Phase::FillSync | Phase::FillWriters)
     }
 }
 
@@ -78,7 +88,7 @@ pub struct PhaseSpec {
     /// Operations in the phase, over all writers.
     #[arg(long)]
     pub ops: u64,
-    /// Concurrent writers (FillSync only).
+    /// Concurrent writers (concurrent phases only).
     #[arg(long, default_value_t = 1)]
     pub writers: usize,
     #[arg(long, default_value_t = 1)]
