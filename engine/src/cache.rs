@@ -56,7 +56,7 @@ pub struct BlockCache {
 impl BlockCache {
     pub fn new(capacity_bytes: usize) -> Self {
         let items = (capacity_bytes / TYPICAL_BLOCK_BYTES).max(16);
-        BlockCache {
+        let cache = BlockCache {
             blocks: quick_cache::sync::Cache::with_weighter(
                 items,
                 capacity_bytes as u64,
@@ -65,7 +65,9 @@ impl BlockCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             inserted_bytes: AtomicU64::new(0),
-        }
+        };
+        cache.set_capacity(capacity_bytes as u64);
+        cache
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -93,6 +95,17 @@ impl BlockCache {
         let weight = block.size() as u64 + BLOCK_OVERHEAD_BYTES;
         self.inserted_bytes.fetch_add(weight, Relaxed);
         self.blocks.insert((table, offset), block);
+    }
+
+    /// Changes the capacity, evicting blocks when it shrinks below what is cached. Rounded
+    /// down to a multiple of the shard count: each shard gets an equal part, and rounding
+    /// up would pass the capacity asked for.
+    pub fn set_capacity(&self, capacity_bytes: u64) {
+        let shards = self.blocks.num_shards() as u64;
+        let capacity = capacity_bytes / shards * shards;
+        if capacity != self.blocks.capacity() {
+            self.blocks.set_capacity(capacity);
+        }
     }
 
     /// Drops every cached block of a table (called when a compaction deletes it).
@@ -147,6 +160,19 @@ mod tests {
         let s = cache.stats();
         assert!(s.inserted_bytes > 10 * capacity as u64);
         assert!(s.usage_bytes > 0);
+    }
+
+    #[test]
+    fn shrinking_evicts() {
+        let cache = BlockCache::new(1 << 20);
+        for i in 0..200 {
+            cache.insert(1, i * 4096, block(4000));
+        }
+        assert!(cache.stats().usage_bytes > 512 << 10);
+        cache.set_capacity(256 << 10);
+        let s = cache.stats();
+        assert!(s.usage_bytes <= 256 << 10, "{s:?}");
+        assert!(s.capacity_bytes <= 256 << 10, "{s:?}");
     }
 
     #[test]

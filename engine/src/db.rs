@@ -18,10 +18,14 @@
 //!
 //! Flushes and compactions are done by the background worker the host runs
 //! ([`Db::background`]). When they fall behind, writers slow down smoothly: past
-//! `l0_slowdown_trigger` L0 tables each write sleeps a little, longer for each further table;
-//! at `l0_stop_trigger` (or with `max_immutable_memtables` frozen memtables) the writer does
-//! the compaction (or flush) itself before writing, so writes keep making progress even when
-//! no background worker runs.
+//! `l0_slowdown_trigger` L0 tables, or past `soft_pending_compaction_bytes` of compaction
+//! backlog, each write sleeps a little, longer the further past; at `l0_stop_trigger` or
+//! `hard_pending_compaction_bytes` (or with `max_immutable_memtables` frozen memtables) the
+//! writer does the compaction (or flush) itself before writing, so writes keep making
+//! progress even when no background worker runs.
+//!
+//! Memory: [`crate::budget`] turns the options into per-component bounds, which
+//! [`Db::stats`] reports next to what each component holds.
 
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
@@ -33,6 +37,7 @@ use event_listener::Event;
 use parking_lot::Mutex;
 
 use crate::batch::{self, WriteBatch};
+use crate::budget::MemoryPlan;
 use crate::cache::BlockCache;
 use crate::compaction::{self, Choice, Job, OutputSpec, Retention, Shape, picker};
 use crate::error::IoContext;
@@ -50,10 +55,14 @@ use crate::types::{Entry, SeqNo};
 use crate::version::{TableHandle, Version};
 use crate::{Error, Result};
 
-/// Longest a write is delayed for L0 pressure, reached just below `l0_stop_trigger`. Long
-/// enough to hand a 2-core machine to compaction, short enough that a delayed client sees
-/// latency, not an outage.
+/// Longest a write is delayed, reached just below `l0_stop_trigger` or the hard pending
+/// compaction limit. Long enough to hand a 2-core machine to compaction, short enough that a
+/// delayed client sees latency, not an outage.
 const WRITE_DELAY_MAX: Duration = Duration::from_millis(2);
+
+/// Shortest backlog delay: the timer's resolution is coarser anyway, and a delay must never
+/// round to nothing however far the hard limit is.
+const PENDING_DELAY_MIN: Duration = Duration::from_micros(10);
 
 /// An open database. Cheap to clone: clones share one instance.
 pub struct Db<F: FileSystem> {
@@ -72,6 +81,7 @@ struct Inner<F: FileSystem> {
     dir: PathBuf,
     fs: Arc<F>,
     options: Options,
+    memory: MemoryPlan,
     shape: Shape,
     log: Log<F>,
     manifest: Manifest<F>,
@@ -113,6 +123,26 @@ struct SuperVersion<F: FileSystem> {
     /// Frozen memtables, oldest first.
     imm: Vec<Arc<Memtable>>,
     version: Arc<Version<F>>,
+    /// What compaction has yet to move in `version` (computed once per version: writers
+    /// check it on every write).
+    pending_compaction_bytes: u64,
+}
+
+impl<F: FileSystem> SuperVersion<F> {
+    fn new(
+        mem: Arc<Memtable>,
+        imm: Vec<Arc<Memtable>>,
+        version: Arc<Version<F>>,
+        shape: &Shape,
+    ) -> SuperVersion<F> {
+        let pending_compaction_bytes = shape.pending_bytes(&version.meta_levels());
+        SuperVersion {
+            mem,
+            imm,
+            version,
+            pending_compaction_bytes,
+        }
+    }
 }
 
 /// A consistent view of the database at one sequence number.
@@ -162,6 +192,9 @@ impl<F: FileSystem> Db<F> {
             _ => PathBuf::from("."),
         };
         fs.sync_dir(&parent).await.at(&parent)?;
+        let memory = MemoryPlan::of(&options);
+        let options = memory.apply(options);
+        let shape = Shape::from_options(&options);
         let (manifest, manifest_state) = Manifest::open(Arc::clone(&fs), &dir).await?;
         let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
         let tables = Arc::new(TableCache::new(
@@ -169,6 +202,7 @@ impl<F: FileSystem> Db<F> {
             &dir,
             Arc::clone(&cache),
             options.max_open_tables,
+            memory,
         ));
 
         let mut handles = Vec::with_capacity(manifest_state.tables.len());
@@ -230,17 +264,19 @@ impl<F: FileSystem> Db<F> {
         let mem = memtables
             .pop()
             .unwrap_or_else(|| Arc::new(Memtable::new(log.next_record(), options.memtable_bytes)));
-        let current = Arc::new(SuperVersion {
+        let current = Arc::new(SuperVersion::new(
             mem,
-            imm: memtables,
-            version: Arc::new(Version::empty().apply(handles, &[])),
-        });
+            memtables,
+            Arc::new(Version::empty().apply(handles, &[])),
+            &shape,
+        ));
         let next_file = manifest_state.next_file;
         let db = Db {
             inner: Arc::new(Inner {
                 dir,
                 fs,
-                shape: Shape::from_options(&options),
+                memory,
+                shape,
                 log,
                 manifest,
                 cache,
@@ -522,7 +558,7 @@ impl<F: FileSystem> Db<F> {
                 flush_bytes + compaction_bytes_written,
                 user_bytes_written,
             ),
-            pending_compaction_bytes: inner.shape.pending_bytes(&meta_levels),
+            pending_compaction_bytes: sv.pending_compaction_bytes,
             versions_shadowed: get(&c.versions_shadowed),
             tombstones_dropped: get(&c.tombstones_dropped),
             tombstones_kept_by_policy: get(&c.tombstones_kept_by_policy),
@@ -543,9 +579,13 @@ impl<F: FileSystem> Db<F> {
             table_opens: inner.tables.opens(),
             obsolete_tables: inner.tables.obsolete_tables() as u64,
             memory: MemoryStats {
+                budget: inner.memory.budget_bytes,
                 memtables: memtable_memory,
+                memtables_limit: inner.memory.memtables_limit_bytes,
                 block_cache: cache.usage_bytes,
+                block_cache_limit: cache.capacity_bytes,
                 table_meta,
+                table_meta_limit: inner.memory.table_meta_limit_bytes,
                 total: memtable_memory + cache.usage_bytes + table_meta,
             },
         }
@@ -576,21 +616,24 @@ impl<F: FileSystem> Db<F> {
     }
 
     /// Freezes the memtable when it is full. When too many frozen memtables wait, flushes
-    /// (or waits for the flush in progress); when L0 is at the stop limit, compacts (or
-    /// waits for the compaction in progress); past the slowdown limit, sleeps a little.
+    /// (or waits for the flush in progress); when L0 or the compaction backlog is at its stop
+    /// limit, compacts (or waits for the compaction in progress); past a slowdown limit,
+    /// sleeps a little.
     async fn make_room(&self) -> Result<()> {
         let inner = &*self.inner;
         let o = &inner.options;
         let backlog_limit = o.max_immutable_memtables.max(1);
         let (slowdown, stop) = l0_limits(o);
+        let (soft, hard) = pending_limits(o);
         let mut stalled: Option<Instant> = None;
-        let l0 = loop {
-            let (full, backlog, l0) = {
+        let (l0, pending) = loop {
+            let (full, backlog, l0, pending) = {
                 let st = inner.state.lock();
                 (
                     st.current.mem.approximate_bytes() >= o.memtable_bytes,
                     st.current.imm.len(),
                     st.current.version.levels()[0].len(),
+                    st.current.pending_compaction_bytes,
                 )
             };
             if backlog >= backlog_limit {
@@ -598,7 +641,7 @@ impl<F: FileSystem> Db<F> {
                 self.flush_frozen().await?;
                 continue;
             }
-            if l0 >= stop {
+            if l0 >= stop || pending >= hard {
                 stalled.get_or_insert_with(Instant::now);
                 if self.compact_step().await? {
                     continue;
@@ -607,12 +650,13 @@ impl<F: FileSystem> Db<F> {
             if full {
                 self.freeze();
             }
-            break l0;
+            break (l0, pending);
         };
         if stalled.is_some() {
             Counters::add(&inner.counters.stopped_writes, 1);
         }
-        if let Some(delay) = write_delay(l0, slowdown, stop) {
+        let delay = write_delay(l0, slowdown, stop).max(pending_delay(pending, soft, hard));
+        if let Some(delay) = delay {
             stalled.get_or_insert_with(Instant::now);
             Counters::add(&inner.counters.delayed_writes, 1);
             o.timer.sleep(delay).await;
@@ -646,6 +690,7 @@ impl<F: FileSystem> Db<F> {
                 mem,
                 imm,
                 version: Arc::clone(&st.current.version),
+                pending_compaction_bytes: st.current.pending_compaction_bytes,
             });
         }
         inner.work.notify(usize::MAX);
@@ -788,11 +833,12 @@ impl<F: FileSystem> Db<F> {
             }
             None => st.current.imm.clone(),
         };
-        st.current = Arc::new(SuperVersion {
-            mem: Arc::clone(&st.current.mem),
+        st.current = Arc::new(SuperVersion::new(
+            Arc::clone(&st.current.mem),
             imm,
-            version: Arc::new(version),
-        });
+            Arc::new(version),
+            &inner.shape,
+        ));
         Ok(())
     }
 
@@ -933,6 +979,23 @@ fn l0_limits(o: &Options) -> (usize, usize) {
     (slowdown, o.l0_stop_trigger.max(slowdown + 1))
 }
 
+/// The soft and hard pending compaction limits, made consistent (hard above soft).
+fn pending_limits(o: &Options) -> (u64, u64) {
+    let soft = o.soft_pending_compaction_bytes.max(1);
+    (soft, o.hard_pending_compaction_bytes.max(soft + 1))
+}
+
+/// How long a write waits with `pending` bytes of compaction backlog: nothing below `soft`,
+/// then growing in proportion to the excess, from [`PENDING_DELAY_MIN`] toward
+/// [`WRITE_DELAY_MAX`] at `hard`.
+fn pending_delay(pending: u64, soft: u64, hard: u64) -> Option<Duration> {
+    if pending < soft {
+        return None;
+    }
+    let f = ((pending - soft + 1) as f64 / (hard - soft) as f64).min(1.0);
+    Some(WRITE_DELAY_MAX.mul_f64(f).max(PENDING_DELAY_MIN))
+}
+
 /// How long a write waits with `l0` tables in L0: nothing below `slowdown`, then growing
 /// quadratically toward [`WRITE_DELAY_MAX`] just below `stop`.
 fn write_delay(l0: usize, slowdown: usize, stop: usize) -> Option<Duration> {
@@ -979,6 +1042,41 @@ mod tests {
         assert!(delays[0] > Duration::ZERO);
         assert!(delays.iter().all(|d| *d <= WRITE_DELAY_MAX));
         assert_eq!(write_delay(20, 8, 12), Some(WRITE_DELAY_MAX));
+    }
+
+    #[test]
+    fn pending_delay_grows_with_the_excess_over_the_soft_limit() {
+        let (soft, hard) = (1000, 2000);
+        assert_eq!(pending_delay(0, soft, hard), None);
+        assert_eq!(pending_delay(999, soft, hard), None);
+        let delays: Vec<Duration> = [1000, 1200, 1500, 1999]
+            .iter()
+            .map(|&p| pending_delay(p, soft, hard).unwrap())
+            .collect();
+        assert_eq!(delays[0], PENDING_DELAY_MIN);
+        assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= WRITE_DELAY_MAX));
+        assert_eq!(pending_delay(1, 1, u64::MAX), Some(PENDING_DELAY_MIN));
+        let half = pending_delay(1499, soft, hard).unwrap();
+        assert_eq!(half, WRITE_DELAY_MAX / 2);
+        assert_eq!(pending_delay(2000, soft, hard), Some(WRITE_DELAY_MAX));
+        assert_eq!(pending_delay(u64::MAX, soft, hard), Some(WRITE_DELAY_MAX));
+    }
+
+    #[test]
+    fn pending_limits_keep_hard_above_soft() {
+        let o = Options {
+            soft_pending_compaction_bytes: 10,
+            hard_pending_compaction_bytes: 5,
+            ..Options::default()
+        };
+        assert_eq!(pending_limits(&o), (10, 11));
+        let o = Options {
+            soft_pending_compaction_bytes: 0,
+            hard_pending_compaction_bytes: 0,
+            ..Options::default()
+        };
+        assert_eq!(pending_limits(&o), (1, 2));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod blocking;
+pub mod budget;
 pub mod cache;
 mod coding;
 pub mod compaction;
@@ -31,6 +32,7 @@ pub mod types;
 pub mod version;
 
 pub use batch::WriteBatch;
+pub use budget::MemoryPlan;
 pub use db::{Db, Snapshot};
 pub use error::{Error, Result};
 pub use iter::ScanIter;

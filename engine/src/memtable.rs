@@ -13,9 +13,10 @@ use skiplist::SkipList;
 
 use crate::types::{Entry, SeqNo};
 
-/// Bookkeeping bytes per entry beyond key and value (node header, average tower), for the
-/// size estimate that decides when to freeze.
-const ENTRY_OVERHEAD_BYTES: usize = 48;
+/// Bookkeeping bytes per entry beyond key and value, for the size estimate that decides when
+/// to freeze: node header 40, average tower 8 × 4/3, padding to 8 bytes 3.5 on average. Not
+/// below the real cost, so the arena stays within the estimate plus one chunk.
+const ENTRY_OVERHEAD_BYTES: usize = 56;
 
 /// Memtable bytes per point-lookup index slot: a slot per 64 bytes keeps the index under
 /// two-thirds full for entries of 16-byte keys and 100-byte values (about 160 bytes with
@@ -65,10 +66,30 @@ impl Memtable {
         self.bytes.load(AtomicOrdering::Relaxed)
     }
 
-    /// Memory this memtable may hold: its entries plus its whole point-lookup index (counted
-    /// in full, though pages of it never written are not resident).
+    /// Memory this memtable holds: its arena chunks plus its whole point-lookup index
+    /// (counted in full, though pages of it never written are not resident).
     pub fn memory_bytes(&self) -> usize {
-        self.approximate_bytes() + self.list.index_bytes()
+        self.list.arena_bytes() + self.list.index_bytes()
+    }
+
+    /// The most memory a memtable created for `capacity_bytes` holds when it is frozen at
+    /// that size: the entries, one partly used arena chunk (the last entry may cross the
+    /// capacity by less than a chunk) and the index.
+    pub fn memory_for(capacity_bytes: usize) -> usize {
+        capacity_bytes
+            + SkipList::CHUNK_BYTES
+            + SkipList::index_bytes_for(capacity_bytes / INDEX_BYTES_PER_SLOT)
+    }
+
+    /// The largest capacity whose [`Memtable::memory_for`] fits in `memory_bytes` (0 when not
+    /// even an empty memtable fits).
+    pub fn capacity_within(memory_bytes: usize) -> usize {
+        let mut capacity = memory_bytes.saturating_sub(SkipList::CHUNK_BYTES);
+        // Each step drops at least 1/16 of the capacity: a few dozen steps at most.
+        while capacity > 0 && Memtable::memory_for(capacity) > memory_bytes {
+            capacity -= capacity / 16 + 1;
+        }
+        capacity
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,6 +212,23 @@ mod tests {
         assert_eq!(m.get(b"ab", 100), None);
         assert_eq!(m.get(b"b", 100).unwrap().0, 3);
         assert_eq!(m.max_seq(), 9);
+    }
+
+    #[test]
+    fn memory_stays_within_what_the_capacity_promises() {
+        let capacity = Memtable::capacity_within(8 << 20);
+        assert!(capacity > 4 << 20, "{capacity}");
+        assert!(Memtable::memory_for(capacity) <= 8 << 20);
+        assert_eq!(Memtable::capacity_within(1000), 0);
+        let m = Memtable::new(0, capacity);
+        let mut seq = 0u64;
+        while m.approximate_bytes() < capacity {
+            seq += 1;
+            let key = seq.to_be_bytes();
+            m.insert(&key, seq, &Entry::put(vec![7u8; (seq % 200) as usize]));
+        }
+        assert!(m.memory_bytes() <= Memtable::memory_for(capacity));
+        assert!(m.memory_bytes() > capacity, "arena and index are counted");
     }
 
     #[test]

@@ -107,6 +107,11 @@ impl Timer for GlommioTimer {
 #[derive(Clone)]
 pub struct Options {
     pub durability: Durability,
+    /// Memory of memtables, block cache and open tables' index and bloom blocks together.
+    /// When set, it is split between them by the rule in [`crate::budget`] and overrides
+    /// `memtable_bytes`, `max_immutable_memtables` and `block_cache_bytes`; when `None`, those
+    /// bound each component on its own.
+    pub memory_budget_bytes: Option<u64>,
     /// A memtable is frozen and flushed when it holds this many bytes.
     pub memtable_bytes: usize,
     /// Frozen memtables waiting for flush before writers stall; bounds memory when the disk
@@ -129,6 +134,14 @@ pub struct Options {
     /// L0 tables at which a writer stops to compact L0 itself before writing: the backstop
     /// when the delays do not let background compaction catch up.
     pub l0_stop_trigger: usize,
+    /// Bytes compaction is behind (`Stats::pending_compaction_bytes`) at which writes start
+    /// to be delayed, longer the further past it (RocksDB's
+    /// `soft_pending_compaction_bytes_limit`): L0 counts only tables, this catches a backlog
+    /// in the deeper levels.
+    pub soft_pending_compaction_bytes: u64,
+    /// Bytes compaction is behind at which a writer stops and compacts before writing
+    /// (RocksDB's `hard_pending_compaction_bytes_limit`).
+    pub hard_pending_compaction_bytes: u64,
     /// Target size of L1; each deeper level's target is `level_size_ratio` times the one
     /// above. The ratio bounds space amplification (about 1 + 1/ratio) and write amplification
     /// (about ratio per level).
@@ -152,6 +165,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             durability: Durability::Sync,
+            memory_budget_bytes: None,
             memtable_bytes: 64 << 20,
             max_immutable_memtables: 4,
             block_cache_bytes: 64 << 20,
@@ -162,6 +176,9 @@ impl Default for Options {
             l0_compaction_trigger: 4,
             l0_slowdown_trigger: 8,
             l0_stop_trigger: 12,
+            // RocksDB's defaults: far past anything a healthy tree accumulates.
+            soft_pending_compaction_bytes: 64 << 30,
+            hard_pending_compaction_bytes: 256 << 30,
             level1_bytes: 256 << 20,
             level_size_ratio: 10,
             target_file_bytes: 64 << 20,
@@ -177,6 +194,7 @@ impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("durability", &self.durability)
+            .field("memory_budget_bytes", &self.memory_budget_bytes)
             .field("memtable_bytes", &self.memtable_bytes)
             .field("max_immutable_memtables", &self.max_immutable_memtables)
             .field("block_cache_bytes", &self.block_cache_bytes)
@@ -187,6 +205,14 @@ impl std::fmt::Debug for Options {
             .field("l0_compaction_trigger", &self.l0_compaction_trigger)
             .field("l0_slowdown_trigger", &self.l0_slowdown_trigger)
             .field("l0_stop_trigger", &self.l0_stop_trigger)
+            .field(
+                "soft_pending_compaction_bytes",
+                &self.soft_pending_compaction_bytes,
+            )
+            .field(
+                "hard_pending_compaction_bytes",
+                &self.hard_pending_compaction_bytes,
+            )
             .field("level1_bytes", &self.level1_bytes)
             .field("level_size_ratio", &self.level_size_ratio)
             .field("target_file_bytes", &self.target_file_bytes)

@@ -54,15 +54,22 @@ pub struct LevelStats {
     pub score: f64,
 }
 
-/// Memory held by the engine, by component. The memtables are bounded by `memtable_bytes ×
-/// (1 + max_immutable_memtables)`, the block cache by `block_cache_bytes`, and the open
-/// tables' index and filter blocks by `max_open_tables`.
+/// Memory held by the engine, by component, with each component's bound (see
+/// [`crate::budget`]): under a memory budget the parts add up to at most the budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryStats {
+    /// The configured budget; `None` when each component is bounded by its own option.
+    pub budget: Option<u64>,
+    /// Arenas and hash indexes of the active and frozen memtables.
     pub memtables: u64,
+    pub memtables_limit: u64,
     pub block_cache: u64,
+    /// The block cache's capacity now (under a budget: what table metadata leaves).
+    pub block_cache_limit: u64,
     /// Index and bloom filter blocks of the open tables.
     pub table_meta: u64,
+    /// `None`: bounded by `max_open_tables` only.
+    pub table_meta_limit: Option<u64>,
     pub total: u64,
 }
 
@@ -96,10 +103,11 @@ pub struct Stats {
     pub expired_dropped: u64,
     /// Time writers spent delayed or stopped because flushes or compactions fell behind.
     pub stall_micros: u64,
-    /// Writes delayed a little because L0 was past the slowdown trigger.
+    /// Writes delayed a little because L0 was past the slowdown trigger or the compaction
+    /// backlog past `soft_pending_compaction_bytes`.
     pub delayed_writes: u64,
-    /// Writes that had to flush or compact themselves first (frozen memtables or L0 at the
-    /// stop limit).
+    /// Writes that had to flush or compact themselves first (frozen memtables, L0 or the
+    /// compaction backlog at the stop limit).
     pub stopped_writes: u64,
     pub memtable_bytes: u64,
     pub immutable_memtables: u64,

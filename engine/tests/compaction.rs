@@ -428,6 +428,75 @@ fn writes_slow_down_as_l0_grows_and_compact_at_the_stop_limit() {
     });
 }
 
+/// Options for the pending-compaction tests: no L0 limits in the way (L0 compaction is due at
+/// 2 tables, so two flushes make a backlog), small memtables, writes recorded by `timer`.
+fn backlog_options(timer: Arc<RecordingTimer>, soft: u64, hard: u64) -> Options {
+    Options {
+        memtable_bytes: 4 << 10,
+        log_segment_bytes: 1 << 20,
+        l0_compaction_trigger: 2,
+        l0_slowdown_trigger: 1000,
+        l0_stop_trigger: 2000,
+        level1_bytes: 1 << 30,
+        soft_pending_compaction_bytes: soft,
+        hard_pending_compaction_bytes: hard,
+        timer,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn writes_slow_down_past_the_soft_pending_compaction_limit() {
+    block_on(async {
+        let fs = FaultFs::new();
+        let timer = Arc::new(RecordingTimer::default());
+        // No background worker and no stop limit: the backlog only grows.
+        let db = open(&fs, backlog_options(timer.clone(), 1, u64::MAX)).await;
+        for i in 0..2000 {
+            db.put(&key(i % 300), &value(i, 0, 64)).await.unwrap();
+        }
+        let stats = db.stats();
+        assert!(stats.pending_compaction_bytes > 0);
+        assert!(stats.delayed_writes > 0, "{stats:?}");
+        assert_eq!(stats.compactions, 0, "the soft limit only delays");
+        let delays = timer.0.lock().clone();
+        assert_eq!(delays.len() as u64, stats.delayed_writes);
+        assert!(delays.iter().all(|d| *d > Duration::ZERO));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(2)));
+        for i in 1700..2000 {
+            assert_eq!(db.get(&key(i % 300)).await.unwrap(), Some(value(i, 0, 64)));
+        }
+    });
+}
+
+#[test]
+fn writers_compact_at_the_hard_pending_compaction_limit() {
+    block_on(async {
+        let fs = FaultFs::new();
+        let timer = Arc::new(RecordingTimer::default());
+        let hard = 16 << 10;
+        let db = open(&fs, backlog_options(timer.clone(), 8 << 10, hard)).await;
+        let mut most_pending = 0;
+        for i in 0..3000 {
+            db.put(&key(i % 500), &value(i, 0, 64)).await.unwrap();
+            most_pending = most_pending.max(db.stats().pending_compaction_bytes);
+        }
+        let stats = db.stats();
+        assert!(stats.compactions > 0, "{stats:?}");
+        assert!(stats.stopped_writes > 0);
+        assert!(stats.delayed_writes > 0);
+        // A write that finds the backlog at the limit compacts first; one flush may add a
+        // table (about one memtable's worth) before the next write looks again.
+        assert!(
+            most_pending < hard + (8 << 10),
+            "backlog reached {most_pending}"
+        );
+        for i in 2500..3000 {
+            assert_eq!(db.get(&key(i % 500)).await.unwrap(), Some(value(i, 0, 64)));
+        }
+    });
+}
+
 /// The blocking API with its background thread: many overwrites of one key space; once the
 /// background catches up, the tables hold a bounded multiple of the live data, L0 is below
 /// its trigger and every deeper level within its target.

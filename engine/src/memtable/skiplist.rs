@@ -175,6 +175,8 @@ impl<'a> Cursor<'a> {
 /// Bump allocator over chunks that never move until the arena drops.
 struct Arena {
     chunks: Vec<Pages>,
+    /// Bytes of all chunks as mapped: the arena's memory.
+    bytes: usize,
     /// Next free byte of the current chunk, and bytes left in it.
     cursor: *mut u8,
     left: usize,
@@ -200,6 +202,7 @@ impl Arena {
 
     fn new_chunk(&mut self, bytes: usize) -> *mut u8 {
         let chunk = Pages::zeroed(bytes);
+        self.bytes += chunk.len();
         let p = chunk.as_ptr();
         // Moving `Pages` does not move its mapping, so `p` stays valid.
         self.chunks.push(chunk);
@@ -218,6 +221,8 @@ pub struct SkipList {
     /// them a level or two of search.
     height: AtomicUsize,
     len: AtomicUsize,
+    /// The arena's chunk bytes, published by the writer for memory accounting.
+    arena_bytes: AtomicUsize,
     index: HashIndex,
     writer: Mutex<Writer>,
 }
@@ -236,6 +241,7 @@ impl SkipList {
     pub fn new(index_slots: usize) -> SkipList {
         let mut arena = Arena {
             chunks: Vec::new(),
+            bytes: 0,
             cursor: ptr::null_mut(),
             left: 0,
         };
@@ -258,6 +264,7 @@ impl SkipList {
             head,
             height: AtomicUsize::new(1),
             len: AtomicUsize::new(0),
+            arena_bytes: AtomicUsize::new(arena.bytes),
             index: HashIndex::new(index_slots),
             writer: Mutex::new(Writer {
                 arena,
@@ -326,6 +333,19 @@ impl SkipList {
         self.index.bytes()
     }
 
+    /// Bytes of the point-lookup index of a list created with `index_slots`.
+    pub fn index_bytes_for(index_slots: usize) -> usize {
+        HashIndex::bytes_for(index_slots)
+    }
+
+    /// Bytes of the arena chunks holding the nodes.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Bytes an arena chunk holds: the most an arena allocates beyond the nodes it stores.
+    pub const CHUNK_BYTES: usize = CHUNK_BYTES;
+
     pub fn first(&self) -> Option<Cursor<'_>> {
         // SAFETY: as in `seek_ge`.
         unsafe { self.head().next(0).as_ref() }.map(|node| Cursor { node })
@@ -355,6 +375,8 @@ impl SkipList {
         let node =
             w.arena
                 .alloc(Node::size(height, key.len(), entry.value.len())) as *mut Node;
+        self.arena_bytes
+            .store(w.arena.bytes, AtomicOrdering::Relaxed);
         // SAFETY: `node` is a fresh, aligned allocation of exactly the node's size, written
         // completely here before any Release store publishes it.
         unsafe {

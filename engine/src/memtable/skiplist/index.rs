@@ -45,11 +45,7 @@ pub(super) enum Lookup<'a> {
 impl HashIndex {
     /// An index of at least `slots` slots (rounded up to a power of two); 0 disables it.
     pub(super) fn new(slots: usize) -> HashIndex {
-        let len = if slots == 0 {
-            0
-        } else {
-            slots.next_power_of_two()
-        };
+        let len = Self::slots_for(slots);
         HashIndex {
             pages: (len > 0).then(|| Pages::zeroed(len * size_of::<AtomicPtr<Node>>())),
             len,
@@ -58,9 +54,23 @@ impl HashIndex {
         }
     }
 
+    /// Slots of an index asked for `slots`.
+    fn slots_for(slots: usize) -> usize {
+        if slots == 0 {
+            0
+        } else {
+            slots.next_power_of_two()
+        }
+    }
+
     /// Bytes reserved for slots (pages never written are not resident).
     pub(super) fn bytes(&self) -> usize {
         self.len * size_of::<AtomicPtr<Node>>()
+    }
+
+    /// Bytes of an index asked for `slots`, before creating it.
+    pub(super) fn bytes_for(slots: usize) -> usize {
+        Self::slots_for(slots) * size_of::<AtomicPtr<Node>>()
     }
 
     /// Records `node` as the newest version of its key if it is newer than the one indexed.

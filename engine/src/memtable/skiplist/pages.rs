@@ -74,6 +74,11 @@ impl Pages {
     pub(super) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+
+    /// Bytes mapped (the length asked for, rounded up to whole pages).
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// A fresh anonymous read-write mapping of `len` bytes (zeroed by the OS).
