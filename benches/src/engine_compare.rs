@@ -80,6 +80,10 @@ pub enum Scale {
 pub const TEN_MILLION: u64 = 10_000_000;
 /// A phase that runs longer than this is killed (by PID) and the run fails.
 pub const PHASE_TIMEOUT_DEFAULT_SECS: u64 = 1800;
+/// Shoal's memory budget unless told otherwise: about what RocksDB's db_bench holds here with
+/// its two 64 MiB write buffers and the 64 MiB block cache it is given (peak RSS 134 MiB at
+/// 10M keys), so both engines run in the same memory.
+pub const SHOAL_MEMORY_BUDGET_DEFAULT_MIB: u64 = 128;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
@@ -101,6 +105,10 @@ pub struct CompareArgs {
     /// node's path (DMA files, writers as glommio tasks).
     #[arg(long, value_enum, default_value = "std")]
     pub shoal_fs: ShoalFs,
+    /// Shoal's memory budget (memtables, block cache, open tables' index and bloom blocks)
+    /// in MiB; 0 runs Shoal with its per-component defaults instead.
+    #[arg(long, default_value_t = SHOAL_MEMORY_BUDGET_DEFAULT_MIB)]
+    pub shoal_memory_budget_mib: u64,
     /// Where the databases go (a temporary directory inside it, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -189,6 +197,9 @@ fn run_step(
                 .arg("--fs")
                 .arg(format!("{fs:?}").to_lowercase())
                 .args(spec.to_args());
+            if let Some(budget) = args.shoal_memory_budget() {
+                c.arg("--memory-budget-bytes").arg(budget.to_string());
+            }
             c
         }
         Engine::Fjall => {
@@ -230,6 +241,13 @@ fn run_step(
         None
     };
     Ok(Some(Measurement::new(result, &run, disk_bytes)))
+}
+
+impl CompareArgs {
+    /// The budget Shoal runs with, in bytes; `None` for its per-component defaults.
+    pub fn shoal_memory_budget(&self) -> Option<u64> {
+        (self.shoal_memory_budget_mib > 0).then(|| self.shoal_memory_budget_mib << 20)
+    }
 }
 
 /// Runs the whole comparison and returns its report; `progress` hears about each step.
@@ -307,9 +325,14 @@ pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Rep
 }
 
 /// Entry of the hidden child subcommands: runs one phase and prints its result as JSON.
-pub fn run_child(engine: Engine, spec: &PhaseSpec, fs: ShoalFs) -> Result<String, CompareError> {
+pub fn run_child(
+    engine: Engine,
+    spec: &PhaseSpec,
+    fs: ShoalFs,
+    memory_budget: Option<u64>,
+) -> Result<String, CompareError> {
     let result = match engine {
-        Engine::Shoal => store::run_shoal(spec, fs)?,
+        Engine::Shoal => store::run_shoal(spec, fs, memory_budget)?,
         #[cfg(feature = "fjall")]
         Engine::Fjall => store::fjall_store::run_fjall(spec)?,
         other => {

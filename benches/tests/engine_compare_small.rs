@@ -52,6 +52,15 @@ fn small_comparison_reports_every_phase() {
     assert!(shoal(0)["write_amp"].as_f64().unwrap() > 0.0);
     assert!(shoal(0)["space_amp"].as_f64().unwrap() > 0.0);
     assert!(shoal(0)["peak_rss_bytes"].as_u64().unwrap() > 0);
+    // Run with the default budget, reported with a target on Shoal's peak RSS.
+    assert_eq!(report["shoal_memory_budget_bytes"], 128u64 << 20);
+    let targets = report["targets"].as_array().unwrap();
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["what"].as_str().unwrap().starts_with("shoal peak RSS")),
+        "{targets:?}"
+    );
     if rocks {
         let rocks_live = rows[2]["results"]["rocksdb"]["found"].as_u64().unwrap();
         assert!(

@@ -8,6 +8,12 @@ use shoal_benches::engine_compare::store::ShoalFs;
 use shoal_benches::engine_compare::workload::PhaseSpec;
 use shoal_benches::engine_compare::{self, CompareArgs, Engine};
 
+/// The node's allocator, so Shoal's peak RSS here is what a node would hold (glibc's malloc
+/// keeps more of the memtables' freed arena chunks resident). fjall runs on it too; RocksDB's
+/// db_bench is a separate program with its own.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "engine-compare",
@@ -28,6 +34,9 @@ enum Child {
     RunShoal {
         #[arg(long, value_enum, default_value = "dma")]
         fs: ShoalFs,
+        /// Memory budget in bytes; without it, the engine's per-component defaults.
+        #[arg(long)]
+        memory_budget_bytes: Option<u64>,
         #[command(flatten)]
         spec: PhaseSpec,
     },
@@ -41,11 +50,14 @@ enum Child {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.child {
-        Some(Child::RunShoal { fs, spec }) => {
-            engine_compare::run_child(Engine::Shoal, spec, *fs).map(|json| println!("{json}"))
-        }
+        Some(Child::RunShoal {
+            fs,
+            memory_budget_bytes,
+            spec,
+        }) => engine_compare::run_child(Engine::Shoal, spec, *fs, *memory_budget_bytes)
+            .map(|json| println!("{json}")),
         Some(Child::RunFjall { spec }) => {
-            engine_compare::run_child(Engine::Fjall, spec, ShoalFs::Std)
+            engine_compare::run_child(Engine::Fjall, spec, ShoalFs::Std, None)
                 .map(|json| println!("{json}"))
         }
         None => engine_compare::compare(&cli.compare, |msg| eprintln!("{msg}")).map(|report| {

@@ -1,5 +1,6 @@
 //! The comparison's results: throughput per workload and engine with the ratio to RocksDB,
-//! and for every writing phase its write amplification, space amplification and peak RSS.
+//! peak RSS of every phase, for every writing phase its write and space amplification, and
+//! Shoal's peak RSS against the memory budget it was given.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -11,6 +12,11 @@ use crate::proc::ChildRun;
 const MIB: f64 = (1 << 20) as f64;
 /// Shoal's synced writes with 64 writers should reach this fraction of its unsynced fill rate.
 const SYNC_TARGET: f64 = 0.8;
+/// Resident memory of a Shoal child outside its memory budget: the binary and its libraries,
+/// thread stacks, the workload's 1 MiB value pool, the commit log's buffer, and the flush or
+/// compaction in progress (an output table's index and bloom hashes, the inputs' current
+/// blocks).
+pub const RSS_OVERHEAD_BYTES: u64 = 32 << 20;
 
 /// One engine on one step.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -84,6 +90,8 @@ pub struct Target {
     pub what: String,
     pub value: f64,
     pub goal: f64,
+    /// The goal is a ceiling (`value <= goal`), not a floor.
+    pub at_most: bool,
     pub met: bool,
 }
 
@@ -92,6 +100,8 @@ pub struct Report {
     pub scale: Scale,
     pub keys: u64,
     pub shoal_fs: super::store::ShoalFs,
+    /// The memory budget Shoal was given; `None`: its per-component defaults.
+    pub shoal_memory_budget_bytes: Option<u64>,
     pub engines: Vec<Engine>,
     pub db_bench_assertions: bool,
     pub rows: Vec<Row>,
@@ -120,7 +130,7 @@ fn space_amplification(rows: &mut [Row]) {
     }
 }
 
-fn targets(rows: &[Row]) -> Vec<Target> {
+fn targets(rows: &[Row], shoal_memory_budget: Option<u64>) -> Vec<Target> {
     let mut out = Vec::new();
     let find = |p: Phase| rows.iter().find(|r| r.phase == p);
     for (phase, what) in [
@@ -132,6 +142,7 @@ fn targets(rows: &[Row]) -> Vec<Target> {
                 what: what.into(),
                 value: ratio,
                 goal: 1.0,
+                at_most: false,
                 met: ratio >= 1.0,
             });
         }
@@ -148,6 +159,7 @@ fn targets(rows: &[Row]) -> Vec<Target> {
                 what: "shoal synced fill (concurrent writers) / shoal no-sync fill".into(),
                 value,
                 goal: SYNC_TARGET,
+                at_most: false,
                 met: value >= SYNC_TARGET,
             });
         }
@@ -160,9 +172,30 @@ fn targets(rows: &[Row]) -> Vec<Target> {
                     .into(),
                 value,
                 goal: SYNC_TARGET,
+                at_most: false,
                 met: value >= SYNC_TARGET,
             });
         }
+    }
+    let shoal_rss = rows
+        .iter()
+        .filter_map(|r| r.results.get(&Engine::Shoal))
+        .map(|m| m.peak_rss_bytes)
+        .max();
+    if let (Some(budget), Some(rss)) = (shoal_memory_budget, shoal_rss) {
+        let goal = (budget + RSS_OVERHEAD_BYTES) as f64 / MIB;
+        let value = rss as f64 / MIB;
+        out.push(Target {
+            what: format!(
+                "shoal peak RSS MiB, budget {} + overhead {}",
+                budget >> 20,
+                RSS_OVERHEAD_BYTES >> 20
+            ),
+            value,
+            goal,
+            at_most: true,
+            met: value <= goal,
+        });
     }
     out
 }
@@ -187,9 +220,10 @@ impl Report {
                 args.keys
             },
             shoal_fs: args.shoal_fs,
+            shoal_memory_budget_bytes: args.shoal_memory_budget(),
             engines,
             db_bench_assertions,
-            targets: targets(&rows),
+            targets: targets(&rows, args.shoal_memory_budget()),
             rows,
         }
     }
@@ -201,6 +235,10 @@ impl Report {
             "{} keys, {KEY_LEN} B keys, {VALUE_LEN} B values; shoal on {:?} files (synced fill: DMA, writers as glommio tasks)",
             self.keys, self.shoal_fs
         );
+        let _ = match self.shoal_memory_budget_bytes {
+            Some(b) => writeln!(out, "shoal memory budget: {} MiB", b >> 20),
+            None => writeln!(out, "shoal memory budget: none (per-component defaults)"),
+        };
         let _ = write!(out, "{:<28}", "workload");
         for e in &self.engines {
             let _ = write!(out, " {:>14}", format!("{} ops/s", e.name()));
@@ -223,7 +261,7 @@ impl Report {
             "{:<28} {:<8} {:>9} {:>9} {:>10} {:>10} {:>13}",
             "workload", "engine", "write-amp", "space-amp", "disk MiB", "peak RSS", "written MiB"
         );
-        for row in self.rows.iter().filter(|r| r.phase.writes()) {
+        for row in &self.rows {
             for (engine, m) in &row.results {
                 let _ = writeln!(
                     out,
@@ -242,9 +280,10 @@ impl Report {
             let _ = writeln!(out);
             for t in &self.targets {
                 let verdict = if t.met { "met" } else { "NOT met" };
+                let bound = if t.at_most { "<=" } else { ">=" };
                 let _ = writeln!(
                     out,
-                    "target {:<62} {:>6.2} (goal >= {:.2}): {verdict}",
+                    "target {:<62} {:>6.2} (goal {bound} {:.2}): {verdict}",
                     t.what, t.value, t.goal
                 );
             }
@@ -310,10 +349,23 @@ mod tests {
         assert_eq!(rows[3].results[&Engine::Shoal].space_amp, None);
         assert_eq!(rows[4].results[&Engine::Shoal].space_amp, None);
         assert_eq!(rows[0].ratio(), Some(1.5));
-        let t = targets(&rows);
+        let t = targets(&rows, None);
         assert_eq!(t.len(), 4);
         assert!(t[0].met && !t[1].met && t[2].met && !t[3].met, "{t:?}");
         assert!((t[2].value - 0.9).abs() < 1e-9);
         assert!((t[3].value - 0.75).abs() < 1e-9);
+        // Every child peaked at 1 MiB: within any budget plus the overhead.
+        let t = targets(&rows, Some(8 << 20));
+        assert_eq!(t.len(), 5);
+        assert!(
+            t[4].met && t[4].at_most && (t[4].value - 1.0).abs() < 1e-9,
+            "{t:?}"
+        );
+        rows[0]
+            .results
+            .get_mut(&Engine::Shoal)
+            .unwrap()
+            .peak_rss_bytes = (8 << 20) + RSS_OVERHEAD_BYTES + 1;
+        assert!(!targets(&rows, Some(8 << 20))[4].met);
     }
 }

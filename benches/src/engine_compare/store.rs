@@ -137,13 +137,14 @@ pub enum ShoalFs {
     Std,
 }
 
-fn shoal_options(phase: Phase) -> Options {
+fn shoal_options(phase: Phase, memory_budget: Option<u64>) -> Options {
     Options {
         durability: if phase == Phase::FillSync {
             Durability::Sync
         } else {
             Durability::Buffered
         },
+        memory_budget_bytes: memory_budget,
         ..Options::default()
     }
 }
@@ -189,22 +190,27 @@ impl<F: shoal_engine::fs::FileSystem> Store for shoal_engine::Db<F> {
 }
 
 /// Runs one phase on Shoal's engine in this process.
-pub fn run_shoal(spec: &PhaseSpec, fs: ShoalFs) -> Result<PhaseResult, CompareError> {
+pub fn run_shoal(
+    spec: &PhaseSpec,
+    fs: ShoalFs,
+    memory_budget: Option<u64>,
+) -> Result<PhaseResult, CompareError> {
+    let options = shoal_options(spec.phase, memory_budget);
     match fs {
         ShoalFs::Std => {
-            let db = shoal_engine::blocking::Db::open(&spec.dir, shoal_options(spec.phase))?;
+            let db = shoal_engine::blocking::Db::open(&spec.dir, options)?;
             let result = run_blocking(&db, spec)?;
             db.close()?;
             Ok(result)
         }
-        ShoalFs::Dma => run_shoal_dma(spec.clone()),
+        ShoalFs::Dma => run_shoal_dma(spec.clone(), options),
     }
 }
 
 /// The node's path: `Db<DmaFs>` on one glommio executor, the concurrent fills' writers as
 /// tasks (sharing group commits when synced).
 /// group commits.
-fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
+fn run_shoal_dma(spec: PhaseSpec, options: Options) -> Result<PhaseResult, CompareError> {
     use glommio::{LocalExecutorBuilder, Placement};
     let handle = LocalExecutorBuilder::new(Placement::Fixed(0))
         .name("engine-compare")
@@ -212,7 +218,7 @@ fn run_shoal_dma(spec: PhaseSpec) -> Result<PhaseResult, CompareError> {
             let fs = shoal_engine::fs::DmaFs::new(&spec.dir)
                 .await
                 .map_err(CompareError::Io)?;
-            let db = shoal_engine::Db::open(fs, &spec.dir, shoal_options(spec.phase)).await?;
+            let db = shoal_engine::Db::open(fs, &spec.dir, options).await?;
             glommio::spawn_local(db.background()).detach();
             let values = Values::new(spec.seed);
             let result = if spec.phase.concurrent() {
