@@ -86,6 +86,11 @@ pub struct Flags {
     /// Ring partitions (Q); fixed for the life of the data [default: 256].
     #[arg(long, value_name = "Q")]
     pub partitions: Option<u32>,
+    /// Memory of the node's engines (memtables, block caches, open tables' index and bloom
+    /// blocks), in bytes, split evenly across shards; replaces --memtable-bytes and
+    /// --cache-bytes [default: none, those two bound each shard].
+    #[arg(long, value_name = "BYTES")]
+    pub memory_budget: Option<u64>,
     /// Memtable size per shard before it is flushed to an SSTable, in bytes [default: 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub memtable_bytes: Option<usize>,
@@ -118,6 +123,7 @@ struct File {
     fsync: Option<Fsync>,
     max_value_bytes: Option<usize>,
     partitions: Option<u32>,
+    memory_budget: Option<u64>,
     memtable_bytes: Option<usize>,
     cache_bytes: Option<usize>,
     spin_us: Option<u64>,
@@ -247,6 +253,8 @@ pub struct Config {
     pub fsync: Fsync,
     pub max_value_bytes: usize,
     pub partitions: u32,
+    /// The whole node's engine memory; `None`: `memtable_bytes` and `cache_bytes` per shard.
+    pub memory_budget: Option<u64>,
     pub memtable_bytes: usize,
     pub cache_bytes: usize,
     pub spin_us: u64,
@@ -306,6 +314,7 @@ impl Config {
                 .partitions
                 .or(file.partitions)
                 .unwrap_or(shoal_cluster::partition::PARTITIONS_DEFAULT),
+            memory_budget: flags.memory_budget.or(file.memory_budget),
             memtable_bytes: flags
                 .memtable_bytes
                 .or(file.memtable_bytes)
@@ -336,6 +345,15 @@ impl Config {
                 self.max_value_bytes
             ));
         }
+        if let Some(budget) = self.memory_budget {
+            let min = shoal_engine::budget::MEMORY_BUDGET_MIN_BYTES * self.shards as u64;
+            if budget < min {
+                return invalid(format!(
+                    "memory_budget = {budget} (at least {min}: {} MiB per shard)",
+                    shoal_engine::budget::MEMORY_BUDGET_MIN_BYTES >> 20
+                ));
+            }
+        }
         if self.memtable_bytes < (1 << 20) {
             return invalid(format!(
                 "memtable_bytes = {} (at least 1 MiB)",
@@ -353,6 +371,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Each shard's part of the memory budget.
+    pub fn shard_memory_budget(&self) -> Option<u64> {
+        self.memory_budget.map(|b| b / self.shards as u64)
     }
 
     /// The directory of shard `n`.
@@ -480,6 +503,24 @@ mod tests {
         assert_eq!(c.fsync, Fsync::Always);
         assert_eq!(c.max_value_bytes, 16 << 20);
         assert_eq!(c.partitions, 256);
+        assert_eq!(c.memory_budget, None);
+        assert_eq!(c.shard_memory_budget(), None);
+    }
+
+    #[test]
+    fn memory_budget_from_file_or_flag_split_across_shards() {
+        let c = resolve_text("shards = 2\nmemory_budget = 268435456\n", &[]).unwrap();
+        assert_eq!(c.memory_budget, Some(256 << 20));
+        assert_eq!(c.shard_memory_budget(), Some(128 << 20));
+        let c = resolve_text(
+            "shards = 2\nmemory_budget = 268435456\n",
+            &["--memory-budget", "67108864"],
+        )
+        .unwrap();
+        assert_eq!(c.shard_memory_budget(), Some(32 << 20));
+        // Each shard needs at least the engine's minimum.
+        let small = resolve_text("shards = 4\n", &["--memory-budget", "16777216"]);
+        assert!(matches!(small, Err(ConfigError::Invalid(_))), "{small:?}");
     }
 
     #[test]

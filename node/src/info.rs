@@ -101,16 +101,7 @@ pub fn render(
                 "# Clients\r\nconnected_clients:{}\r\nblocked_clients:0\r",
                 sum(|s| s.connections)
             ),
-            "memory" => {
-                let engine = sum(|s| s.memtable_bytes + s.cache_bytes);
-                writeln!(
-                    out,
-                    "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nshoal_engine_memory:{engine}\r\nshoal_engine_memory_human:{}\r",
-                    human(rss),
-                    human(rss),
-                    human(engine)
-                )
-            }
+            "memory" => memory(&mut out, rss, stats),
             "stats" => writeln!(
                 out,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:0\r\nkeyspace_misses:0\r",
@@ -142,7 +133,7 @@ pub fn render(
                 for s in stats {
                     let _ = writeln!(
                         out,
-                        "shard{}:partitions={},connections={},commands={},reads={},writes={},errors={},forwarded={},served_for_peers={},ops_per_sec={},latency_p50_us={},latency_p99_us={},latency_p999_us={},latency_max_us={},engine_writes={},engine_reads={},flushes={},flush_bytes={},stall_us={},memtable_bytes={},immutable_memtables={},sstables={},sstable_bytes={},log_bytes={},cache_hits={},cache_misses={},cache_bytes={}\r",
+                        "shard{}:partitions={},connections={},commands={},reads={},writes={},errors={},forwarded={},served_for_peers={},ops_per_sec={},latency_p50_us={},latency_p99_us={},latency_p999_us={},latency_max_us={},engine_writes={},engine_reads={},flushes={},flush_bytes={},stall_us={},delayed_writes={},stopped_writes={},pending_compaction_bytes={},memtable_bytes={},immutable_memtables={},sstables={},sstable_bytes={},log_bytes={},cache_hits={},cache_misses={},cache_bytes={},memory_budget={},engine_memory={},table_meta_bytes={}\r",
                         s.shard,
                         s.partitions,
                         s.connections,
@@ -162,6 +153,9 @@ pub fn render(
                         s.engine_flushes,
                         s.engine_flush_bytes,
                         s.engine_stall_us,
+                        s.delayed_writes,
+                        s.stopped_writes,
+                        s.pending_compaction_bytes,
                         s.memtable_bytes,
                         s.immutable_memtables,
                         s.sstables,
@@ -170,6 +164,9 @@ pub fn render(
                         s.cache_hits,
                         s.cache_misses,
                         s.cache_bytes,
+                        s.memory_budget,
+                        s.engine_memory,
+                        s.table_meta_bytes,
                     );
                 }
                 Ok(())
@@ -177,6 +174,26 @@ pub fn render(
         };
     }
     out
+}
+
+/// `# Memory`: Redis's fields (the process's RSS), then the engines' memory by component
+/// and the budget it is held to (`shoal_memory_budget:0`: no budget, each component bounded
+/// by its own option).
+fn memory(out: &mut String, rss: u64, stats: &[ShardStats]) -> std::fmt::Result {
+    let sum = |f: fn(&ShardStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let engine = sum(|s| s.engine_memory);
+    let budget = sum(|s| s.memory_budget);
+    writeln!(
+        out,
+        "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nshoal_engine_memory:{engine}\r\nshoal_engine_memory_human:{}\r\nshoal_memory_budget:{budget}\r\nshoal_memory_budget_human:{}\r\nshoal_memtable_memory:{}\r\nshoal_block_cache_memory:{}\r\nshoal_table_meta_memory:{}\r",
+        human(rss),
+        human(rss),
+        human(engine),
+        human(budget),
+        sum(|s| s.memtable_memory),
+        sum(|s| s.cache_bytes),
+        sum(|s| s.table_meta_bytes),
+    )
 }
 
 /// `cluster_enabled` stays 0: clients read it as "speaks the Redis Cluster protocol", which
@@ -234,6 +251,31 @@ mod tests {
         assert_eq!(wanted(&[b"server", b"clients"]), vec!["server", "clients"]);
         assert_eq!(wanted(&[b"everything"]), SECTIONS);
         assert!(wanted(&[b"nosuch"]).is_empty());
+    }
+
+    #[test]
+    fn memory_sums_the_shards() {
+        let shard = ShardStats {
+            memory_budget: 64 << 20,
+            engine_memory: 10 << 20,
+            memtable_memory: 6 << 20,
+            cache_bytes: 3 << 20,
+            table_meta_bytes: 1 << 20,
+            ..ShardStats::default()
+        };
+        let mut out = String::new();
+        memory(&mut out, 200 << 20, &[shard.clone(), shard]).unwrap();
+        for field in [
+            "used_memory:209715200\r\n",
+            "shoal_engine_memory:20971520\r\n",
+            "shoal_memory_budget:134217728\r\n",
+            "shoal_memory_budget_human:128.00M\r\n",
+            "shoal_memtable_memory:12582912\r\n",
+            "shoal_block_cache_memory:6291456\r\n",
+            "shoal_table_meta_memory:2097152\r\n",
+        ] {
+            assert!(out.contains(field), "{field:?} not in {out:?}");
+        }
     }
 
     #[test]

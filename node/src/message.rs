@@ -100,6 +100,15 @@ pub struct ShardStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_bytes: u64,
+    /// The shard's memory budget; 0: none (per-component options).
+    pub memory_budget: u64,
+    /// Engine memory: memtables + block cache + table metadata.
+    pub engine_memory: u64,
+    pub memtable_memory: u64,
+    pub table_meta_bytes: u64,
+    pub pending_compaction_bytes: u64,
+    pub delayed_writes: u64,
+    pub stopped_writes: u64,
     pub cluster_reads: u64,
     pub cluster_writes: u64,
     pub unavailable: u64,

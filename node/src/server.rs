@@ -327,6 +327,7 @@ async fn shard_main(
             Fsync::Always => Durability::Sync,
             Fsync::Interval | Fsync::Never => Durability::Buffered,
         },
+        memory_budget_bytes: config.shard_memory_budget(),
         memtable_bytes: config.memtable_bytes,
         block_cache_bytes: config.cache_bytes,
         clock: clock.clone(),

@@ -241,6 +241,9 @@ fn info_hello_and_pipelines() {
         "connected_clients:",
         "used_memory:",
         "used_memory_human:",
+        "shoal_memory_budget:0\r\n",
+        "shoal_engine_memory:",
+        "pending_compaction_bytes=",
         "total_commands_processed:",
         "instantaneous_ops_per_sec:",
         "# Keyspace",
@@ -340,6 +343,28 @@ fn sigterm_stops_cleanly_and_keeps_data() {
     let mut c = server.connection();
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 500);
     assert_eq!(c.get::<_, String>("g499").unwrap(), "499");
+}
+
+#[test]
+fn memory_budget_is_split_across_shards_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--shards", "2", "--memory-budget", "67108864"],
+    );
+    let mut c = server.connection();
+    let _: () = c.set("k", "v").unwrap();
+    let memory: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    assert!(
+        memory.contains("shoal_memory_budget:67108864\r\n"),
+        "{memory}"
+    );
+    let shards: String = redis::cmd("INFO").arg("shards").query(&mut c).unwrap();
+    assert_eq!(
+        shards.matches(",memory_budget=33554432,").count(),
+        2,
+        "{shards}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod log;
 mod manifest;
 mod table;
 
-pub use log::{LogKind, dump_log};
+pub use log::{LogKind, dump_free_segment, dump_log, dump_log_dir};
 pub use manifest::dump_manifest;
 pub use table::dump_table;
 

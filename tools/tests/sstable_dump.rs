@@ -225,3 +225,46 @@ fn dumps_the_commit_log_and_the_manifest() {
     assert!(text.contains("  + table 0 level 0"), "{text}");
     assert!(text.contains("verify: ok"), "{text}");
 }
+
+/// Flushes release old log segments; the log keeps some as recycled `.free` files, which the
+/// dump lists as such, alone or in a whole log directory, and never counts as damage.
+#[test]
+fn recycled_log_segments_are_listed_not_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path(), options()).unwrap();
+    let value = vec![b'v'; 1000];
+    for round in 0..6 {
+        for i in 0..100 {
+            db.put(&key(round * 100 + i), &value).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    db.close().unwrap();
+    let log = tmp.path().join("log");
+    let free = files(&log, "free");
+    assert!(!free.is_empty(), "no recycled segment in {log:?}");
+    let out = dump(&[free[0].to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("recycled, not part of the log"), "{text}");
+    assert!(text.contains("it held segment "), "{text}");
+
+    let mut all = files(&log, "log");
+    all.extend(free.iter().cloned());
+    let mut args = vec!["--verify", "--limit", "0"];
+    args.extend(all.iter().map(|p| p.to_str().unwrap()));
+    let out = dump(&args);
+    assert!(out.status.success(), "{out:?}");
+
+    for dir in [tmp.path(), log.as_path()] {
+        let out = dump(&["--verify", "--limit", "0", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        let text = stdout(&out);
+        assert_eq!(
+            text.matches("recycled, not part of the log").count(),
+            free.len(),
+            "{text}"
+        );
+        assert!(text.contains("log segment "), "{text}");
+    }
+}

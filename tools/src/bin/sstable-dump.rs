@@ -5,6 +5,8 @@
 //! sstable-dump --verify --limit 0 DB/*.sst   # check every checksum; exit 1 on damage
 //! sstable-dump --key 'user:\x01' DB/000042.sst
 //! sstable-dump DB/log/000007.log             # a commit-log segment (also --log FILE)
+//! sstable-dump DB/log/000003.free            # a recycled segment: what it used to be
+//! sstable-dump --verify --limit 0 DB         # every log segment, live and recycled
 //! sstable-dump --manifest DB                 # the manifest's edits and the table set
 //! ```
 //!
@@ -20,11 +22,13 @@ use shoal_tools::dump::{self, DumpError, DumpOptions, LogKind, escape};
 
 /// Prints SSTables (footer, properties, index, bloom filter stats, entries), commit-log and
 /// manifest segments, and the manifest's table set. Files ending in `.log` are dumped as log
-/// segments (as manifest edits inside a `manifest` directory), anything else as an SSTable.
+/// segments (as manifest edits inside a `manifest` directory), `.free` files as recycled log
+/// segments, a directory as its commit log (a database's `log`, or a log directory itself),
+/// anything else as an SSTable.
 #[derive(Parser, Debug)]
 #[command(name = "sstable-dump", version)]
 struct Args {
-    /// SSTables or log segments to dump.
+    /// SSTables, log segments, or database or log directories to dump.
     files: Vec<PathBuf>,
     /// Dump this file as a commit-log segment, whatever its name.
     #[arg(long, value_name = "FILE")]
@@ -76,8 +80,13 @@ fn main() -> ExitCode {
         }
     };
     for path in &args.files {
-        let result = if path.extension().is_some_and(|e| e == "log") {
+        let ext = path.extension().and_then(|e| e.to_str());
+        let result = if path.is_dir() {
+            dump::dump_log_dir(path, &opts, &mut out)
+        } else if ext == Some(shoal_engine::log::SEGMENT_EXT) {
             dump::dump_log(path, LogKind::of(path), &opts, &mut out)
+        } else if ext == Some(shoal_engine::log::FREE_EXT) {
+            dump::dump_free_segment(path, &mut out)
         } else {
             dump::dump_table(path, &opts, &mut out)
         };
