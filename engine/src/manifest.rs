@@ -268,6 +268,10 @@ impl<F: FileSystem> Manifest<F> {
         let mut state = ManifestState::default();
         let mut edits = 0u64;
         let mut records = 0u64;
+        // Segments are released only before a snapshot, so the oldest one left holds one,
+        // possibly after edits whose predecessors are gone: those edits are superseded by
+        // the snapshot and cannot be applied to anything; replay starts at the snapshot.
+        let mut snapshot_seen = false;
         let log = Log::open(
             fs,
             dir.clone(),
@@ -280,18 +284,22 @@ impl<F: FileSystem> Manifest<F> {
             |record_no, payload| {
                 let edit = Edit::decode(payload)
                     .ok_or_else(|| Error::corruption(&dir, record_no, "malformed manifest edit"))?;
-                edits = if matches!(edit, Edit::Snapshot(_)) {
-                    0
-                } else {
-                    edits + 1
-                };
                 records += 1;
+                let is_snapshot = matches!(edit, Edit::Snapshot(_));
+                snapshot_seen |= is_snapshot;
+                if !snapshot_seen {
+                    return Ok(());
+                }
+                edits = if is_snapshot { 0 } else { edits + 1 };
                 state
                     .apply(edit)
                     .map_err(|what| Error::corruption(&dir, record_no, what))
             },
         )
         .await?;
+        if records > 0 && !snapshot_seen {
+            return Err(Error::corruption(&dir, 0, "no snapshot in the manifest"));
+        }
         let manifest = Manifest {
             log,
             dir,
@@ -375,6 +383,41 @@ mod tests {
         for cut in 0..buf.len() {
             assert_eq!(Edit::decode(&buf[..cut]), None);
         }
+    }
+
+    /// A snapshot written in the middle of a segment releases the segments before it; the
+    /// edits ahead of it in its own segment refer to tables only the released segments
+    /// added. Reopening must start at the snapshot.
+    #[test]
+    fn reopens_after_a_snapshot_in_the_middle_of_a_segment() {
+        futures_lite::future::block_on(async {
+            let fs = Arc::new(crate::fs::FaultFs::new());
+            let db = Path::new("/db");
+            let mut number = 0;
+            let mut expected = ManifestState::default();
+            // Each open starts a new segment: the second session's snapshot (edit 256 since
+            // the first snapshot) lands mid-segment.
+            for session_edits in [100, 200, 10] {
+                let (manifest, state) = Manifest::open(Arc::clone(&fs), db).await.unwrap();
+                assert_eq!(state, expected);
+                for _ in 0..session_edits {
+                    // Add a table and remove the previous one: every edit depends on the last.
+                    number += 1;
+                    let edit = Edit::Change {
+                        added: vec![table(number, 1)],
+                        removed: if number > 1 { vec![number - 1] } else { vec![] },
+                        log_start: 0,
+                        next_file: number + 1,
+                        last_seq: number,
+                    };
+                    expected.apply(edit.clone()).unwrap();
+                    manifest.record(&edit, &expected).await.unwrap();
+                }
+            }
+            let (_, state) = Manifest::open(fs, db).await.unwrap();
+            assert_eq!(state, expected);
+            assert_eq!(state.tables.len(), 1);
+        });
     }
 
     #[test]

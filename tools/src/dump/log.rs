@@ -82,7 +82,7 @@ pub fn dump_log_dir(dir: &Path, opts: &DumpOptions, out: &mut impl Write) -> Res
     for path in &paths {
         let ext = path.extension().and_then(|e| e.to_str());
         if ext == Some(SEGMENT_EXT) {
-            let result = dump_log(path, LogKind::Commit, opts, out);
+            let result = dump_log(path, LogKind::of(path), opts, out);
             match result {
                 Err(DumpError::Damaged(what)) => {
                     writeln!(out, "verify: {what}")?;
