@@ -9,6 +9,11 @@ use crate::sstable::Block;
 /// Bytes charged per cached block beyond its data: the block header, the `Arc` and the
 /// cache's own slot. Also keeps every weight above zero.
 const BLOCK_OVERHEAD_BYTES: u64 = 96;
+/// A block's data is charged rounded up to this: an allocator serves a block from a size
+/// class, and mimalloc's (the node's allocator) are 1 KiB apart between 4 and 8 KiB, so a
+/// 4.2 KiB block holds 5 KiB. Charging the length alone let a full cache hold a third more
+/// than its capacity.
+const BLOCK_ALLOC_GRANULE_BYTES: u64 = 1 << 10;
 
 /// Typical decoded block, to size the cache's table up front.
 const TYPICAL_BLOCK_BYTES: usize = crate::sstable::DEFAULT_BLOCK_BYTES;
@@ -20,8 +25,13 @@ struct BlockWeighter;
 
 impl quick_cache::Weighter<Key, Arc<Block>> for BlockWeighter {
     fn weight(&self, _key: &Key, block: &Arc<Block>) -> u64 {
-        block.size() as u64 + BLOCK_OVERHEAD_BYTES
+        block_weight(block)
     }
+}
+
+/// What a cached block costs in memory.
+fn block_weight(block: &Block) -> u64 {
+    (block.size() as u64).next_multiple_of(BLOCK_ALLOC_GRANULE_BYTES) + BLOCK_OVERHEAD_BYTES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,7 +102,7 @@ impl BlockCache {
     }
 
     pub(crate) fn insert(&self, table: u64, offset: u64, block: Arc<Block>) {
-        let weight = block.size() as u64 + BLOCK_OVERHEAD_BYTES;
+        let weight = block_weight(&block);
         self.inserted_bytes.fetch_add(weight, Relaxed);
         self.blocks.insert((table, offset), block);
     }
