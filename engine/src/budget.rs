@@ -30,8 +30,10 @@ pub const TABLE_META_SHARE_PERCENT: u64 = 25;
 /// writer keep writing into the active one during a flush; with only one, every freeze
 /// would make the writer wait for the previous flush.
 pub const FROZEN_MEMTABLES: usize = 2;
-/// Smallest budget accepted: below it memtables are too small to be worth a table each.
-pub const MEMORY_BUDGET_MIN_BYTES: u64 = 8 << 20;
+/// Smallest budget accepted: each of the three memtables then gets 2.7 MiB, of which its
+/// first 2 MiB arena chunk (a huge page) and its index leave about half a MiB for entries;
+/// below it a memtable would hold almost nothing.
+pub const MEMORY_BUDGET_MIN_BYTES: u64 = 16 << 20;
 
 /// How an instance's memory is bounded, component by component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,7 +36,7 @@ fn a_budget_bounds_every_component_and_the_total() {
             // Heavy metadata, so that a few tens of thousands of keys pass its share: small
             // blocks (a long index) and a large filter.
             block_bytes: 512,
-            bloom_bits_per_key: 400,
+            bloom_bits_per_key: 1000,
             ..Options::default()
         };
         let db = Db::open(fs.clone(), Path::new("/db"), options.clone())
