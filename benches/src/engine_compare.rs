@@ -246,7 +246,7 @@ fn run_step(
 impl CompareArgs {
     /// The budget Shoal runs with, in bytes; `None` for its per-component defaults.
     pub fn shoal_memory_budget(&self) -> Option<u64> {
-        (self.shoal_memory_budget_mib > 0).then(|| self.shoal_memory_budget_mib << 20)
+        (self.shoal_memory_budget_mib > 0).then_some(self.shoal_memory_budget_mib << 20)
     }
 }
 
