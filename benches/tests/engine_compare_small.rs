@@ -39,7 +39,7 @@ fn small_comparison_reports_every_phase() {
     let report = common::json_report(&out);
     let rows = report["rows"].as_array().unwrap();
     let phases: Vec<_> = rows.iter().map(|r| r["phase"].as_str().unwrap()).collect();
-    assert_eq!(phases, ["fill", "read", "scan", "fillsync"]);
+    assert_eq!(phases, ["fill", "read", "scan", "fillsync", "fillwriters"]);
     let shoal = |i: usize| &rows[i]["results"]["shoal"];
     assert_eq!(shoal(0)["ops"], 3000);
     assert_eq!(shoal(3)["ops"], 640);
