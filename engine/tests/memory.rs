@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use futures_lite::future::block_on;
-use shoal_engine::budget::{FROZEN_MEMTABLES, MEMORY_BUDGET_MIN_BYTES};
+use shoal_engine::budget::{FROZEN_MEMTABLES, MEMORY_BUDGET_MIN_BYTES, MEMTABLE_SHARE_PERCENT};
 use shoal_engine::fs::FaultFs;
 use shoal_engine::{Db, Durability, Options};
 
@@ -60,7 +60,7 @@ fn a_budget_bounds_every_component_and_the_total() {
         let stats = db.stats();
         let m = stats.memory;
         assert_eq!(m.budget, Some(budget));
-        assert!(m.memtables_limit <= budget / 2);
+        assert!(m.memtables_limit <= budget / 100 * MEMTABLE_SHARE_PERCENT);
         let meta_limit = m.table_meta_limit.unwrap();
         assert!(m.table_meta <= meta_limit, "{m:?}");
         assert!(
