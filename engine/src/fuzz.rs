@@ -314,7 +314,11 @@ mod tests {
                         }
                     };
                     // The last table as a bottommost compaction writes it: low seqs.
-                    let seq = if n == 2 { version } else { 1000 + 10 * i as u64 + version };
+                    let seq = if n == 2 {
+                        version
+                    } else {
+                        1000 + 10 * i as u64 + version
+                    };
                     block_on(b.add(&key, seq, &entry)).unwrap();
                 }
             }

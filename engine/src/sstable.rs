@@ -34,14 +34,15 @@
 //! | field         | type          | meaning                                            |
 //! |---------------|---------------|----------------------------------------------------|
 //! | entries       | see below     | in table order, at least one                       |
-//! | restarts      | u32 × count   | offset of every 16th entry (`RESTART_INTERVAL`)    |
-//! | restart count | u32           | number of restart points (≥ 1; the first is 0)     |
+//! | restarts      | u32 × count   | offsets of the restart entries, ascending, from 0  |
+//! | restart count | u32           | number of restart points (≥ 1)                     |
 //!
 //! Entry: `shared varint | unshared varint | value_len varint | seq varint | kind u8 |
 //! expires_at_ms varint | key[shared..] | value`. The key is the previous entry's first
 //! `shared` bytes followed by the `unshared` bytes stored here; at a restart point `shared` is
 //! 0 and the key is stored whole, so a lookup binary-searches the restart keys and then scans
-//! at most 16 entries. Varints are LEB128 (7 bits per byte, little end first).
+//! the entries after one. The writer starts a restart every 16 entries (`RESTART_INTERVAL`);
+//! a reader accepts any spacing. Varints are LEB128 (7 bits per byte, little end first).
 //!
 //! Version 1 stored every key whole with a u32 offset per entry; this build refuses it
 //! ("unsupported SSTable format version 1"): the project has no deployed data to carry over.
@@ -98,10 +99,10 @@ pub use iter::TableIter;
 pub use table::Table;
 
 pub(crate) use block::Block;
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) use block::Cursor;
 #[cfg(test)]
 pub(crate) use block::BlockBuilder;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use block::Cursor;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use block::unseal;
 

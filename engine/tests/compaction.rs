@@ -306,7 +306,11 @@ fn bottommost_versions_are_stored_with_seq_zero_and_read_alike() {
         let db = open(&fs, flat_options(Arc::new(KeepTombstones))).await;
         assert!(db.snapshot().seq() >= seq);
         for i in 0..49 {
-            assert_eq!(db.get(&key(i)).await.unwrap(), expected(i), "key {i} after reopen");
+            assert_eq!(
+                db.get(&key(i)).await.unwrap(),
+                expected(i),
+                "key {i} after reopen"
+            );
         }
         db.put(&key(3), &value(3, 3, 40)).await.unwrap();
         db.put(&key(8), &value(8, 3, 40)).await.unwrap();

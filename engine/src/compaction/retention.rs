@@ -177,7 +177,10 @@ mod tests {
     /// with the sequence numbers as input.
     fn run(r: Retention, input: Vec<Version>) -> (Vec<(String, SeqNo, Entry)>, RetentionStats) {
         let (kept, stats) = run_stored(r, input);
-        (kept.into_iter().map(|(k, seq, _, e)| (k, seq, e)).collect(), stats)
+        (
+            kept.into_iter().map(|(k, seq, _, e)| (k, seq, e)).collect(),
+            stats,
+        )
     }
 
     /// Like `run`, also returning the sequence number stored for each kept version.
@@ -224,7 +227,10 @@ mod tests {
             ("c", 2, 0),
             ("d", 30, 30),
         ];
-        let expect: Vec<_> = expect.iter().map(|&(k, s, o)| (k.to_owned(), s, o)).collect();
+        let expect: Vec<_> = expect
+            .iter()
+            .map(|&(k, s, o)| (k.to_owned(), s, o))
+            .collect();
         assert_eq!(stored(r), expect);
         // Not bottommost: a deeper level may hold older versions, every seq is kept.
         let r = Retention::new(vec![7, 4], 20, false, 1000, Arc::new(KeepTombstones));

@@ -299,7 +299,9 @@ impl Block {
         let entries_end = restarts
             .checked_mul(4)
             .and_then(|restarts_len| count_pos.checked_sub(restarts_len))
-            .ok_or_else(|| malformed(format!("{restarts} restarts do not fit a {len} byte block")))?;
+            .ok_or_else(|| {
+                malformed(format!("{restarts} restarts do not fit a {len} byte block"))
+            })?;
         let mut block = Block {
             data,
             entries_end,
@@ -311,8 +313,7 @@ impl Block {
         let mut next_restart = 0;
         let mut count = 0;
         while cursor.next < entries_end {
-            let at_restart =
-                next_restart < restarts && block.restart(next_restart)? == cursor.next;
+            let at_restart = next_restart < restarts && block.restart(next_restart)? == cursor.next;
             let raw = block.raw_entry(cursor.next)?;
             if at_restart {
                 next_restart += 1;
@@ -468,7 +469,10 @@ mod tests {
             .position(|(k, s, _)| internal_cmp(k, *s, key, seq) != Ordering::Less)
             .unwrap_or(entries.len());
         let mut cursor = block.seek(key, seq).unwrap();
-        let found = block.next(&mut cursor).unwrap().map(|e| (e.key.to_vec(), e.seq));
+        let found = block
+            .next(&mut cursor)
+            .unwrap()
+            .map(|e| (e.key.to_vec(), e.seq));
         assert_eq!(
             found,
             entries.get(expect).map(|(k, s, _)| (k.clone(), *s)),
@@ -512,7 +516,11 @@ mod tests {
         let raw = build(&refs);
         // Whole keys only at restarts: far less than 80 keys of 205 bytes.
         let restarts = keys.len().div_ceil(RESTART_INTERVAL);
-        assert!(raw.len() < restarts * 205 + keys.len() * 20, "{} bytes", raw.len());
+        assert!(
+            raw.len() < restarts * 205 + keys.len() * 20,
+            "{} bytes",
+            raw.len()
+        );
         let block = Block::decode(raw).unwrap();
         let entries = all(&block);
         assert_eq!(entries.len(), keys.len());
@@ -548,7 +556,13 @@ mod tests {
 
     #[test]
     fn blocks_of_one_restart_exactly_full_and_one_past() {
-        for n in [1, RESTART_INTERVAL - 1, RESTART_INTERVAL, RESTART_INTERVAL + 1, 3 * RESTART_INTERVAL] {
+        for n in [
+            1,
+            RESTART_INTERVAL - 1,
+            RESTART_INTERVAL,
+            RESTART_INTERVAL + 1,
+            3 * RESTART_INTERVAL,
+        ] {
             let keys: Vec<Vec<u8>> = (0..n).map(|i| format!("key{i:04}").into_bytes()).collect();
             let refs: Vec<(&[u8], SeqNo)> = keys.iter().map(|k| (k.as_slice(), 1)).collect();
             let raw = build(&refs);
@@ -582,7 +596,11 @@ mod tests {
         let mut prev: &[u8] = b"";
         let mut off = 0;
         for (j, (k, s)) in entries.iter().enumerate().take(i) {
-            let shared = if j % RESTART_INTERVAL == 0 { 0 } else { common_prefix_len(prev, k) };
+            let shared = if j % RESTART_INTERVAL == 0 {
+                0
+            } else {
+                common_prefix_len(prev, k)
+            };
             off += 6 + (k.len() - shared) + format!("v{s}").len();
             prev = k;
         }

@@ -168,7 +168,9 @@ impl<F: File> Table<F> {
         let at = |m: super::coding::Malformed| m.at(self.file.path(), self.index[i].offset);
         let mut cursor = block.seek(key, snapshot).map_err(at)?;
         let found = block.next(&mut cursor).map_err(at)?;
-        Ok(found.filter(|e| e.key == key).map(|e| (e.seq, e.to_entry())))
+        Ok(found
+            .filter(|e| e.key == key)
+            .map(|e| (e.seq, e.to_entry())))
     }
 
     /// Reads every block and checks every checksum (for `sstable-dump --verify`).
