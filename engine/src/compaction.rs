@@ -1,8 +1,8 @@
 //! Compaction: merging tables of one level into the next, dropping what no reader can see.
 //!
 //! [`picker`] chooses the work from the table set; [`retention`] decides version by version
-//! what survives; this module streams the merged inputs through those rules into new tables
-//! of the output level. Installing the result (manifest edit, then the new version, then
+//! what survives and with which sequence number it is stored; this module streams the merged
+//! inputs through those rules into new tables of the output level. Installing the result (manifest edit, then the new version, then
 //! deleting the inputs once unused) is the database's part (`db.rs`).
 //!
 //! The merge is cooperative: it yields to the executor every [`YIELD_EVERY_ENTRIES`]
@@ -113,7 +113,9 @@ async fn merge_into<F: FileSystem>(
             building = Some((TableBuilder::new(file, spec.table_options), number));
         }
         if let Some((builder, _)) = building.as_mut() {
-            builder.add(&key, seq, &entry).await?;
+            builder
+                .add(&key, retention.output_seq(seq, &entry), &entry)
+                .await?;
         }
         last_key = key;
     }

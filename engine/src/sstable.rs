@@ -4,7 +4,7 @@
 //! ascending (bytewise), then seq DESCENDING, so the newest version of a key comes first. A
 //! key may have several versions (snapshots need them) and tombstones.
 //!
-//! # File layout (format version 1)
+//! # File layout (format version 2)
 //!
 //! ```text
 //! +------------------+-----------+
@@ -31,15 +31,21 @@
 //! index and properties blocks are always raw.
 //!
 //! ## Data block (after decompression)
-//! | field     | type          | meaning                                          |
-//! |-----------|---------------|--------------------------------------------------|
-//! | entries   | see below     | `count` entries, in table order                  |
-//! | offsets   | u32 × count   | start of each entry within the block             |
-//! | count     | u32           | number of entries (≥ 1)                          |
+//! | field         | type          | meaning                                            |
+//! |---------------|---------------|----------------------------------------------------|
+//! | entries       | see below     | in table order, at least one                       |
+//! | restarts      | u32 × count   | offsets of the restart entries, ascending, from 0  |
+//! | restart count | u32           | number of restart points (≥ 1)                     |
 //!
-//! Entry: `key_len varint | value_len varint | seq varint | kind u8 | expires_at_ms varint |
-//! key | value`. Varints are LEB128 (7 bits per byte, little end first). The offsets array
-//! lets a lookup binary-search a block without scanning it.
+//! Entry: `shared varint | unshared varint | value_len varint | seq varint | kind u8 |
+//! expires_at_ms varint | key[shared..] | value`. The key is the previous entry's first
+//! `shared` bytes followed by the `unshared` bytes stored here; at a restart point `shared` is
+//! 0 and the key is stored whole, so a lookup binary-searches the restart keys and then scans
+//! the entries after one. The writer starts a restart every 16 entries (`RESTART_INTERVAL`);
+//! a reader accepts any spacing. Varints are LEB128 (7 bits per byte, little end first).
+//!
+//! Version 1 stored every key whole with a u32 offset per entry; this build refuses it
+//! ("unsupported SSTable format version 1"): the project has no deployed data to carry over.
 //!
 //! ## Index block
 //! `count varint`, then per data block: `key_len varint | last key | last seq varint |
@@ -96,6 +102,8 @@ pub(crate) use block::Block;
 #[cfg(test)]
 pub(crate) use block::BlockBuilder;
 #[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use block::Cursor;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use block::unseal;
 
 use std::cmp::Ordering;
@@ -103,8 +111,9 @@ use std::cmp::Ordering;
 use crate::options::Compression;
 use crate::types::SeqNo;
 
-/// Version written in the footer and properties; a reader refuses any other.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version written in the footer and properties; a reader refuses any other (1 stored whole
+/// keys and an offset per entry).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Identifies an SSTable footer ("shoalSST" in ASCII).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"shoalSST");

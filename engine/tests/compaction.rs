@@ -251,6 +251,77 @@ fn snapshots_keep_their_versions_through_compaction() {
     });
 }
 
+/// A bottommost compaction stores the versions no reader can tell apart with seq 0
+/// (RocksDB's trick for smaller tables); snapshots, tombstones, newer writes and a reopen
+/// read exactly as before.
+#[test]
+fn bottommost_versions_are_stored_with_seq_zero_and_read_alike() {
+    // Even keys are overwritten, key 8 deleted.
+    let expected = |i: u32| match i {
+        8 => None,
+        i if i % 2 == 0 => Some(value(i, 1, 40)),
+        i => Some(value(i, 0, 40)),
+    };
+    block_on(async {
+        let fs = FaultFs::new();
+        let db = open(&fs, flat_options(Arc::new(KeepTombstones))).await;
+        for i in 0..50 {
+            db.put(&key(i), &value(i, 0, 40)).await.unwrap();
+        }
+        db.flush().await.unwrap();
+        let old = db.snapshot();
+        for i in (0..50).filter(|i| i % 2 == 0 && *i != 8) {
+            db.put(&key(i), &value(i, 1, 40)).await.unwrap();
+        }
+        db.delete(&key(8)).await.unwrap();
+        let deleted_at = db.snapshot().seq();
+        db.flush().await.unwrap();
+        db.compact().await.unwrap();
+        let tables = db.tables();
+        assert!(tables.iter().all(|t| t.level > 0), "{tables:?}");
+        // The versions the snapshot reads are the oldest: zeroed; the newer ones are not.
+        assert_eq!(tables.iter().map(|t| t.min_seq).min(), Some(0));
+        assert_eq!(tables.iter().map(|t| t.max_seq).max(), Some(deleted_at));
+        assert_eq!(tables.iter().map(|t| t.entries).sum::<u64>(), 50 + 25);
+        for i in 0..50 {
+            assert_eq!(db.get(&key(i)).await.unwrap(), expected(i), "key {i}");
+        }
+        for i in 0..50 {
+            assert_eq!(old.get(&key(i)).await.unwrap(), Some(value(i, 0, 40)));
+        }
+        drop(old);
+        // Nothing needs the old versions now: one per key stays, values at seq 0, and the
+        // tombstone (kept by the policy) with its own seq, which the policy is asked about.
+        db.put(&key(49), &value(49, 2, 40)).await.unwrap();
+        db.flush().await.unwrap();
+        db.compact().await.unwrap();
+        let tables = db.tables();
+        assert_eq!(tables.iter().map(|t| t.entries).sum::<u64>(), 50);
+        assert_eq!(tombstones(&tables), 1);
+        assert_eq!(tables.iter().map(|t| t.max_seq).max(), Some(deleted_at));
+        assert_eq!(db.get(&key(49)).await.unwrap(), Some(value(49, 2, 40)));
+        // A write after a reopen still gets a sequence number above every stored one.
+        let seq = db.snapshot().seq();
+        db.close().await.unwrap();
+        let db = open(&fs, flat_options(Arc::new(KeepTombstones))).await;
+        assert!(db.snapshot().seq() >= seq);
+        for i in 0..49 {
+            assert_eq!(
+                db.get(&key(i)).await.unwrap(),
+                expected(i),
+                "key {i} after reopen"
+            );
+        }
+        db.put(&key(3), &value(3, 3, 40)).await.unwrap();
+        db.put(&key(8), &value(8, 3, 40)).await.unwrap();
+        db.flush().await.unwrap();
+        db.compact().await.unwrap();
+        assert_eq!(db.get(&key(3)).await.unwrap(), Some(value(3, 3, 40)));
+        assert_eq!(db.get(&key(8)).await.unwrap(), Some(value(8, 3, 40)));
+        db.close().await.unwrap();
+    });
+}
+
 #[test]
 fn expired_entries_are_dropped_by_compaction() {
     block_on(async {

@@ -141,6 +141,21 @@ impl Retention {
         self.stats.kept += 1;
         Some(entry)
     }
+
+    /// The sequence number to store for a version [`Retention::decide`] kept: 0 for a value
+    /// in the oldest stripe of a bottommost compaction, as RocksDB does (a one-byte varint
+    /// that compresses well; a random one costs tables about 10 bytes per entry). Such a
+    /// version is the only one of its key at or below every reader's sequence number, and no
+    /// deeper level holds an older one, so every reader, now or later, sees it exactly as
+    /// before and every newer version still sorts above it. Tombstones and expired-value
+    /// markers keep theirs: the [`TombstonePolicy`] is asked about them by sequence number.
+    pub fn output_seq(&self, seq: SeqNo, kept: &Entry) -> SeqNo {
+        if self.bottommost && kept.kind == ValueKind::Put && self.stripe_of(seq) == 0 {
+            0
+        } else {
+            seq
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,15 +173,68 @@ mod tests {
         }
     }
 
-    /// Runs `input` (table order) through the rules; returns what is kept as (key, seq, entry).
-    fn run(mut r: Retention, input: Vec<Version>) -> (Vec<(String, SeqNo, Entry)>, RetentionStats) {
+    /// Runs `input` (table order) through the rules; returns what is kept as (key, seq, entry)
+    /// with the sequence numbers as input.
+    fn run(r: Retention, input: Vec<Version>) -> (Vec<(String, SeqNo, Entry)>, RetentionStats) {
+        let (kept, stats) = run_stored(r, input);
+        (
+            kept.into_iter().map(|(k, seq, _, e)| (k, seq, e)).collect(),
+            stats,
+        )
+    }
+
+    /// Like `run`, also returning the sequence number stored for each kept version.
+    fn run_stored(
+        mut r: Retention,
+        input: Vec<Version>,
+    ) -> (Vec<(String, SeqNo, SeqNo, Entry)>, RetentionStats) {
         let mut out = Vec::new();
         for (k, seq, e) in input {
             if let Some(e) = r.decide(k.as_bytes(), seq, e) {
-                out.push((k.to_owned(), seq, e));
+                out.push((k.to_owned(), seq, r.output_seq(seq, &e), e));
             }
         }
         (out, r.stats)
+    }
+
+    #[test]
+    fn bottommost_values_no_reader_tells_apart_are_stored_with_seq_zero() {
+        // Readers at 4 and 7 (snapshots) and at 20 (the horizon).
+        let input = || {
+            vec![
+                ("a", 25, Entry::put("above the horizon")),
+                ("a", 15, Entry::put("read at 20")),
+                ("a", 7, Entry::put("read at 7")),
+                ("a", 3, Entry::put("read at 4: the oldest stripe")),
+                ("b", 4, Entry::tombstone()),
+                ("c", 2, expiring("live", 2000)),
+                ("d", 30, Entry::put("only above the horizon")),
+            ]
+        };
+        let stored = |r| {
+            let (kept, _) = run_stored(r, input());
+            kept.into_iter()
+                .map(|(k, seq, stored, _)| (k, seq, stored))
+                .collect::<Vec<_>>()
+        };
+        let r = Retention::new(vec![7, 4], 20, true, 1000, Arc::new(KeepTombstones));
+        let expect = [
+            ("a", 25, 25),
+            ("a", 15, 15),
+            ("a", 7, 7),
+            ("a", 3, 0),
+            ("b", 4, 4),
+            ("c", 2, 0),
+            ("d", 30, 30),
+        ];
+        let expect: Vec<_> = expect
+            .iter()
+            .map(|&(k, s, o)| (k.to_owned(), s, o))
+            .collect();
+        assert_eq!(stored(r), expect);
+        // Not bottommost: a deeper level may hold older versions, every seq is kept.
+        let r = Retention::new(vec![7, 4], 20, false, 1000, Arc::new(KeepTombstones));
+        assert!(stored(r).iter().all(|(_, seq, stored)| seq == stored));
     }
 
     fn seqs(kept: &[(String, SeqNo, Entry)]) -> Vec<(&str, SeqNo)> {

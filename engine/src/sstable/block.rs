@@ -1,4 +1,5 @@
-//! Data blocks (entries + offset array + count) and the trailer every stored block carries.
+//! Data blocks (prefix-compressed entries + restart array + count) and the trailer every stored
+//! block carries.
 //! The layouts are drawn at the top of `sstable.rs`.
 
 use std::cell::RefCell;
@@ -128,11 +129,20 @@ fn zstd_decompress(src: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
     })
 }
 
+/// Entries between restart points. A point lookup binary-searches the restart keys, then
+/// decodes at most this many entries; each restart costs a whole key and 4 bytes of offset,
+/// so 16 (LevelDB's and RocksDB's default) keeps both small.
+pub(crate) const RESTART_INTERVAL: usize = 16;
+
 /// Accumulates entries of one data block.
 #[derive(Debug, Default)]
 pub(crate) struct BlockBuilder {
     buf: Vec<u8>,
-    offsets: Vec<u32>,
+    restarts: Vec<u32>,
+    /// Entries added since the block was started.
+    count: usize,
+    /// Key of the last entry added, the next entry's prefix source.
+    last_key: Vec<u8>,
 }
 
 impl BlockBuilder {
@@ -140,40 +150,63 @@ impl BlockBuilder {
         debug_assert!(key.len() <= KEY_LEN_MAX);
         debug_assert!(entry.value.len() <= VALUE_LEN_MAX);
         assert!(self.buf.len() <= BLOCK_LEN_MAX, "block overflow");
-        self.offsets.push(self.buf.len() as u32);
-        put_varint(&mut self.buf, key.len() as u64);
+        let shared = if self.count % RESTART_INTERVAL == 0 {
+            self.restarts.push(self.buf.len() as u32);
+            0
+        } else {
+            common_prefix_len(&self.last_key, key)
+        };
+        put_varint(&mut self.buf, shared as u64);
+        put_varint(&mut self.buf, (key.len() - shared) as u64);
         put_varint(&mut self.buf, entry.value.len() as u64);
         put_varint(&mut self.buf, seq);
         self.buf.push(entry.kind as u8);
         put_varint(&mut self.buf, entry.expires_at_ms);
-        self.buf.extend_from_slice(key);
+        self.buf.extend_from_slice(&key[shared..]);
         self.buf.extend_from_slice(&entry.value);
+        self.last_key.truncate(shared);
+        self.last_key.extend_from_slice(&key[shared..]);
+        self.count += 1;
     }
 
     /// Size of the block if it were finished now.
     pub(crate) fn size(&self) -> usize {
-        self.buf.len() + 4 * self.offsets.len() + 4
+        self.buf.len() + 4 * self.restarts.len() + 4
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+        self.count == 0
     }
 
     /// Returns the encoded block and starts a new one.
     pub(crate) fn finish(&mut self) -> Vec<u8> {
         debug_assert!(!self.is_empty());
         let mut out = std::mem::take(&mut self.buf);
-        out.reserve(4 * self.offsets.len() + 4);
-        for off in &self.offsets {
+        out.reserve(4 * self.restarts.len() + 4);
+        for off in &self.restarts {
             out.extend_from_slice(&off.to_le_bytes());
         }
-        out.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
-        self.offsets.clear();
+        out.extend_from_slice(&(self.restarts.len() as u32).to_le_bytes());
+        self.restarts.clear();
+        self.count = 0;
+        self.last_key.clear();
         out
     }
 }
 
-/// One entry, borrowed from a decoded block.
+fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// `a ++ b` compared with `target`, without joining them.
+fn cmp_joined(a: &[u8], b: &[u8], target: &[u8]) -> Ordering {
+    match target.split_at_checked(a.len()) {
+        Some((head, tail)) => a.cmp(head).then_with(|| b.cmp(tail)),
+        None => a[..target.len()].cmp(target).then(Ordering::Greater),
+    }
+}
+
+/// One entry, borrowed from a decoded block (the key from the cursor that reached it).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EntryRef<'a> {
     pub key: &'a [u8],
@@ -193,58 +226,124 @@ impl EntryRef<'_> {
     }
 }
 
+/// An entry as stored: its key is the previous key's first `shared` bytes, then `suffix`.
+struct RawEntry<'a> {
+    shared: usize,
+    suffix: &'a [u8],
+    seq: SeqNo,
+    kind: ValueKind,
+    expires_at_ms: u64,
+    value: &'a [u8],
+    /// Offset of the next entry.
+    end: usize,
+}
+
+/// A position between two entries of a block: the offset of the next entry and the key of
+/// the one before it, which the next entry's shared prefix is taken from.
+#[derive(Debug, Default)]
+pub(crate) struct Cursor {
+    next: usize,
+    key: Vec<u8>,
+}
+
+impl Cursor {
+    /// Moves to before the block's first entry, keeping the key's allocation.
+    pub(crate) fn rewind(&mut self) {
+        self.next = 0;
+        self.key.clear();
+    }
+
+    /// The prefix `raw` shares with the key before it; corrupt if that key is shorter.
+    fn prefix(&self, raw: &RawEntry<'_>) -> Result<&[u8], Malformed> {
+        self.key.get(..raw.shared).ok_or_else(|| {
+            malformed(format!(
+                "entry shares {} bytes of a {} byte key",
+                raw.shared,
+                self.key.len()
+            ))
+        })
+    }
+
+    /// Moves past `raw`, the entry at `next`, whose prefix was checked.
+    fn advance(&mut self, raw: &RawEntry<'_>) {
+        debug_assert!(raw.shared <= self.key.len());
+        self.key.truncate(raw.shared);
+        self.key.extend_from_slice(raw.suffix);
+        self.next = raw.end;
+    }
+}
+
 /// A decompressed data block whose structure and order were checked when it was decoded.
 #[derive(Debug)]
 pub struct Block {
     data: Vec<u8>,
+    /// End of the entries, where the restart offsets start.
     entries_end: usize,
+    restarts: usize,
     count: usize,
 }
 
 impl Block {
-    /// Checks everything about the block: the count, every offset, every entry's lengths and
-    /// kind, and that the entries are strictly in table order.
+    /// Checks everything about the block: the restart array, every entry's lengths, kind and
+    /// shared prefix, that restart entries share nothing, and that the entries are strictly
+    /// in table order.
     pub(crate) fn decode(data: Vec<u8>) -> Result<Block, Malformed> {
         let len = data.len();
         let count_pos = len
             .checked_sub(4)
-            .ok_or_else(|| malformed("data block shorter than its count"))?;
-        let count = Reader::at(&data, count_pos).u32("entry count")? as usize;
+            .ok_or_else(|| malformed("data block shorter than its restart count"))?;
+        let restarts = Reader::at(&data, count_pos).u32("restart count")? as usize;
+        if restarts == 0 {
+            return Err(malformed("data block without restart points"));
+        }
+        let entries_end = restarts
+            .checked_mul(4)
+            .and_then(|restarts_len| count_pos.checked_sub(restarts_len))
+            .ok_or_else(|| {
+                malformed(format!("{restarts} restarts do not fit a {len} byte block"))
+            })?;
+        let mut block = Block {
+            data,
+            entries_end,
+            restarts,
+            count: 0,
+        };
+        let mut cursor = Cursor::default();
+        let mut prev_seq = 0;
+        let mut next_restart = 0;
+        let mut count = 0;
+        while cursor.next < entries_end {
+            let at_restart = next_restart < restarts && block.restart(next_restart)? == cursor.next;
+            let raw = block.raw_entry(cursor.next)?;
+            if at_restart {
+                next_restart += 1;
+                if raw.shared != 0 {
+                    return Err(malformed(format!(
+                        "restart entry {count} shares {} bytes",
+                        raw.shared
+                    )));
+                }
+            } else if count == 0 {
+                return Err(malformed("first entry is not a restart point"));
+            }
+            let order = cmp_joined(cursor.prefix(&raw)?, raw.suffix, &cursor.key)
+                .then(prev_seq.cmp(&raw.seq));
+            if count > 0 && order != Ordering::Greater {
+                return Err(malformed(format!("entry {count} out of order")));
+            }
+            cursor.advance(&raw);
+            prev_seq = raw.seq;
+            count += 1;
+        }
+        if next_restart != restarts {
+            return Err(malformed(format!(
+                "restart {next_restart} of {restarts} is not at an entry"
+            )));
+        }
         if count == 0 {
             return Err(malformed("empty data block"));
         }
-        let entries_end = count
-            .checked_mul(4)
-            .and_then(|offsets_len| count_pos.checked_sub(offsets_len))
-            .ok_or_else(|| malformed(format!("{count} entries do not fit a {len} byte block")))?;
-        let block = Block {
-            data,
-            entries_end,
-            count,
-        };
-        let mut expected = 0usize;
-        let mut prev: Option<(&[u8], SeqNo)> = None;
-        for i in 0..count {
-            let off = block.offset(i)?;
-            if off != expected {
-                return Err(malformed(format!(
-                    "entry {i} at offset {off}, expected {expected}"
-                )));
-            }
-            let (e, end) = block.decode_entry(off)?;
-            if let Some((key, seq)) = prev
-                && internal_cmp(key, seq, e.key, e.seq) != Ordering::Less
-            {
-                return Err(malformed(format!("entry {i} out of order")));
-            }
-            prev = Some((e.key, e.seq));
-            expected = end;
-        }
-        if expected != entries_end {
-            return Err(malformed(format!(
-                "entries end at {expected}, offsets start at {entries_end}"
-            )));
-        }
+        block.count = count;
         Ok(block)
     }
 
@@ -257,51 +356,87 @@ impl Block {
         self.data.len()
     }
 
-    fn offset(&self, i: usize) -> Result<usize, Malformed> {
-        debug_assert!(i < self.count);
+    fn restart(&self, i: usize) -> Result<usize, Malformed> {
+        debug_assert!(i < self.restarts);
         let pos = self.entries_end + 4 * i;
-        Ok(Reader::at(&self.data, pos).u32("entry offset")? as usize)
+        Ok(Reader::at(&self.data, pos).u32("restart offset")? as usize)
     }
 
-    fn decode_entry(&self, pos: usize) -> Result<(EntryRef<'_>, usize), Malformed> {
+    fn raw_entry(&self, pos: usize) -> Result<RawEntry<'_>, Malformed> {
         let mut r = Reader::at(&self.data[..self.entries_end], pos);
-        let key_len = r.len(KEY_LEN_MAX, "key length")?;
+        let shared = r.len(KEY_LEN_MAX, "shared key length")?;
+        let unshared = r.len(KEY_LEN_MAX - shared, "unshared key length")?;
         let value_len = r.len(VALUE_LEN_MAX, "value length")?;
         let seq = r.varint("seq")?;
         let tag = r.u8("kind")?;
         let kind =
             ValueKind::from_u8(tag).ok_or_else(|| malformed(format!("unknown kind {tag}")))?;
         let expires_at_ms = r.varint("expiry")?;
-        let key = r.bytes(key_len, "key")?;
+        let suffix = r.bytes(unshared, "key")?;
         let value = r.bytes(value_len, "value")?;
-        let entry = EntryRef {
-            key,
+        Ok(RawEntry {
+            shared,
+            suffix,
             seq,
             kind,
             expires_at_ms,
             value,
-        };
-        Ok((entry, r.pos()))
+            end: r.pos(),
+        })
     }
 
-    pub(crate) fn entry(&self, i: usize) -> Result<EntryRef<'_>, Malformed> {
-        Ok(self.decode_entry(self.offset(i)?)?.0)
+    /// Decodes the entry after `cursor` and moves the cursor past it.
+    fn step<'a>(&'a self, cursor: &'a mut Cursor) -> Result<EntryRef<'a>, Malformed> {
+        let raw = self.raw_entry(cursor.next)?;
+        cursor.prefix(&raw)?;
+        cursor.advance(&raw);
+        Ok(EntryRef {
+            key: &cursor.key,
+            seq: raw.seq,
+            kind: raw.kind,
+            expires_at_ms: raw.expires_at_ms,
+            value: raw.value,
+        })
     }
 
-    /// Index of the first entry at or after (key, seq) in table order; `len()` if none.
-    /// `seq = u64::MAX` finds the first version of `key` or later keys.
-    pub(crate) fn seek(&self, key: &[u8], seq: SeqNo) -> Result<usize, Malformed> {
-        let (mut lo, mut hi) = (0, self.count);
+    /// The entry after `cursor` (moving past it), or None at the end of the block.
+    pub(crate) fn next<'a>(
+        &'a self,
+        cursor: &'a mut Cursor,
+    ) -> Result<Option<EntryRef<'a>>, Malformed> {
+        if cursor.next >= self.entries_end {
+            return Ok(None);
+        }
+        self.step(cursor).map(Some)
+    }
+
+    /// A cursor before the first entry at or after (key, seq) in table order, at the end if
+    /// none. `seq = u64::MAX` finds the first version of `key` or later keys. Binary-searches
+    /// the restart keys (stored whole), then scans from the last one below the target.
+    pub(crate) fn seek(&self, key: &[u8], seq: SeqNo) -> Result<Cursor, Malformed> {
+        let (mut lo, mut hi) = (0, self.restarts - 1);
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let e = self.entry(mid)?;
-            if internal_cmp(e.key, e.seq, key, seq) == Ordering::Less {
-                lo = mid + 1;
+            let mid = lo + (hi - lo).div_ceil(2);
+            let e = self.raw_entry(self.restart(mid)?)?;
+            if internal_cmp(e.suffix, e.seq, key, seq) == Ordering::Less {
+                lo = mid;
             } else {
-                hi = mid;
+                hi = mid - 1;
             }
         }
-        Ok(lo)
+        let mut cursor = Cursor {
+            next: self.restart(lo)?,
+            key: Vec::with_capacity(key.len()),
+        };
+        while cursor.next < self.entries_end {
+            let raw = self.raw_entry(cursor.next)?;
+            let order = cmp_joined(cursor.prefix(&raw)?, raw.suffix, key).then(seq.cmp(&raw.seq));
+            if order != Ordering::Less {
+                break;
+            }
+            cursor.advance(&raw);
+        }
+        Ok(cursor)
     }
 }
 
@@ -317,18 +452,129 @@ mod tests {
         b.finish()
     }
 
+    fn all(block: &Block) -> Vec<(Vec<u8>, SeqNo, Vec<u8>)> {
+        let mut cursor = Cursor::default();
+        let mut out = Vec::new();
+        while let Some(e) = block.next(&mut cursor).unwrap() {
+            out.push((e.key.to_vec(), e.seq, e.value.to_vec()));
+        }
+        out
+    }
+
+    /// Index of the entry a seek lands on (`len()` at the end), checked against a scan.
+    fn seek_index(block: &Block, key: &[u8], seq: SeqNo) -> usize {
+        let entries = all(block);
+        let expect = entries
+            .iter()
+            .position(|(k, s, _)| internal_cmp(k, *s, key, seq) != Ordering::Less)
+            .unwrap_or(entries.len());
+        let mut cursor = block.seek(key, seq).unwrap();
+        let found = block
+            .next(&mut cursor)
+            .unwrap()
+            .map(|e| (e.key.to_vec(), e.seq));
+        assert_eq!(
+            found,
+            entries.get(expect).map(|(k, s, _)| (k.clone(), *s)),
+            "seek to {key:?}@{seq}"
+        );
+        expect
+    }
+
     #[test]
     fn block_round_trip_and_seek() {
         let raw = build(&[(b"a", 5), (b"a", 3), (b"b", 9), (b"d", 1)]);
         let block = Block::decode(raw).unwrap();
         assert_eq!(block.len(), 4);
-        assert_eq!(block.entry(1).unwrap().seq, 3);
-        assert_eq!(block.entry(2).unwrap().value, b"v9");
-        assert_eq!(block.seek(b"a", 4).unwrap(), 1);
-        assert_eq!(block.seek(b"a", u64::MAX).unwrap(), 0);
-        assert_eq!(block.seek(b"a", 2).unwrap(), 2);
-        assert_eq!(block.seek(b"c", u64::MAX).unwrap(), 3);
-        assert_eq!(block.seek(b"e", u64::MAX).unwrap(), 4);
+        let entries = all(&block);
+        assert_eq!(entries[1].1, 3);
+        assert_eq!(entries[2].2, b"v9");
+        assert_eq!(seek_index(&block, b"a", 4), 1);
+        assert_eq!(seek_index(&block, b"a", u64::MAX), 0);
+        assert_eq!(seek_index(&block, b"a", 2), 2);
+        assert_eq!(seek_index(&block, b"c", u64::MAX), 3);
+        assert_eq!(seek_index(&block, b"e", u64::MAX), 4);
+    }
+
+    /// `n` keys sharing a long prefix, two versions each: restarts fall on both versions.
+    fn long_prefix_keys(n: usize) -> Vec<(Vec<u8>, SeqNo)> {
+        let prefix = vec![b'p'; 200];
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut key = prefix.clone();
+            key.extend_from_slice(format!("{i:05}").as_bytes());
+            out.push((key.clone(), 20));
+            out.push((key, 10));
+        }
+        out
+    }
+
+    #[test]
+    fn prefixes_are_shared_and_restarts_stored_whole() {
+        let keys = long_prefix_keys(40);
+        let refs: Vec<(&[u8], SeqNo)> = keys.iter().map(|(k, s)| (k.as_slice(), *s)).collect();
+        let raw = build(&refs);
+        // Whole keys only at restarts: far less than 80 keys of 205 bytes.
+        let restarts = keys.len().div_ceil(RESTART_INTERVAL);
+        assert!(
+            raw.len() < restarts * 205 + keys.len() * 20,
+            "{} bytes",
+            raw.len()
+        );
+        let block = Block::decode(raw).unwrap();
+        let entries = all(&block);
+        assert_eq!(entries.len(), keys.len());
+        for (e, k) in entries.iter().zip(&keys) {
+            assert_eq!((&e.0, e.1), (&k.0, k.1));
+        }
+    }
+
+    #[test]
+    fn seeks_at_restart_keys_between_them_and_at_the_edges() {
+        let keys = long_prefix_keys(40);
+        let refs: Vec<(&[u8], SeqNo)> = keys.iter().map(|(k, s)| (k.as_slice(), *s)).collect();
+        let block = Block::decode(build(&refs)).unwrap();
+        let n = keys.len();
+        for (i, (key, seq)) in keys.iter().enumerate() {
+            // Exactly the entry (restart keys included: every RESTART_INTERVAL-th).
+            assert_eq!(seek_index(&block, key, *seq), i);
+            // A seq between versions, above the newest, below the oldest.
+            assert_eq!(seek_index(&block, key, seq + 1), i);
+            assert_eq!(seek_index(&block, key, u64::MAX), i - i % 2);
+            assert_eq!(seek_index(&block, key, 0), i + 2 - i % 2);
+            // Between this key and the next one.
+            let mut after = key.clone();
+            after.push(0);
+            assert_eq!(seek_index(&block, &after, u64::MAX), (i + 2 - i % 2).min(n));
+            // A prefix of every key sorts before all of them.
+            assert_eq!(seek_index(&block, &key[..100], u64::MAX), 0);
+        }
+        assert_eq!(seek_index(&block, b"", 0), 0);
+        assert_eq!(seek_index(&block, b"q", u64::MAX), n);
+        assert_eq!(seek_index(&block, &keys[n - 1].0, 0), n);
+    }
+
+    #[test]
+    fn blocks_of_one_restart_exactly_full_and_one_past() {
+        for n in [
+            1,
+            RESTART_INTERVAL - 1,
+            RESTART_INTERVAL,
+            RESTART_INTERVAL + 1,
+            3 * RESTART_INTERVAL,
+        ] {
+            let keys: Vec<Vec<u8>> = (0..n).map(|i| format!("key{i:04}").into_bytes()).collect();
+            let refs: Vec<(&[u8], SeqNo)> = keys.iter().map(|k| (k.as_slice(), 1)).collect();
+            let raw = build(&refs);
+            let restarts = u32::from_le_bytes(raw[raw.len() - 4..].try_into().unwrap());
+            assert_eq!(restarts as usize, n.div_ceil(RESTART_INTERVAL));
+            let block = Block::decode(raw).unwrap();
+            assert_eq!(block.len(), n);
+            for (i, k) in keys.iter().enumerate() {
+                assert_eq!(seek_index(&block, k, 1), i);
+                assert_eq!(seek_index(&block, k, 0), i + 1);
+            }
+        }
     }
 
     #[test]
@@ -341,8 +587,82 @@ mod tests {
         let same = build(&[(b"a", 1), (b"a", 1)]);
         assert!(Block::decode(same).is_err());
         let mut bad_kind = build(&[(b"a", 1)]);
-        bad_kind[3] = 7;
+        bad_kind[4] = 7;
         assert!(Block::decode(bad_kind).is_err());
+    }
+
+    /// Offset of entry `i` in a block of one-byte-varint entries `(key, seq, value "v{seq}")`.
+    fn entry_offset(entries: &[(&[u8], SeqNo)], i: usize) -> usize {
+        let mut prev: &[u8] = b"";
+        let mut off = 0;
+        for (j, (k, s)) in entries.iter().enumerate().take(i) {
+            let shared = if j % RESTART_INTERVAL == 0 {
+                0
+            } else {
+                common_prefix_len(prev, k)
+            };
+            off += 6 + (k.len() - shared) + format!("v{s}").len();
+            prev = k;
+        }
+        off
+    }
+
+    #[test]
+    fn decode_rejects_corrupt_shared_and_unshared_lengths() {
+        let entries: [(&[u8], SeqNo); 3] = [(b"abcd", 1), (b"abce", 1), (b"abcf", 1)];
+        let good = build(&entries);
+        assert!(Block::decode(good.clone()).is_ok());
+        let second = entry_offset(&entries, 1);
+        assert_eq!(good[second], 3, "entry 1 shares 3 bytes");
+        // Shared longer than the previous key, or longer than the key limit.
+        for shared in [5u8, 0x7f] {
+            let mut bad = good.clone();
+            bad[second] = shared;
+            assert!(Block::decode(bad).is_err(), "shared {shared}");
+        }
+        // A restart entry (the first) that claims a shared prefix.
+        let mut bad = good.clone();
+        bad[0] = 1;
+        assert!(Block::decode(bad).is_err());
+        // Unshared running past the entries, or beyond the key limit (a two-byte varint).
+        for unshared in [0x7fu8, 0xff] {
+            let mut bad = good.clone();
+            bad[second + 1] = unshared;
+            assert!(Block::decode(bad).is_err(), "unshared {unshared:#x}");
+        }
+        let mut bad = good.clone();
+        bad[second + 1] = 0;
+        assert!(Block::decode(bad).is_err());
+    }
+
+    #[test]
+    fn decode_rejects_bad_restart_arrays() {
+        let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key{i:04}").into_bytes()).collect();
+        let refs: Vec<(&[u8], SeqNo)> = keys.iter().map(|k| (k.as_slice(), 1)).collect();
+        let good = build(&refs);
+        let block = Block::decode(good.clone()).unwrap();
+        assert_eq!(block.restarts, 3);
+        let restart_at = |i: usize| block.entries_end + 4 * i;
+        let set = |raw: &mut Vec<u8>, pos: usize, v: u32| {
+            raw[pos..pos + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        let second_restart = block.restart(1).unwrap() as u32;
+        let len = good.len();
+        // A restart not at an entry, a restart out of order, one past the entries, a first
+        // restart that is not 0, and restart counts too large or zero.
+        for (pos, v) in [
+            (restart_at(1), second_restart + 1),
+            (restart_at(1), block.restart(2).unwrap() as u32),
+            (restart_at(2), block.entries_end as u32),
+            (restart_at(0), second_restart),
+            (len - 4, 4),
+            (len - 4, u32::MAX),
+            (len - 4, 0),
+        ] {
+            let mut bad = good.clone();
+            set(&mut bad, pos, v);
+            assert!(Block::decode(bad).is_err(), "{v} at {pos}");
+        }
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Footer {
         }
         if version != FORMAT_VERSION {
             return Err(malformed(format!(
-                "format version {version}, this build reads {FORMAT_VERSION}"
+                "unsupported SSTable format version {version} (this build reads {FORMAT_VERSION})"
             )));
         }
         let mut r = Reader::new(buf);
@@ -99,5 +99,24 @@ mod tests {
             assert!(Footer::decode(&bad).is_err(), "flip at {i} undetected");
         }
         assert!(Footer::decode(&enc[1..]).is_err());
+    }
+
+    #[test]
+    fn older_format_is_refused_by_name() {
+        let f = Footer {
+            filter: Handle { offset: 10, len: 5 },
+            index: Handle { offset: 20, len: 6 },
+            properties: Handle { offset: 31, len: 7 },
+        };
+        let mut v1 = f.encode();
+        v1[CRC_COVERS - 12..CRC_COVERS - 8].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..CRC_COVERS]);
+        v1[CRC_COVERS..].copy_from_slice(&crc.to_le_bytes());
+        let err = Footer::decode(&v1).unwrap_err();
+        assert!(
+            err.0.contains("unsupported SSTable format version 1"),
+            "{}",
+            err.0
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::block::Block;
+use super::block::{Block, Cursor};
 use super::table::Table;
 use crate::Result;
 use crate::fs::File;
@@ -14,8 +14,8 @@ pub struct TableIter<F: File> {
     /// Index of the block `block` holds, or of the next block to load.
     block_idx: usize,
     block: Option<Arc<Block>>,
-    /// Next entry within `block`.
-    pos: usize,
+    /// Position within `block`.
+    cursor: Cursor,
     /// Whether blocks read from disk go into the block cache.
     fill_cache: bool,
 }
@@ -27,7 +27,7 @@ impl<F: File> TableIter<F> {
             table,
             block_idx: 0,
             block: None,
-            pos: 0,
+            cursor: Cursor::default(),
             fill_cache: true,
         }
     }
@@ -48,13 +48,11 @@ impl<F: File> TableIter<F> {
         let i = index.partition_point(|e| e.last_key.as_slice() < key);
         self.block_idx = i;
         self.block = None;
-        self.pos = 0;
         if i < index.len() {
             let block = self.table.block_with(i, self.fill_cache).await?;
-            self.pos = block
+            self.cursor = block
                 .seek(key, SeqNo::MAX)
                 .map_err(|m| m.at(self.table.path(), index[i].offset))?;
-            debug_assert!(self.pos < block.len());
             self.block = Some(block);
         }
         Ok(())
@@ -68,7 +66,7 @@ impl<F: File> TableIter<F> {
                     if self.block_idx >= self.table.index().len() {
                         return Ok(None);
                     }
-                    self.pos = 0;
+                    self.cursor.rewind();
                     let block = self
                         .table
                         .block_with(self.block_idx, self.fill_cache)
@@ -76,12 +74,11 @@ impl<F: File> TableIter<F> {
                     self.block.insert(block)
                 }
             };
-            if self.pos < block.len() {
-                let offset = self.table.index()[self.block_idx].offset;
-                let e = block
-                    .entry(self.pos)
-                    .map_err(|m| m.at(self.table.path(), offset))?;
-                self.pos += 1;
+            let offset = self.table.index()[self.block_idx].offset;
+            let found = block
+                .next(&mut self.cursor)
+                .map_err(|m| m.at(self.table.path(), offset))?;
+            if let Some(e) = found {
                 return Ok(Some((e.key.to_vec(), e.seq, e.to_entry())));
             }
             self.block = None;

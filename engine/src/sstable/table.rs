@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use super::block::{Block, TRAILER_LEN, unseal, unseal_raw};
+use super::block::{Block, Cursor, TRAILER_LEN, unseal, unseal_raw};
 use super::bloom::{self, Bloom, FilterStats};
 use super::footer::{FOOTER_LEN, Footer, Handle};
 use super::{IndexEntry, TableProperties, index, internal_cmp, properties};
@@ -166,12 +166,11 @@ impl<F: File> Table<F> {
         }
         let block = self.block(i).await?;
         let at = |m: super::coding::Malformed| m.at(self.file.path(), self.index[i].offset);
-        let pos = block.seek(key, snapshot).map_err(at)?;
-        if pos == block.len() {
-            return Ok(None);
-        }
-        let e = block.entry(pos).map_err(at)?;
-        Ok((e.key == key).then(|| (e.seq, e.to_entry())))
+        let mut cursor = block.seek(key, snapshot).map_err(at)?;
+        let found = block.next(&mut cursor).map_err(at)?;
+        Ok(found
+            .filter(|e| e.key == key)
+            .map(|e| (e.seq, e.to_entry())))
     }
 
     /// Reads every block and checks every checksum (for `sstable-dump --verify`).
@@ -186,8 +185,12 @@ impl<F: File> Table<F> {
         for ie in &self.index {
             let block = self.read_block(ie).await?;
             let fail = |what: String| Error::corruption(path, ie.offset, what);
+            let mut cursor = Cursor::default();
             for j in 0..block.len() {
-                let e = block.entry(j).map_err(|m| m.at(path, ie.offset))?;
+                let e = block
+                    .next(&mut cursor)
+                    .map_err(|m| m.at(path, ie.offset))?
+                    .ok_or_else(|| fail(format!("block ends before entry {j}")))?;
                 let new_key = match &prev {
                     None => {
                         seen.smallest_key = e.key.to_vec();
