@@ -1087,6 +1087,6 @@ mod tests {
             ..Options::default()
         };
         assert_eq!(l0_limits(&o), (6, 7));
-        assert_eq!(l0_limits(&Options::default()), (8, 12));
+        assert_eq!(l0_limits(&Options::default()), (20, 36));
     }
 }

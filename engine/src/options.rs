@@ -130,6 +130,9 @@ pub struct Options {
     /// that misses the memtables, so this bounds read amplification.
     pub l0_compaction_trigger: usize,
     /// L0 tables at which writes start to be delayed, a little more for each further table.
+    /// Well above the compaction trigger, as RocksDB's 20: while compaction is behind, L0
+    /// tables gather and the next L0 → L1 compaction takes them all in one rewrite of L1,
+    /// where a tight limit would slow writes and make many small rewrites of all of L1.
     pub l0_slowdown_trigger: usize,
     /// L0 tables at which a writer stops to compact L0 itself before writing: the backstop
     /// when the delays do not let background compaction catch up.
@@ -174,8 +177,8 @@ impl Default for Options {
             bloom_bits_per_key: 10,
             log_segment_bytes: 64 << 20,
             l0_compaction_trigger: 4,
-            l0_slowdown_trigger: 8,
-            l0_stop_trigger: 12,
+            l0_slowdown_trigger: 20,
+            l0_stop_trigger: 36,
             // RocksDB's defaults: far past anything a healthy tree accumulates.
             soft_pending_compaction_bytes: 64 << 30,
             hard_pending_compaction_bytes: 256 << 30,
