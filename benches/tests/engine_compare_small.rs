@@ -5,6 +5,8 @@
 
 use std::process::{Command, Stdio};
 
+use shoal_benches::engine_compare::SHOAL_MEMORY_BUDGET_DEFAULT_MIB;
+
 mod common;
 
 #[test]
@@ -53,7 +55,10 @@ fn small_comparison_reports_every_phase() {
     assert!(shoal(0)["space_amp"].as_f64().unwrap() > 0.0);
     assert!(shoal(0)["peak_rss_bytes"].as_u64().unwrap() > 0);
     // Run with the default budget, reported with a target on Shoal's peak RSS.
-    assert_eq!(report["shoal_memory_budget_bytes"], 128u64 << 20);
+    assert_eq!(
+        report["shoal_memory_budget_bytes"],
+        SHOAL_MEMORY_BUDGET_DEFAULT_MIB << 20
+    );
     let targets = report["targets"].as_array().unwrap();
     assert!(
         targets
