@@ -83,13 +83,17 @@ impl Footer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_every_byte_is_checked() {
-        let f = Footer {
+    fn sample() -> Footer {
+        Footer {
             filter: Handle { offset: 10, len: 5 },
             index: Handle { offset: 20, len: 6 },
             properties: Handle { offset: 31, len: 7 },
-        };
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_byte_is_checked() {
+        let f = sample();
         let enc = f.encode();
         assert_eq!(Footer::decode(&enc).unwrap(), f);
         assert_eq!(enc.len(), FOOTER_LEN);
@@ -103,11 +107,7 @@ mod tests {
 
     #[test]
     fn older_format_is_refused_by_name() {
-        let f = Footer {
-            filter: Handle { offset: 10, len: 5 },
-            index: Handle { offset: 20, len: 6 },
-            properties: Handle { offset: 31, len: 7 },
-        };
+        let f = sample();
         let mut v1 = f.encode();
         v1[CRC_COVERS - 12..CRC_COVERS - 8].copy_from_slice(&1u32.to_le_bytes());
         let crc = crc32c::crc32c(&v1[..CRC_COVERS]);
