@@ -274,8 +274,9 @@ impl<F: FileSystem> Log<F> {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs.sync_dir(parent).await.at(parent)?;
         }
-        let found = find_segments(&*fs, &dir).await?;
-        let mut free = find_free(&*fs, &dir, segment_bytes).await?;
+        let names = fs.list_dir(&dir).await.at(&dir)?;
+        let found = find_segments(&*fs, &dir, &names).await?;
+        let mut free = find_free(&*fs, &dir, &names, segment_bytes).await?;
         let from_record = match from {
             ReplayFrom::Oldest => 0,
             ReplayFrom::Record(n) => n,
@@ -965,17 +966,22 @@ fn take_batch<F: FileSystem>(st: &mut State<F>, with_tail_block: bool) -> Batch 
     }
 }
 
-/// Free files in `dir` that can be reused, oldest first: at most [`FREE_SEGMENTS_MAX`] of
-/// `segment_bytes` each; the others are removed.
-async fn find_free<F: FileSystem>(fs: &F, dir: &Path, segment_bytes: u64) -> Result<Vec<u64>> {
-    let mut numbers: Vec<u64> = fs
-        .list_dir(dir)
-        .await
-        .at(dir)?
-        .iter()
-        .filter_map(|name| parse_free_name(name))
-        .collect();
+/// The numbers `parse` finds among `names`, ascending.
+fn numbered(names: &[String], parse: fn(&str) -> Option<u64>) -> Vec<u64> {
+    let mut numbers: Vec<u64> = names.iter().filter_map(|n| parse(n)).collect();
     numbers.sort_unstable();
+    numbers
+}
+
+/// Free files among `names` (the listing of `dir`) that can be reused, oldest first: at most [`FREE_SEGMENTS_MAX`] of
+/// `segment_bytes` each; the others are removed.
+async fn find_free<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    names: &[String],
+    segment_bytes: u64,
+) -> Result<Vec<u64>> {
+    let numbers = numbered(names, parse_free_name);
     let mut free = Vec::with_capacity(FREE_SEGMENTS_MAX);
     for number in numbers {
         let path = segment::free_path(dir, number);
@@ -989,16 +995,9 @@ async fn find_free<F: FileSystem>(fs: &F, dir: &Path, segment_bytes: u64) -> Res
     Ok(free)
 }
 
-/// Every segment file in `dir` with its header, in number order.
-async fn find_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<Found>> {
-    let mut numbers: Vec<u64> = fs
-        .list_dir(dir)
-        .await
-        .at(dir)?
-        .iter()
-        .filter_map(|name| parse_segment_name(name))
-        .collect();
-    numbers.sort_unstable();
+/// Every segment file among `names` (the listing of `dir`) with its header, in number order.
+async fn find_segments<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<Vec<Found>> {
+    let numbers = numbered(names, parse_segment_name);
     let mut found = Vec::with_capacity(numbers.len());
     for number in numbers {
         let path = segment_path(dir, number);
