@@ -850,10 +850,12 @@ impl<F: FileSystem> Db<F> {
         if inner.closed.load(Ordering::Acquire) {
             return Ok(false);
         }
-        let (choice, sv) = {
+        // The version only: a merge runs for seconds, and the whole SuperVersion would keep
+        // its memtables (tens of MiB each, flushed meanwhile) alive until it ends.
+        let (choice, version) = {
             let mut st = inner.state.lock();
-            let sv = Arc::clone(&st.current);
-            let choice = picker::pick(&sv.version.meta_levels(), &inner.shape, &st.cursors);
+            let version = Arc::clone(&st.current.version);
+            let choice = picker::pick(&version.meta_levels(), &inner.shape, &st.cursors);
             let from = match &choice {
                 Some(Choice::Move { table, .. }) => Some((table.level, table.largest.clone())),
                 Some(Choice::Merge(job)) => {
@@ -864,7 +866,7 @@ impl<F: FileSystem> Db<F> {
             if let Some((level, largest)) = from {
                 st.cursors[level as usize] = largest;
             }
-            (choice, sv)
+            (choice, version)
         };
         match choice {
             None => Ok(false),
@@ -876,17 +878,17 @@ impl<F: FileSystem> Db<F> {
                 Counters::add(&inner.counters.trivial_moves, 1);
                 Ok(true)
             }
-            Some(Choice::Merge(job)) => self.merge(&job, &sv).await,
+            Some(Choice::Merge(job)) => self.merge(&job, &version).await,
         }
     }
 
-    /// Runs `job` over the tables of `sv` and installs its outputs; false when cancelled.
-    async fn merge(&self, job: &Job, sv: &SuperVersion<F>) -> Result<bool> {
+    /// Runs `job` over the tables of `version` and installs its outputs; false when cancelled.
+    async fn merge(&self, job: &Job, version: &Version<F>) -> Result<bool> {
         let inner = &*self.inner;
         let started = Instant::now();
         let mut readers = Vec::new();
         for meta in job.tables() {
-            let handle = sv.version.find(meta.number).ok_or_else(|| {
+            let handle = version.find(meta.number).ok_or_else(|| {
                 Error::corruption(
                     &inner.dir,
                     0,
@@ -1077,6 +1079,57 @@ mod tests {
             ..Options::default()
         };
         assert_eq!(pending_limits(&o), (1, 2));
+    }
+
+    /// A merge runs for seconds while flushes go on: it must hold the tables it reads, not
+    /// the memtables of the moment it started, or each flushed memtable (tens of MiB) would
+    /// stay in memory, uncounted, until the merge ends.
+    #[test]
+    fn a_merge_in_progress_keeps_no_memtable_alive() {
+        futures_lite::future::block_on(async {
+            let options = Options {
+                durability: Durability::Buffered,
+                l0_compaction_trigger: 2,
+                ..Options::default()
+            };
+            let db = Db::open(crate::fs::FaultFs::new(), Path::new("/db"), options)
+                .await
+                .unwrap();
+            let mut next = 0u32;
+            let mut put_some = async || {
+                for _ in 0..4 * crate::compaction::YIELD_EVERY_ENTRIES {
+                    next += 1;
+                    db.put(&next.to_be_bytes(), b"value").await.unwrap();
+                }
+            };
+            for _ in 0..2 {
+                put_some().await;
+                db.flush().await.unwrap();
+            }
+            put_some().await;
+            let frozen = Arc::downgrade(&db.current().mem);
+
+            let mut merge = Box::pin(db.compact_step());
+            let waker = std::task::Waker::noop();
+            let polled = merge
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker));
+            assert!(polled.is_pending(), "the merge yields before it is done");
+            db.flush().await.unwrap();
+            assert_eq!(
+                frozen.strong_count(),
+                0,
+                "the flushed memtable is still held"
+            );
+
+            assert!(merge.await.unwrap(), "the merge completes");
+            for i in 1..=next {
+                assert_eq!(
+                    db.get(&i.to_be_bytes()).await.unwrap().as_deref(),
+                    Some(&b"value"[..])
+                );
+            }
+        });
     }
 
     #[test]
