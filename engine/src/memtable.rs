@@ -11,17 +11,20 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
 use skiplist::SkipList;
 
-use crate::types::{Entry, SeqNo};
+use crate::types::{Entry, NO_EXPIRY, SeqNo};
 
 /// Bookkeeping bytes per entry beyond key and value, for the size estimate that decides when
-/// to freeze: node header 40, average tower 8 × 4/3, padding to 8 bytes 3.5 on average. Not
-/// below the real cost, so the arena stays within the estimate plus one chunk.
-const ENTRY_OVERHEAD_BYTES: usize = 56;
+/// to freeze: node header 24, average tower 8 × 4/3, padding to 8 bytes 3.5 on average, plus
+/// [`EXPIRY_BYTES`] for an entry that expires. Not below the real cost, so the arena stays
+/// within the estimate plus one chunk.
+const ENTRY_OVERHEAD_BYTES: usize = 40;
+const EXPIRY_BYTES: usize = 8;
 
-/// Memtable bytes per point-lookup index slot: a slot per 64 bytes keeps the index under
-/// two-thirds full for entries of 16-byte keys and 100-byte values (about 160 bytes with
-/// overhead), and costs 8 bytes per 64 (12.5%) of address space, resident only as used.
-const INDEX_BYTES_PER_SLOT: usize = 64;
+/// Memtable bytes per point-lookup index slot: a slot per 96 bytes keeps the index at most
+/// two-thirds full for entries of 104 bytes of key and value or more (144 with overhead), and
+/// costs 8 bytes per 96 (8%). Smaller entries fill it sooner; past its probe limit it stops
+/// answering misses, and lookups fall back to the list.
+const INDEX_BYTES_PER_SLOT: usize = 96;
 
 /// How many entries an iterator copies out per step: amortises the skiplist seek.
 const ITER_CHUNK: usize = 64;
@@ -48,8 +51,13 @@ impl Memtable {
 
     /// Adds one version; `(key, seq)` must be new.
     pub fn insert(&self, key: &[u8], seq: SeqNo, entry: &Entry) {
+        let expiry = if entry.expires_at_ms == NO_EXPIRY {
+            0
+        } else {
+            EXPIRY_BYTES
+        };
         self.bytes.fetch_add(
-            key.len() + entry.value.len() + ENTRY_OVERHEAD_BYTES,
+            key.len() + entry.value.len() + ENTRY_OVERHEAD_BYTES + expiry,
             AtomicOrdering::Relaxed,
         );
         self.max_seq.fetch_max(seq, AtomicOrdering::Relaxed);
@@ -84,12 +92,21 @@ impl Memtable {
     /// The largest capacity whose [`Memtable::memory_for`] fits in `memory_bytes` (0 when not
     /// even an empty memtable fits).
     pub fn capacity_within(memory_bytes: usize) -> usize {
-        let mut capacity = memory_bytes.saturating_sub(SkipList::CHUNK_BYTES);
-        // Each step drops at least 1/16 of the capacity: a few dozen steps at most.
-        while capacity > 0 && Memtable::memory_for(capacity) > memory_bytes {
-            capacity -= capacity / 16 + 1;
+        // `memory_for` grows with the capacity and is at least the capacity: binary search
+        // between 0 and `memory_bytes` for the largest capacity that fits.
+        if Memtable::memory_for(0) > memory_bytes {
+            return 0;
         }
-        capacity
+        let (mut fits, mut too_big) = (0, memory_bytes.saturating_add(1));
+        while too_big - fits > 1 {
+            let mid = fits + (too_big - fits) / 2;
+            if Memtable::memory_for(mid) <= memory_bytes {
+                fits = mid;
+            } else {
+                too_big = mid;
+            }
+        }
+        fits
     }
 
     pub fn is_empty(&self) -> bool {
@@ -219,6 +236,10 @@ mod tests {
         let capacity = Memtable::capacity_within(8 << 20);
         assert!(capacity > 4 << 20, "{capacity}");
         assert!(Memtable::memory_for(capacity) <= 8 << 20);
+        assert!(
+            Memtable::memory_for(capacity + 1) > 8 << 20,
+            "the largest that fits"
+        );
         assert_eq!(Memtable::capacity_within(1000), 0);
         let m = Memtable::new(0, capacity);
         let mut seq = 0u64;

@@ -9,19 +9,21 @@
 //!
 //! Node layout (8-byte aligned, in an arena chunk):
 //!
-//! | bytes          | field                                    |
-//! |----------------|------------------------------------------|
-//! | 8              | key prefix: first 8 key bytes, big-endian|
-//! | 8              | seq                                      |
-//! | 8              | expires_at_ms                            |
-//! | 4              | key length                               |
-//! | 4              | value length                             |
-//! | 1              | value kind                               |
-//! | 1              | height (links in the tower, 1..=12)      |
-//! | 6              | padding                                  |
-//! | 8 × height     | tower: `next` link per level             |
-//! | key length     | key                                      |
-//! | value length   | value                                    |
+//! | bytes          | field                                                    |
+//! |----------------|----------------------------------------------------------|
+//! | 8              | key prefix: first 8 key bytes, big-endian                |
+//! | 8              | seq                                                      |
+//! | 4              | value length                                             |
+//! | 2              | key length                                               |
+//! | 1              | value kind                                               |
+//! | 1              | shape: height (links in the tower, 1..=12), expiry flag  |
+//! | 8 × height     | tower: `next` link per level                             |
+//! | 0 or 8         | expires_at_ms, only when the shape's expiry flag is set  |
+//! | key length     | key                                                      |
+//! | value length   | value                                                    |
+//!
+//! The header is 24 bytes: with 16-byte keys and 100-byte values, the 16 bytes an always-present
+//! expiry and 4-byte key length cost were a tenth of the memtable, so a tenth more flushes.
 //!
 //! Point lookups go through a hash index of each key's newest node ([`index`]) and fall
 //! back to a search of the list for older versions or when the index is full.
@@ -40,7 +42,7 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as AtomicOrdering};
 use parking_lot::Mutex;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::types::{Entry, KEY_LEN_MAX, SeqNo, VALUE_LEN_MAX, ValueKind};
+use crate::types::{Entry, ExpiresAt, KEY_LEN_MAX, NO_EXPIRY, SeqNo, VALUE_LEN_MAX, ValueKind};
 
 mod index;
 mod pages;
@@ -66,45 +68,77 @@ struct Node {
     /// a call to memcmp.
     prefix: u64,
     seq: SeqNo,
-    expires_at_ms: u64,
-    key_len: u32,
     value_len: u32,
+    key_len: u16,
     kind: ValueKind,
-    height: u8,
+    /// The tower's height in the low bits, [`HAS_EXPIRY`] above them.
+    shape: u8,
     /// The tower: `height` links follow the header.
     tower: [AtomicPtr<Node>; 0],
 }
 
-const _: () = assert!(size_of::<Node>() == 40);
-const _: () = assert!(KEY_LEN_MAX <= u32::MAX as usize);
+/// Bits of [`Node::shape`] holding the height.
+const HEIGHT_MASK: u8 = 0x0f;
+/// Set in [`Node::shape`] when an expiry follows the tower.
+const HAS_EXPIRY: u8 = 0x80;
+const EXPIRY_BYTES: usize = size_of::<u64>();
+
+const _: () = assert!(size_of::<Node>() == 24);
+const _: () = assert!(MAX_HEIGHT <= HEIGHT_MASK as usize);
+const _: () = assert!(KEY_LEN_MAX <= u16::MAX as usize);
 const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
 const _: () = assert!(align_of::<Node>() == 8);
 const _: () = assert!(size_of::<AtomicPtr<Node>>() == 8);
 
 impl Node {
-    fn size(height: usize, key_len: usize, value_len: usize) -> usize {
-        size_of::<Node>() + height * size_of::<AtomicPtr<Node>>() + key_len + value_len
+    fn size(height: usize, expires: bool, key_len: usize, value_len: usize) -> usize {
+        let expiry = if expires { EXPIRY_BYTES } else { 0 };
+        size_of::<Node>() + height * size_of::<AtomicPtr<Node>>() + expiry + key_len + value_len
+    }
+
+    fn height(&self) -> usize {
+        (self.shape & HEIGHT_MASK) as usize
+    }
+
+    /// Where the expiry (if any) and then the key start: right after the tower.
+    fn after_tower(&self) -> *const u8 {
+        // SAFETY: the tower is inside the node's allocation, which continues past it.
+        unsafe {
+            (self as *const Node as *const u8)
+                .add(size_of::<Node>() + self.height() * size_of::<AtomicPtr<Node>>())
+        }
+    }
+
+    fn expires_at_ms(&self) -> ExpiresAt {
+        if self.shape & HAS_EXPIRY == 0 {
+            return NO_EXPIRY;
+        }
+        // SAFETY: with the flag set, 8 bytes of expiry follow the tower, 8-byte aligned (the
+        // node and the header and tower sizes all are), written before publication.
+        unsafe { (self.after_tower() as *const u64).read() }
     }
 
     fn next(&self, level: usize) -> *mut Node {
-        debug_assert!(level < self.height as usize);
+        debug_assert!(level < self.height());
         // SAFETY: the node was allocated with `height` links after the header, all
         // initialised before the node was published (or, for the head, at creation).
         unsafe { (*self.tower.as_ptr().add(level)).load(AtomicOrdering::Acquire) }
     }
 
     fn link(&self, level: usize) -> &AtomicPtr<Node> {
-        debug_assert!(level < self.height as usize);
+        debug_assert!(level < self.height());
         // SAFETY: as in `next`.
         unsafe { &*self.tower.as_ptr().add(level) }
     }
 
     fn data(&self) -> *const u8 {
-        // SAFETY: key and value bytes follow the tower inside the node's allocation.
-        unsafe {
-            (self as *const Node as *const u8)
-                .add(size_of::<Node>() + self.height as usize * size_of::<AtomicPtr<Node>>())
-        }
+        let expiry = if self.shape & HAS_EXPIRY == 0 {
+            0
+        } else {
+            EXPIRY_BYTES
+        };
+        // SAFETY: key and value bytes follow the tower and expiry inside the node's allocation.
+        unsafe { self.after_tower().add(expiry) }
     }
 
     pub fn key(&self) -> &[u8] {
@@ -160,7 +194,7 @@ impl<'a> Cursor<'a> {
     pub fn entry(&self) -> Entry {
         Entry {
             kind: self.node.kind,
-            expires_at_ms: self.node.expires_at_ms,
+            expires_at_ms: self.node.expires_at_ms(),
             value: self.node.value().to_vec(),
         }
     }
@@ -245,18 +279,17 @@ impl SkipList {
             cursor: ptr::null_mut(),
             left: 0,
         };
-        let head = arena.alloc(Node::size(MAX_HEIGHT, 0, 0)) as *mut Node;
+        let head = arena.alloc(Node::size(MAX_HEIGHT, false, 0, 0)) as *mut Node;
         // SAFETY: `head` is a fresh, aligned allocation big enough for a full tower; chunks
         // are zeroed, so every link starts null.
         unsafe {
             head.write(Node {
                 prefix: 0,
                 seq: 0,
-                expires_at_ms: 0,
-                key_len: 0,
                 value_len: 0,
+                key_len: 0,
                 kind: ValueKind::Delete,
-                height: MAX_HEIGHT as u8,
+                shape: MAX_HEIGHT as u8,
                 tower: [],
             });
         }
@@ -368,13 +401,15 @@ impl SkipList {
             // Levels above the old height start at the head (already in `preds`).
             self.height.store(height, AtomicOrdering::Relaxed);
         }
-        let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
-        let value_len = u32::try_from(entry.value.len()).unwrap_or(u32::MAX);
-        debug_assert_eq!(key_len as usize, key.len());
-        debug_assert_eq!(value_len as usize, entry.value.len());
-        let node =
-            w.arena
-                .alloc(Node::size(height, key.len(), entry.value.len())) as *mut Node;
+        // The DB checks lengths before it writes the log: past them here, the node would lie.
+        let key_len = u16::try_from(key.len()).expect("key length checked against KEY_LEN_MAX");
+        let value_len =
+            u32::try_from(entry.value.len()).expect("value length checked against VALUE_LEN_MAX");
+        let expires = entry.expires_at_ms != NO_EXPIRY;
+        let node = w
+            .arena
+            .alloc(Node::size(height, expires, key.len(), entry.value.len()))
+            as *mut Node;
         self.arena_bytes
             .store(w.arena.bytes, AtomicOrdering::Relaxed);
         // SAFETY: `node` is a fresh, aligned allocation of exactly the node's size, written
@@ -383,17 +418,21 @@ impl SkipList {
             node.write(Node {
                 prefix: key_prefix(key),
                 seq,
-                expires_at_ms: entry.expires_at_ms,
-                key_len,
                 value_len,
+                key_len,
                 kind: entry.kind,
-                height: height as u8,
+                shape: height as u8 | if expires { HAS_EXPIRY } else { 0 },
                 tower: [],
             });
             let n = &*node;
             for (level, pred) in preds.iter().enumerate().take(height) {
                 n.link(level)
                     .store((**pred).next(level), AtomicOrdering::Relaxed);
+            }
+            if expires {
+                let expiry = (node as *mut u8)
+                    .add(size_of::<Node>() + height * size_of::<AtomicPtr<Node>>());
+                (expiry as *mut u64).write(entry.expires_at_ms);
             }
             let data = n.data() as *mut u8;
             ptr::copy_nonoverlapping(key.as_ptr(), data, key.len());
@@ -442,7 +481,15 @@ mod tests {
         for seq in 1..5000u64 {
             let k = (next_random(&mut rng) % 700).to_be_bytes();
             let value = vec![seq as u8; (seq % 40) as usize];
-            let entry = Entry::put(value);
+            // Tombstones, and values with and without an expiry (stored only when set).
+            let entry = match seq % 3 {
+                0 => Entry::tombstone(),
+                1 => Entry {
+                    expires_at_ms: 1_700_000_000_000 + seq,
+                    ..Entry::put(value)
+                },
+                _ => Entry::put(value),
+            };
             list.insert(&k, seq, &entry);
             model.insert((k.to_vec(), std::cmp::Reverse(seq)), entry);
         }
@@ -476,13 +523,15 @@ mod tests {
 
     #[test]
     fn point_lookups_agree_with_the_list_when_the_index_is_full_or_absent() {
-        // 4 slots for 300 keys: the index fills at once and lookups fall back to the list;
-        // 0 slots: no index at all.
-        for slots in [0, 4, 64, 4096] {
+        // An index is at least a page (512 slots): for 1000 keys, 4 slots fill at once and
+        // lookups fall back to the list; 1000 slots (1024, not a power-of-two length by
+        // design but by the page) fill nearly, with probes wrapping around the end; 0 slots:
+        // no index at all.
+        for slots in [0, 4, 1000, 4096] {
             let list = SkipList::new(slots);
             let mut seq = 0;
             for round in 0..3u64 {
-                for k in 0..300u32 {
+                for k in 0..1000u32 {
                     seq += 1;
                     list.insert(
                         &k.to_be_bytes(),
@@ -491,9 +540,9 @@ mod tests {
                     );
                 }
             }
-            for k in 0..310u32 {
+            for k in 0..1010u32 {
                 let key = k.to_be_bytes();
-                for snap in [0, 1, 300, 301, 600, 10_000] {
+                for snap in [0, 1, 1000, 1001, 2000, 10_000] {
                     let want = list
                         .seek_ge(&key, snap)
                         .filter(|c| c.key() == key)

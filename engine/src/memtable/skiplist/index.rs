@@ -28,7 +28,6 @@ pub(super) struct HashIndex {
     /// the index is disabled.
     pages: Option<Pages>,
     len: usize,
-    mask: usize,
     complete: AtomicBool,
 }
 
@@ -43,24 +42,26 @@ pub(super) enum Lookup<'a> {
 }
 
 impl HashIndex {
-    /// An index of at least `slots` slots (rounded up to a power of two); 0 disables it.
+    /// An index of at least `slots` slots: as many as fill its mapping, which is rounded to
+    /// whole pages. A key's home slot is found by multiplication, not by masking a power of
+    /// two, which would waste up to half the index. 0 disables it.
     pub(super) fn new(slots: usize) -> HashIndex {
-        let len = Self::slots_for(slots);
+        let len = Self::bytes_for(slots) / size_of::<AtomicPtr<Node>>();
         HashIndex {
             pages: (len > 0).then(|| Pages::zeroed(len * size_of::<AtomicPtr<Node>>())),
             len,
-            mask: len.wrapping_sub(1),
             complete: AtomicBool::new(len > 0),
         }
     }
 
-    /// Slots of an index asked for `slots`.
-    fn slots_for(slots: usize) -> usize {
-        if slots == 0 {
-            0
-        } else {
-            slots.next_power_of_two()
-        }
+    /// The slot a hash starts probing at: the high half of `hash × len`, uniform over
+    /// `0..len` for a uniform hash (Lemire's fast range reduction).
+    fn home(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.len as u128) >> 64) as usize
+    }
+
+    fn after(&self, i: usize) -> usize {
+        if i + 1 == self.len { 0 } else { i + 1 }
     }
 
     /// Bytes reserved for slots (pages never written are not resident).
@@ -70,7 +71,11 @@ impl HashIndex {
 
     /// Bytes of an index asked for `slots`, before creating it.
     pub(super) fn bytes_for(slots: usize) -> usize {
-        Self::slots_for(slots) * size_of::<AtomicPtr<Node>>()
+        if slots == 0 {
+            0
+        } else {
+            Pages::rounded(slots * size_of::<AtomicPtr<Node>>())
+        }
     }
 
     /// Records `node` as the newest version of its key if it is newer than the one indexed.
@@ -79,7 +84,7 @@ impl HashIndex {
         if self.len == 0 {
             return;
         }
-        let mut i = hash as usize & self.mask;
+        let mut i = self.home(hash);
         for _ in 0..PROBE_MAX {
             let slot = &self.slots()[i];
             // Only the writer stores, so its own earlier stores are visible to it.
@@ -96,7 +101,7 @@ impl HashIndex {
                     }
                     return;
                 }
-                Some(_) => i = (i + 1) & self.mask,
+                Some(_) => i = self.after(i),
             }
         }
         self.complete.store(false, AtomicOrdering::Relaxed);
@@ -107,14 +112,14 @@ impl HashIndex {
         if self.len == 0 {
             return Lookup::Unknown;
         }
-        let mut i = hash as usize & self.mask;
+        let mut i = self.home(hash);
         for _ in 0..PROBE_MAX {
             let current = self.slots()[i].load(AtomicOrdering::Acquire);
             // SAFETY: as in `insert`.
             match unsafe { current.as_ref() } {
                 None => break,
                 Some(n) if n.prefix == prefix && n.key() == key => return Lookup::Newest(n),
-                Some(_) => i = (i + 1) & self.mask,
+                Some(_) => i = self.after(i),
             }
         }
         if self.complete.load(AtomicOrdering::Relaxed) {

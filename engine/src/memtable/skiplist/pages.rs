@@ -37,11 +37,10 @@ impl Pages {
     /// does.
     pub(super) fn zeroed(len: usize) -> Pages {
         assert!(len > 0, "empty page mapping");
+        let len = Pages::rounded(len);
         if len < HUGE_PAGE_BYTES {
-            let len = len.next_multiple_of(BASE_PAGE_BYTES);
             return Pages { ptr: map(len), len };
         }
-        let len = len.next_multiple_of(HUGE_PAGE_BYTES);
         // Over-map by one huge page so an aligned start exists inside the mapping, then give
         // back the unaligned head and the unused tail.
         let span = len + HUGE_PAGE_BYTES;
@@ -68,6 +67,15 @@ impl Pages {
         Pages {
             ptr: NonNull::new(start as *mut u8).expect("an aligned start inside a mapping"),
             len,
+        }
+    }
+
+    /// The length [`Pages::zeroed`] maps for `len` bytes.
+    pub(super) fn rounded(len: usize) -> usize {
+        if len < HUGE_PAGE_BYTES {
+            len.next_multiple_of(BASE_PAGE_BYTES)
+        } else {
+            len.next_multiple_of(HUGE_PAGE_BYTES)
         }
     }
 
