@@ -15,9 +15,12 @@ use shoal_tools::bench::workload::Zipfian;
 
 pub const KEY_LEN: usize = 16;
 pub const VALUE_LEN: usize = 100;
-/// Distinct values cycled through; large enough that a compressor sees no repetition across
-/// a block.
-const VALUE_POOL_LEN: usize = 1 << 20;
+/// Distinct values cycled through (db_bench's 1 MiB pool of 100-byte pieces); enough that a
+/// compressor sees no repetition across a block.
+const VALUE_POOL_PIECES: usize = (1 << 20) / VALUE_LEN;
+/// Every value is one whole piece: a cursor that wrapped at a length not a multiple of
+/// `VALUE_LEN` would straddle pieces, and values would compress less than db_bench's.
+const VALUE_POOL_LEN: usize = VALUE_POOL_PIECES * VALUE_LEN;
 /// Fraction of a value that is random (db_bench's `--compression_ratio`).
 const COMPRESSION_RATIO: f64 = 0.5;
 /// Skew of the zipfian mix (YCSB's default).
@@ -151,8 +154,8 @@ impl Values {
     pub fn new(seed: u64) -> Values {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F7A_1E55);
         let random = (VALUE_LEN as f64 * COMPRESSION_RATIO) as usize;
-        let mut pool = Vec::with_capacity(VALUE_POOL_LEN + VALUE_LEN);
-        while pool.len() < VALUE_POOL_LEN + VALUE_LEN {
+        let mut pool = Vec::with_capacity(VALUE_POOL_LEN);
+        while pool.len() < VALUE_POOL_LEN {
             let piece: Vec<u8> = (0..random).map(|_| rng.gen_range(b' '..=b'~')).collect();
             pool.extend(piece.iter().cycle().take(VALUE_LEN));
         }
@@ -167,7 +170,7 @@ impl Values {
     pub fn for_writer(&self, w: usize) -> Values {
         Values {
             pool: Arc::clone(&self.pool),
-            pos: (w * 7919 * VALUE_LEN) % VALUE_POOL_LEN,
+            pos: (w * 7919 % VALUE_POOL_PIECES) * VALUE_LEN,
         }
     }
 
@@ -245,12 +248,20 @@ mod tests {
 
     #[test]
     fn values_compress_to_about_half() {
-        let mut v = Values::new(1);
-        let a = v.next_value().to_vec();
-        let b = v.next_value().to_vec();
-        assert_eq!(a.len(), VALUE_LEN);
-        assert_ne!(a, b);
-        assert_eq!(a[..50], a[50..]);
+        let pool = Values::new(1);
+        // Every value of every writer, over more than one lap of the pool, is a random half
+        // repeated: db_bench's values at `--compression_ratio=0.5`.
+        for w in [0, 1, 63] {
+            let mut v = pool.for_writer(w);
+            let mut previous = Vec::new();
+            for i in 0..VALUE_POOL_PIECES + 100 {
+                let value = v.next_value().to_vec();
+                assert_eq!(value.len(), VALUE_LEN);
+                assert_eq!(value[..50], value[50..], "writer {w} value {i}");
+                assert_ne!(value, previous);
+                previous = value;
+            }
+        }
     }
 
     #[test]
