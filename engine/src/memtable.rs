@@ -7,23 +7,17 @@
 
 mod skiplist;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use skiplist::SkipList;
 
-use crate::types::{Entry, NO_EXPIRY, SeqNo};
+use crate::types::{Entry, SeqNo};
 
-/// Bookkeeping bytes per entry beyond key and value, for the size estimate that decides when
-/// to freeze: node header 24, average tower 8 × 4/3, padding to 8 bytes 3.5 on average, plus
-/// [`EXPIRY_BYTES`] for an entry that expires. Not below the real cost, so the arena stays
-/// within the estimate plus one chunk.
-const ENTRY_OVERHEAD_BYTES: usize = 40;
-const EXPIRY_BYTES: usize = 8;
-
-/// Memtable bytes per point-lookup index slot: a slot per 96 bytes keeps the index at most
-/// two-thirds full for entries of 104 bytes of key and value or more (144 with overhead), and
-/// costs 8 bytes per 96 (8%). Smaller entries fill it sooner; past its probe limit it stops
-/// answering misses, and lookups fall back to the list.
+/// Memtable bytes per point-lookup index slot. Keys take slots, later versions of a key do
+/// not: a slot per 96 bytes keeps the index at most two-thirds full for keys whose first entry
+/// holds 96 bytes of key and value or more (144 with the node's overhead), and costs 8 bytes
+/// per 96 (8%). Smaller entries fill it sooner; past its probe limit it stops answering
+/// misses, and lookups and overwrites fall back to the list.
 const INDEX_BYTES_PER_SLOT: usize = 96;
 
 /// How many entries an iterator copies out per step: amortises the skiplist seek.
@@ -31,7 +25,6 @@ const ITER_CHUNK: usize = 64;
 
 pub struct Memtable {
     list: SkipList,
-    bytes: AtomicUsize,
     /// The first commit-log record whose writes may be here: once this memtable is flushed,
     /// the log before the next memtable's `first_record` is no longer needed.
     first_record: u64,
@@ -43,23 +36,14 @@ impl Memtable {
     pub fn new(first_record: u64, capacity_bytes: usize) -> Memtable {
         Memtable {
             list: SkipList::new(capacity_bytes / INDEX_BYTES_PER_SLOT),
-            bytes: AtomicUsize::new(0),
             first_record,
             max_seq: AtomicU64::new(0),
         }
     }
 
-    /// Adds one version; `(key, seq)` must be new.
+    /// Adds one version; `seq` must be above every seq of `key` already here (the DB inserts
+    /// in sequence order).
     pub fn insert(&self, key: &[u8], seq: SeqNo, entry: &Entry) {
-        let expiry = if entry.expires_at_ms == NO_EXPIRY {
-            0
-        } else {
-            EXPIRY_BYTES
-        };
-        self.bytes.fetch_add(
-            key.len() + entry.value.len() + ENTRY_OVERHEAD_BYTES + expiry,
-            AtomicOrdering::Relaxed,
-        );
         self.max_seq.fetch_max(seq, AtomicOrdering::Relaxed);
         self.list.insert(key, seq, entry);
     }
@@ -70,8 +54,9 @@ impl Memtable {
         Some((found.seq(), found.entry()))
     }
 
+    /// Arena bytes used by the entries: what the memtable's capacity is measured in.
     pub fn approximate_bytes(&self) -> usize {
-        self.bytes.load(AtomicOrdering::Relaxed)
+        self.list.used_bytes()
     }
 
     /// Memory this memtable holds: its arena chunks plus its whole point-lookup index

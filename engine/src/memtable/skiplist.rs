@@ -1,38 +1,57 @@
 //! An arena-allocated skiplist with one writer at a time and lock-free readers (LevelDB's and
-//! RocksDB's memtable design).
+//! RocksDB's memtable design), with one node per key and a key's later versions chained to it.
 //!
 //! Why not a general concurrent map: every comparison in a map of `Vec<u8>` keys chases a
 //! pointer from the node to the key, and every entry is two or three small allocations that
 //! a frozen memtable's drop hands back one by one. Here a node is one block in a large arena
-//! chunk holding its header, its tower of links, its key and its value, so a comparison reads
-//! one cache line and dropping the memtable frees a few 2 MiB chunks (huge pages, see [`pages`]).
+//! chunk holding its header, its tower of links, its key and its first value, so a comparison
+//! reads one cache line and dropping the memtable frees a few 2 MiB chunks (huge pages, see
+//! [`pages`]).
+//!
+//! Why one node per key: a write to a key already in the memtable (an overwrite, the common
+//! case of a cache or a counter) finds the key's node through the hash index ([`index`]) and
+//! adds its version to the front of the node's chain, with no search of the list: a search
+//! visits some 25 nodes in random places in memory, and was a third of a server's CPU under
+//! pipelined SETs. Versions of a key are newest first, as table order wants them.
 //!
 //! Node layout (8-byte aligned, in an arena chunk):
 //!
-//! | bytes          | field                                                    |
-//! |----------------|----------------------------------------------------------|
-//! | 8              | key prefix: first 8 key bytes, big-endian                |
-//! | 8              | seq                                                      |
-//! | 4              | value length                                             |
-//! | 2              | key length                                               |
-//! | 1              | value kind                                               |
-//! | 1              | shape: height (links in the tower, 1..=12), expiry flag  |
-//! | 8 × height     | tower: `next` link per level                             |
-//! | 0 or 8         | expires_at_ms, only when the shape's expiry flag is set  |
-//! | key length     | key                                                      |
-//! | value length   | value                                                    |
+//! | bytes          | field                                                            |
+//! |----------------|------------------------------------------------------------------|
+//! | 8              | key prefix: first 8 key bytes, big-endian                        |
+//! | 8              | newer: the newest chained version, null while there is none      |
+//! | 8              | seq of the first (oldest) version                                |
+//! | 4              | its value length                                                 |
+//! | 2              | key length                                                       |
+//! | 1              | its value kind                                                   |
+//! | 1              | shape: height (links in the tower, 1..=12), expiry flag          |
+//! | 8 × height     | tower: `next` link per level                                     |
+//! | 0 or 8         | expires_at_ms of the first version, only with the expiry flag    |
+//! | key length     | key                                                              |
+//! | value length   | value of the first version                                       |
 //!
-//! The header is 24 bytes: with 16-byte keys and 100-byte values, the 16 bytes an always-present
-//! expiry and 4-byte key length cost were a tenth of the memtable, so a tenth more flushes.
+//! Version layout (a later write of the key):
 //!
-//! Point lookups go through a hash index of each key's newest node ([`index`]) and fall
-//! back to a search of the list for older versions or when the index is full.
+//! | bytes          | field                                                            |
+//! |----------------|------------------------------------------------------------------|
+//! | 8              | older: the next older chained version, null: the node's own      |
+//! | 8              | seq                                                              |
+//! | 4              | value length                                                     |
+//! | 1              | value kind                                                       |
+//! | 1              | flags: expiry flag                                               |
+//! | 2              | padding                                                          |
+//! | 0 or 8         | expires_at_ms, only with the expiry flag                         |
+//! | value length   | value                                                            |
+//!
+//! Expiry is stored only when set, and the key length is 16 bits: with 16-byte keys and
+//! 100-byte values, an always-present expiry and a 4-byte length were a tenth of the memtable.
 //!
 //! Concurrency: writers are serialised by a mutex (the DB inserts under its own lock anyway,
-//! so it is never contended). A node is fully written before a Release store links it in; a
-//! reader follows links with Acquire loads, so it sees complete nodes only. Nodes are never
-//! unlinked or moved, and the arena lives as long as the list, so a `&Node` obtained from the
-//! list is valid for the list's lifetime.
+//! so it is never contended). A node or version is fully written before a Release store
+//! publishes it (a link, or the node's `newer`); a reader follows links and chains with Acquire
+//! loads, so it sees complete nodes and versions only. Nothing is ever unlinked or moved, and
+//! the arena lives as long as the list, so references obtained from the list are valid for the
+//! list's lifetime.
 
 use std::cmp::Ordering;
 use std::mem::{align_of, size_of};
@@ -50,7 +69,7 @@ mod pages;
 use index::{HashIndex, Lookup};
 use pages::{HUGE_PAGE_BYTES, Pages};
 
-/// Tallest tower: with a branching factor of 4, 12 levels index ~16M entries at full speed,
+/// Tallest tower: with a branching factor of 4, 12 levels index ~16M keys at full speed,
 /// far more than a memtable holds.
 const MAX_HEIGHT: usize = 12;
 /// One in `BRANCHING` nodes of a level is promoted to the next.
@@ -58,8 +77,8 @@ const BRANCHING: u32 = 4;
 /// Arena chunk size: one huge page, so chunk allocation is rare and every chunk can be backed
 /// by a single TLB entry.
 const CHUNK_BYTES: usize = HUGE_PAGE_BYTES;
-/// Nodes larger than this get a chunk of their own, so big values do not waste the rest of a
-/// shared chunk.
+/// Allocations larger than this get a chunk of their own, so big values do not waste the rest
+/// of a shared chunk.
 const LARGE_NODE_BYTES: usize = CHUNK_BYTES / 4;
 
 #[repr(C)]
@@ -67,6 +86,7 @@ struct Node {
     /// [`key_prefix`] of the key: most comparisons are decided by this one integer, without
     /// a call to memcmp.
     prefix: u64,
+    newer: AtomicPtr<Version>,
     seq: SeqNo,
     value_len: u32,
     key_len: u16,
@@ -77,27 +97,49 @@ struct Node {
     tower: [AtomicPtr<Node>; 0],
 }
 
+#[repr(C)]
+struct Version {
+    older: *const Version,
+    seq: SeqNo,
+    value_len: u32,
+    kind: ValueKind,
+    /// [`HAS_EXPIRY`] or 0.
+    flags: u8,
+}
+
 /// Bits of [`Node::shape`] holding the height.
 const HEIGHT_MASK: u8 = 0x0f;
-/// Set in [`Node::shape`] when an expiry follows the tower.
+/// Set in [`Node::shape`] and [`Version::flags`] when an expiry precedes the key or value.
 const HAS_EXPIRY: u8 = 0x80;
 const EXPIRY_BYTES: usize = size_of::<u64>();
 
-const _: () = assert!(size_of::<Node>() == 24);
+const _: () = assert!(size_of::<Node>() == 32);
+const _: () = assert!(size_of::<Version>() == 24);
 const _: () = assert!(MAX_HEIGHT <= HEIGHT_MASK as usize);
 const _: () = assert!(KEY_LEN_MAX <= u16::MAX as usize);
 const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
-const _: () = assert!(align_of::<Node>() == 8);
+const _: () = assert!(align_of::<Node>() == 8 && align_of::<Version>() == 8);
 const _: () = assert!(size_of::<AtomicPtr<Node>>() == 8);
+
+fn expiry_bytes(expires: bool) -> usize {
+    if expires { EXPIRY_BYTES } else { 0 }
+}
 
 impl Node {
     fn size(height: usize, expires: bool, key_len: usize, value_len: usize) -> usize {
-        let expiry = if expires { EXPIRY_BYTES } else { 0 };
-        size_of::<Node>() + height * size_of::<AtomicPtr<Node>>() + expiry + key_len + value_len
+        size_of::<Node>()
+            + height * size_of::<AtomicPtr<Node>>()
+            + expiry_bytes(expires)
+            + key_len
+            + value_len
     }
 
     fn height(&self) -> usize {
         (self.shape & HEIGHT_MASK) as usize
+    }
+
+    fn expires(&self) -> bool {
+        self.shape & HAS_EXPIRY != 0
     }
 
     /// Where the expiry (if any) and then the key start: right after the tower.
@@ -110,7 +152,7 @@ impl Node {
     }
 
     fn expires_at_ms(&self) -> ExpiresAt {
-        if self.shape & HAS_EXPIRY == 0 {
+        if !self.expires() {
             return NO_EXPIRY;
         }
         // SAFETY: with the flag set, 8 bytes of expiry follow the tower, 8-byte aligned (the
@@ -132,13 +174,8 @@ impl Node {
     }
 
     fn data(&self) -> *const u8 {
-        let expiry = if self.shape & HAS_EXPIRY == 0 {
-            0
-        } else {
-            EXPIRY_BYTES
-        };
         // SAFETY: key and value bytes follow the tower and expiry inside the node's allocation.
-        unsafe { self.after_tower().add(expiry) }
+        unsafe { self.after_tower().add(expiry_bytes(self.expires())) }
     }
 
     pub fn key(&self) -> &[u8] {
@@ -146,7 +183,7 @@ impl Node {
         unsafe { std::slice::from_raw_parts(self.data(), self.key_len as usize) }
     }
 
-    pub fn value(&self) -> &[u8] {
+    fn value(&self) -> &[u8] {
         // SAFETY: `value_len` bytes of value follow the key, written before publication.
         unsafe {
             std::slice::from_raw_parts(
@@ -156,13 +193,48 @@ impl Node {
         }
     }
 
-    /// Table order: key ascending, then sequence number descending. `prefix` is
-    /// `key_prefix(key)`.
-    fn cmp_to(&self, prefix: u64, key: &[u8], seq: SeqNo) -> Ordering {
-        self.prefix
-            .cmp(&prefix)
-            .then_with(|| self.key().cmp(key))
-            .then_with(|| seq.cmp(&self.seq))
+    /// The newest chained version, null when the node's own is the only one.
+    fn newest(&self) -> *const Version {
+        self.newer.load(AtomicOrdering::Acquire)
+    }
+
+    /// Key order. `prefix` is `key_prefix(key)`.
+    fn cmp_key(&self, prefix: u64, key: &[u8]) -> Ordering {
+        self.prefix.cmp(&prefix).then_with(|| self.key().cmp(key))
+    }
+}
+
+impl Version {
+    fn size(expires: bool, value_len: usize) -> usize {
+        size_of::<Version>() + expiry_bytes(expires) + value_len
+    }
+
+    fn expires(&self) -> bool {
+        self.flags & HAS_EXPIRY != 0
+    }
+
+    fn after_header(&self) -> *const u8 {
+        // SAFETY: the expiry and value follow the header inside the version's allocation.
+        unsafe { (self as *const Version as *const u8).add(size_of::<Version>()) }
+    }
+
+    fn expires_at_ms(&self) -> ExpiresAt {
+        if !self.expires() {
+            return NO_EXPIRY;
+        }
+        // SAFETY: with the flag set, 8 aligned bytes of expiry follow the header, written
+        // before publication.
+        unsafe { (self.after_header() as *const u64).read() }
+    }
+
+    fn value(&self) -> &[u8] {
+        // SAFETY: `value_len` bytes follow the header and expiry, written before publication.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.after_header().add(expiry_bytes(self.expires())),
+                self.value_len as usize,
+            )
+        }
     }
 }
 
@@ -176,33 +248,80 @@ fn key_prefix(key: &[u8]) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
-/// A node of the list, borrowed for as long as the list.
+/// One version of one key, borrowed for as long as the list; versions are visited in table
+/// order: keys ascending, each key's versions newest first.
 #[derive(Clone, Copy)]
 pub struct Cursor<'a> {
     node: &'a Node,
+    /// The chained version this is, or null for the node's own (its oldest).
+    version: *const Version,
 }
 
 impl<'a> Cursor<'a> {
+    /// The newest version of `node`.
+    fn newest(node: &'a Node) -> Cursor<'a> {
+        Cursor {
+            node,
+            version: node.newest(),
+        }
+    }
+
+    fn chained(&self) -> Option<&'a Version> {
+        // SAFETY: a non-null version pointer was published before this cursor read it, and
+        // versions live as long as the list.
+        unsafe { self.version.as_ref() }
+    }
+
     pub fn key(&self) -> &'a [u8] {
         self.node.key()
     }
 
     pub fn seq(&self) -> SeqNo {
-        self.node.seq
+        self.chained().map_or(self.node.seq, |v| v.seq)
     }
 
     pub fn entry(&self) -> Entry {
-        Entry {
-            kind: self.node.kind,
-            expires_at_ms: self.node.expires_at_ms(),
-            value: self.node.value().to_vec(),
+        match self.chained() {
+            Some(v) => Entry {
+                kind: v.kind,
+                expires_at_ms: v.expires_at_ms(),
+                value: v.value().to_vec(),
+            },
+            None => Entry {
+                kind: self.node.kind,
+                expires_at_ms: self.node.expires_at_ms(),
+                value: self.node.value().to_vec(),
+            },
         }
     }
 
+    /// The next version in table order: the next older version of this key, else the newest
+    /// of the next key.
     pub fn next(&self) -> Option<Cursor<'a>> {
+        if let Some(v) = self.chained() {
+            return Some(Cursor {
+                node: self.node,
+                version: v.older,
+            });
+        }
         // SAFETY: a non-null link points to a published node in the list's arena, which
         // outlives 'a.
-        unsafe { self.node.next(0).as_ref() }.map(|node| Cursor { node })
+        unsafe { self.node.next(0).as_ref() }.map(Cursor::newest)
+    }
+
+    /// The newest version of this cursor's key at or below `seq`, from this one on.
+    fn at_or_below(self, seq: SeqNo) -> Option<Cursor<'a>> {
+        let mut c = self;
+        loop {
+            if c.seq() <= seq {
+                return Some(c);
+            }
+            let v = c.chained()?;
+            c = Cursor {
+                node: c.node,
+                version: v.older,
+            };
+        }
     }
 }
 
@@ -242,6 +361,12 @@ impl Arena {
         self.chunks.push(chunk);
         p
     }
+
+    /// Bytes handed out or lost to the ends of filled chunks: all but the current chunk's
+    /// unused rest.
+    fn used(&self) -> usize {
+        self.bytes - self.left
+    }
 }
 
 struct Writer {
@@ -254,16 +379,19 @@ pub struct SkipList {
     /// Height of the tallest tower in use; readers may see a stale value, which only costs
     /// them a level or two of search.
     height: AtomicUsize,
+    /// Versions stored.
     len: AtomicUsize,
-    /// The arena's chunk bytes, published by the writer for memory accounting.
+    /// The arena's chunk bytes and its used bytes, published by the writer for memory
+    /// accounting.
     arena_bytes: AtomicUsize,
+    used_bytes: AtomicUsize,
     index: HashIndex,
     writer: Mutex<Writer>,
 }
 
 // SAFETY: the raw pointers point into the arena owned by `writer`, which is freed only when
-// the list drops. Published nodes are immutable except for their links, which are atomics;
-// all mutation goes through `writer`'s mutex.
+// the list drops. Published nodes and versions are immutable except for their links and
+// chain heads, which are atomics; all mutation goes through `writer`'s mutex.
 unsafe impl Send for SkipList {}
 // SAFETY: see `Send`; shared access only reads published nodes through atomics.
 unsafe impl Sync for SkipList {}
@@ -285,6 +413,7 @@ impl SkipList {
         unsafe {
             head.write(Node {
                 prefix: 0,
+                newer: AtomicPtr::new(ptr::null_mut()),
                 seq: 0,
                 value_len: 0,
                 key_len: 0,
@@ -298,6 +427,7 @@ impl SkipList {
             height: AtomicUsize::new(1),
             len: AtomicUsize::new(0),
             arena_bytes: AtomicUsize::new(arena.bytes),
+            used_bytes: AtomicUsize::new(arena.used()),
             index: HashIndex::new(index_slots),
             writer: Mutex::new(Writer {
                 arena,
@@ -306,6 +436,7 @@ impl SkipList {
         }
     }
 
+    /// Versions stored.
     pub fn len(&self) -> usize {
         self.len.load(AtomicOrdering::Relaxed)
     }
@@ -315,14 +446,9 @@ impl SkipList {
         unsafe { &*self.head }
     }
 
-    /// The first node at or after `(key, seq)` in table order, and, if `preds` is given, the
-    /// last node before it on every level.
-    fn seek(
-        &self,
-        key: &[u8],
-        seq: SeqNo,
-        mut preds: Option<&mut [*mut Node; MAX_HEIGHT]>,
-    ) -> *mut Node {
+    /// The first node whose key is at or after `key`, and, if `preds` is given, the last node
+    /// before it on every level.
+    fn seek(&self, key: &[u8], mut preds: Option<&mut [*mut Node; MAX_HEIGHT]>) -> *mut Node {
         let prefix = key_prefix(key);
         let mut x = self.head();
         let mut level = self.height.load(AtomicOrdering::Relaxed) - 1;
@@ -330,7 +456,7 @@ impl SkipList {
             let next = x.next(level);
             // SAFETY: non-null links point to published nodes in the arena.
             match unsafe { next.as_ref() } {
-                Some(n) if n.cmp_to(prefix, key, seq) == Ordering::Less => x = n,
+                Some(n) if n.cmp_key(prefix, key) == Ordering::Less => x = n,
                 _ => {
                     if let Some(p) = preds.as_deref_mut() {
                         p[level] = x as *const Node as *mut Node;
@@ -344,21 +470,34 @@ impl SkipList {
         }
     }
 
-    /// The first node at or after `(key, seq)`: the newest version of `key` visible at `seq`
-    /// if there is one.
+    /// The node of exactly `key`, through the index when it knows.
+    fn node_of(&self, key: &[u8]) -> Option<&Node> {
+        match self.index.get(xxh3_64(key), key_prefix(key), key) {
+            Lookup::Node(node) => Some(node),
+            Lookup::Absent => None,
+            // SAFETY: a non-null result is a published node in the arena.
+            Lookup::Unknown => unsafe { self.seek(key, None).as_ref() }.filter(|n| n.key() == key),
+        }
+    }
+
+    /// The first version at or after `(key, seq)` in table order: the newest version of `key`
+    /// visible at `seq` if there is one, else the newest version of the next key.
     pub fn seek_ge(&self, key: &[u8], seq: SeqNo) -> Option<Cursor<'_>> {
         // SAFETY: a non-null result is a published node in the arena.
-        unsafe { self.seek(key, seq, None).as_ref() }.map(|node| Cursor { node })
+        let node = unsafe { self.seek(key, None).as_ref() }?;
+        let newest = Cursor::newest(node);
+        if node.key() != key {
+            return Some(newest);
+        }
+        newest.at_or_below(seq).or_else(|| {
+            // SAFETY: as above.
+            unsafe { node.next(0).as_ref() }.map(Cursor::newest)
+        })
     }
 
     /// The newest version of exactly `key` with seq <= `seq`.
     pub fn get(&self, key: &[u8], seq: SeqNo) -> Option<Cursor<'_>> {
-        match self.index.get(xxh3_64(key), key_prefix(key), key) {
-            Lookup::Absent => return None,
-            Lookup::Newest(node) if node.seq <= seq => return Some(Cursor { node }),
-            Lookup::Newest(_) | Lookup::Unknown => {}
-        }
-        self.seek_ge(key, seq).filter(|c| c.key() == key)
+        Cursor::newest(self.node_of(key)?).at_or_below(seq)
     }
 
     /// Bytes of the point-lookup index.
@@ -376,52 +515,98 @@ impl SkipList {
         self.arena_bytes.load(AtomicOrdering::Relaxed)
     }
 
+    /// Bytes of the arena used by nodes and versions (and lost at the ends of filled chunks):
+    /// the arena holds at most one chunk more.
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes.load(AtomicOrdering::Relaxed)
+    }
+
     /// Bytes an arena chunk holds: the most an arena allocates beyond the nodes it stores.
     pub const CHUNK_BYTES: usize = CHUNK_BYTES;
 
     pub fn first(&self) -> Option<Cursor<'_>> {
         // SAFETY: as in `seek_ge`.
-        unsafe { self.head().next(0).as_ref() }.map(|node| Cursor { node })
+        unsafe { self.head().next(0).as_ref() }.map(Cursor::newest)
     }
 
-    /// Inserts one version. `(key, seq)` must not be in the list already.
+    /// Inserts one version. `seq` must be above every seq of `key` in the list already: the
+    /// chain is newest first, and the DB assigns sequence numbers in the order it inserts.
     pub fn insert(&self, key: &[u8], seq: SeqNo, entry: &Entry) {
         let mut w = self.writer.lock();
-        let height = random_height(&mut w.rng);
-        let mut preds = [self.head; MAX_HEIGHT];
-        let next = self.seek(key, seq, Some(&mut preds));
-        // SAFETY: a non-null result is a published node.
-        debug_assert!(
-            unsafe { next.as_ref() }
-                .is_none_or(|n| n.cmp_to(key_prefix(key), key, seq) != Ordering::Equal),
-            "sequence number {seq} reused"
-        );
-        let list_height = self.height.load(AtomicOrdering::Relaxed);
-        if height > list_height {
-            // Levels above the old height start at the head (already in `preds`).
-            self.height.store(height, AtomicOrdering::Relaxed);
-        }
         // The DB checks lengths before it writes the log: past them here, the node would lie.
         let key_len = u16::try_from(key.len()).expect("key length checked against KEY_LEN_MAX");
         let value_len =
             u32::try_from(entry.value.len()).expect("value length checked against VALUE_LEN_MAX");
         let expires = entry.expires_at_ms != NO_EXPIRY;
+        let flags = if expires { HAS_EXPIRY } else { 0 };
+        let hash = xxh3_64(key);
+        let mut preds = [self.head; MAX_HEIGHT];
+        let existing = match self.index.get(hash, key_prefix(key), key) {
+            Lookup::Node(node) => Some(node as *const Node),
+            Lookup::Absent | Lookup::Unknown => {
+                let next = self.seek(key, Some(&mut preds));
+                // SAFETY: a non-null result is a published node in the arena.
+                unsafe { next.as_ref() }
+                    .filter(|n| n.key() == key)
+                    .map(|n| n as *const Node)
+            }
+        };
+        if let Some(node) = existing {
+            // SAFETY: `node` is a published node in the arena; only this writer changes its
+            // chain head.
+            let node = unsafe { &*node };
+            let newest = Cursor::newest(node).seq();
+            assert!(
+                seq > newest,
+                "memtable version {seq} of a key whose newest is {newest}: sequence numbers \
+                 must grow"
+            );
+            let version = w.arena.alloc(Version::size(expires, entry.value.len())) as *mut Version;
+            self.publish_usage(&w.arena);
+            // SAFETY: `version` is a fresh, aligned allocation of exactly the version's size,
+            // written completely here before the Release store publishes it.
+            unsafe {
+                version.write(Version {
+                    older: node.newest(),
+                    seq,
+                    value_len,
+                    kind: entry.kind,
+                    flags,
+                });
+                let mut at = (version as *mut u8).add(size_of::<Version>());
+                if expires {
+                    (at as *mut u64).write(entry.expires_at_ms);
+                    at = at.add(EXPIRY_BYTES);
+                }
+                ptr::copy_nonoverlapping(entry.value.as_ptr(), at, entry.value.len());
+            }
+            node.newer.store(version, AtomicOrdering::Release);
+            self.len.fetch_add(1, AtomicOrdering::Relaxed);
+            return;
+        }
+
+        let height = random_height(&mut w.rng);
+        let list_height = self.height.load(AtomicOrdering::Relaxed);
+        if height > list_height {
+            // Levels above the old height start at the head (already in `preds`).
+            self.height.store(height, AtomicOrdering::Relaxed);
+        }
         let node = w
             .arena
             .alloc(Node::size(height, expires, key.len(), entry.value.len()))
             as *mut Node;
-        self.arena_bytes
-            .store(w.arena.bytes, AtomicOrdering::Relaxed);
+        self.publish_usage(&w.arena);
         // SAFETY: `node` is a fresh, aligned allocation of exactly the node's size, written
         // completely here before any Release store publishes it.
         unsafe {
             node.write(Node {
                 prefix: key_prefix(key),
+                newer: AtomicPtr::new(ptr::null_mut()),
                 seq,
                 value_len,
                 key_len,
                 kind: entry.kind,
-                shape: height as u8 | if expires { HAS_EXPIRY } else { 0 },
+                shape: height as u8 | flags,
                 tower: [],
             });
             let n = &*node;
@@ -429,20 +614,25 @@ impl SkipList {
                 n.link(level)
                     .store((**pred).next(level), AtomicOrdering::Relaxed);
             }
+            let mut at =
+                (node as *mut u8).add(size_of::<Node>() + height * size_of::<AtomicPtr<Node>>());
             if expires {
-                let expiry = (node as *mut u8)
-                    .add(size_of::<Node>() + height * size_of::<AtomicPtr<Node>>());
-                (expiry as *mut u64).write(entry.expires_at_ms);
+                (at as *mut u64).write(entry.expires_at_ms);
+                at = at.add(EXPIRY_BYTES);
             }
-            let data = n.data() as *mut u8;
-            ptr::copy_nonoverlapping(key.as_ptr(), data, key.len());
-            ptr::copy_nonoverlapping(entry.value.as_ptr(), data.add(key.len()), entry.value.len());
+            ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
+            ptr::copy_nonoverlapping(entry.value.as_ptr(), at.add(key.len()), entry.value.len());
             for (level, pred) in preds.iter().enumerate().take(height) {
                 (**pred).link(level).store(node, AtomicOrdering::Release);
             }
-            self.index.insert(xxh3_64(key), n);
+            self.index.insert(hash, n);
         }
         self.len.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    fn publish_usage(&self, arena: &Arena) {
+        self.arena_bytes.store(arena.bytes, AtomicOrdering::Relaxed);
+        self.used_bytes.store(arena.used(), AtomicOrdering::Relaxed);
     }
 }
 
@@ -601,6 +791,53 @@ mod tests {
         let b = list.seek_ge(b"big", 10).unwrap();
         assert_eq!(b.entry().value, big);
         assert_eq!(b.next().unwrap().entry().value, b"v");
+    }
+
+    #[test]
+    fn readers_see_whole_version_chains_while_a_writer_overwrites() {
+        const KEYS: u64 = 2_000;
+        const ROUNDS: u64 = 5;
+        let list = Arc::new(SkipList::new(TEST_INDEX_SLOTS));
+        let writer = {
+            let list = list.clone();
+            std::thread::spawn(move || {
+                for seq in 1..=KEYS * ROUNDS {
+                    let k = (seq * 7919 % KEYS).to_be_bytes();
+                    list.insert(&k, seq, &Entry::put(seq.to_le_bytes().to_vec()));
+                }
+            })
+        };
+        // Every version a reader reaches is complete (its value is its seq), and each key's
+        // versions come newest first, keys in order.
+        let check = || {
+            let mut count = 0u64;
+            let mut prev: Option<(Vec<u8>, SeqNo)> = None;
+            let mut c = list.first();
+            while let Some(n) = c {
+                assert_eq!(n.entry().value, n.seq().to_le_bytes());
+                if let Some((key, seq)) = &prev {
+                    assert!(key.as_slice() < n.key() || (key == n.key() && *seq > n.seq()));
+                }
+                prev = Some((n.key().to_vec(), n.seq()));
+                count += 1;
+                c = n.next();
+            }
+            count
+        };
+        while !writer.is_finished() {
+            assert!(check() <= KEYS * ROUNDS);
+        }
+        writer.join().unwrap();
+        assert_eq!(check(), KEYS * ROUNDS);
+        assert_eq!(list.len() as u64, KEYS * ROUNDS);
+    }
+
+    #[test]
+    #[should_panic(expected = "sequence numbers must grow")]
+    fn an_older_version_of_a_key_is_refused() {
+        let list = SkipList::new(TEST_INDEX_SLOTS);
+        list.insert(b"k", 5, &Entry::put(b"new".to_vec()));
+        list.insert(b"k", 4, &Entry::put(b"old".to_vec()));
     }
 
     #[test]

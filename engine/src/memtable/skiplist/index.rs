@@ -1,16 +1,16 @@
-//! A hash index over the skiplist's keys for point lookups: a key's hash leads to its newest
-//! node in one or two cache misses, where a skiplist search takes one miss per node visited
-//! (about 25 for a few hundred thousand keys). RocksDB offers the same trade as its hash
+//! A hash index over the skiplist's keys for point lookups and overwrites: a key's hash leads
+//! to its node in one or two cache misses, where a skiplist search takes one miss per node
+//! visited (about 25 for a few hundred thousand keys). RocksDB offers the same trade as its hash
 //! memtables; here the index sits beside the ordered list instead of replacing it, so scans
 //! and snapshot reads keep the list.
 //!
 //! Open addressing with linear probing over a fixed array of node pointers, sized when the
-//! memtable is created. Slots are only ever filled or replaced by a newer node of the same
-//! key, never emptied, so a probe that meets an empty slot has seen every slot its key could
-//! be in. The writer (under the list's mutex) stores a fully written node with Release; readers
+//! memtable is created. A key has one node for the list's lifetime (its versions chain to it),
+//! so a slot is filled once and never changed, and a probe that meets an empty slot has seen
+//! every slot its key could be in. The writer (under the list's mutex) stores a fully written node with Release; readers
 //! load with Acquire. When a key finds no free slot within [`PROBE_MAX`] the index stops being
 //! complete: from then on a miss proves nothing and readers fall back to the list, while hits
-//! stay exact (a key that has a slot keeps getting its newest node there).
+//! stay exact.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering as AtomicOrdering};
@@ -33,8 +33,8 @@ pub(super) struct HashIndex {
 
 /// What the index knows about a key.
 pub(super) enum Lookup<'a> {
-    /// The key's newest node.
-    Newest(&'a Node),
+    /// The key's node.
+    Node(&'a Node),
     /// The key is not in the list.
     Absent,
     /// Ask the list.
@@ -78,8 +78,7 @@ impl HashIndex {
         }
     }
 
-    /// Records `node` as the newest version of its key if it is newer than the one indexed.
-    /// Called by the list's single writer only.
+    /// Records the node of a key new to the list. Called by the list's single writer only.
     pub(super) fn insert(&self, hash: u64, node: &Node) {
         if self.len == 0 {
             return;
@@ -95,19 +94,19 @@ impl HashIndex {
                     slot.store(node as *const Node as *mut Node, AtomicOrdering::Release);
                     return;
                 }
-                Some(c) if c.prefix == node.prefix && c.key() == node.key() => {
-                    if node.seq > c.seq {
-                        slot.store(node as *const Node as *mut Node, AtomicOrdering::Release);
-                    }
-                    return;
+                Some(c) => {
+                    debug_assert!(
+                        c.prefix != node.prefix || c.key() != node.key(),
+                        "a key has one node"
+                    );
+                    i = self.after(i);
                 }
-                Some(_) => i = self.after(i),
             }
         }
         self.complete.store(false, AtomicOrdering::Relaxed);
     }
 
-    /// The newest indexed node of `key` (`prefix` is its key prefix).
+    /// The node of `key` (`prefix` is its key prefix).
     pub(super) fn get(&self, hash: u64, prefix: u64, key: &[u8]) -> Lookup<'_> {
         if self.len == 0 {
             return Lookup::Unknown;
@@ -118,7 +117,7 @@ impl HashIndex {
             // SAFETY: as in `insert`.
             match unsafe { current.as_ref() } {
                 None => break,
-                Some(n) if n.prefix == prefix && n.key() == key => return Lookup::Newest(n),
+                Some(n) if n.prefix == prefix && n.key() == key => return Lookup::Node(n),
                 Some(_) => i = self.after(i),
             }
         }
