@@ -12,7 +12,9 @@
 //! case of a cache or a counter) finds the key's node through the hash index ([`index`]) and
 //! adds its version to the front of the node's chain, with no search of the list: a search
 //! visits some 25 nodes in random places in memory, and was a third of a server's CPU under
-//! pipelined SETs. Versions of a key are newest first, as table order wants them.
+//! pipelined SETs. Versions of a key are newest first, as table order wants them. The price:
+//! a read at an old snapshot walks the key's newer versions one by one, where a list ordered
+//! by (key, seq) would search them; reads at the latest seq, the common case, take the newest.
 //!
 //! Node layout (8-byte aligned, in an arena chunk):
 //!
