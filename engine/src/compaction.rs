@@ -2,8 +2,9 @@
 //!
 //! [`picker`] chooses the work from the table set; [`retention`] decides version by version
 //! what survives and with which sequence number it is stored; this module streams the merged
-//! inputs through those rules into new tables of the output level. Installing the result (manifest edit, then the new version, then
-//! deleting the inputs once unused) is the database's part (`db.rs`).
+//! inputs through those rules into new tables of the output level. Installing the result
+//! (manifest edit, then the new version, then deleting the inputs once unused) is the
+//! database's part (`db.rs`).
 //!
 //! The merge is cooperative: it yields to the executor every [`YIELD_EVERY_ENTRIES`]
 //! entries, so on a shard requests keep being served while it runs, and it gives up at those

@@ -973,8 +973,8 @@ fn numbered(names: &[String], parse: fn(&str) -> Option<u64>) -> Vec<u64> {
     numbers
 }
 
-/// Free files among `names` (the listing of `dir`) that can be reused, oldest first: at most [`FREE_SEGMENTS_MAX`] of
-/// `segment_bytes` each; the others are removed.
+/// Free files among `names` (the listing of `dir`) that can be reused, oldest first: at most
+/// [`FREE_SEGMENTS_MAX`] of `segment_bytes` each; the others are removed.
 async fn find_free<F: FileSystem>(
     fs: &F,
     dir: &Path,

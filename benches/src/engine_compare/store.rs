@@ -209,7 +209,6 @@ pub fn run_shoal(
 
 /// The node's path: `Db<DmaFs>` on one glommio executor, the concurrent fills' writers as
 /// tasks (sharing group commits when synced).
-/// group commits.
 fn run_shoal_dma(spec: PhaseSpec, options: Options) -> Result<PhaseResult, CompareError> {
     use glommio::{LocalExecutorBuilder, Placement};
     let handle = LocalExecutorBuilder::new(Placement::Fixed(0))
