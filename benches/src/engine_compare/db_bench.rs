@@ -12,12 +12,14 @@ use std::process::Command;
 use super::workload::{KEY_LEN, Phase, PhaseResult, PhaseSpec, VALUE_LEN};
 
 /// Same as Shoal's default block cache.
-const CACHE_BYTES: u64 = 64 << 20;
+pub const CACHE_BYTES: u64 = 64 << 20;
 /// Bloom filter bits per key, as Shoal's default (RocksDB's default is no filter).
-const BLOOM_BITS: u32 = 10;
+pub const BLOOM_BITS: u32 = 10;
+/// Shoal's table compression.
+pub const COMPRESSION: &str = "zstd";
 
 /// db_bench's name for the phase, or `None` where it has no equivalent (it cannot mix deletes
-/// into a zipfian workload).
+/// into a zipfian workload): [`super::rocksdb_c`] runs that one.
 pub fn benchmark(phase: Phase) -> Option<&'static str> {
     match phase {
         Phase::Fill | Phase::FillSync | Phase::FillWriters => Some("fillrandom"),
@@ -37,7 +39,7 @@ pub fn command(program: &Path, spec: &PhaseSpec) -> Option<Command> {
         .arg(format!("--num={}", spec.keys))
         .arg(format!("--key_size={KEY_LEN}"))
         .arg(format!("--value_size={VALUE_LEN}"))
-        .arg("--compression_type=zstd")
+        .arg(format!("--compression_type={COMPRESSION}"))
         .arg(format!("--bloom_bits={BLOOM_BITS}"))
         .arg(format!("--cache_size={CACHE_BYTES}"))
         .arg(format!("--seed={}", spec.seed.max(1)));
