@@ -1,12 +1,12 @@
 //! Write batches: a set of writes applied atomically, and their encoding as one commit-log
 //! record payload.
 //!
-//! Payload layout (format version 2; integers little-endian, varints LEB128):
+//! Payload layout (format version 3; integers little-endian, varints LEB128):
 //!
 //! | field        | type   | meaning                                              |
 //! |--------------|--------|------------------------------------------------------|
 //! | version      | u8     | `BATCH_FORMAT_VERSION`                               |
-//! | first_seq    | u64    | sequence number of the first entry                   |
+//! | first_seq    | varint | sequence number of the first entry                   |
 //! | count        | varint | entries that follow; entry i has first_seq + i       |
 //! | per entry:   |        |                                                      |
 //! | kind         | u8     | `ValueKind` tag, plus [`HAS_EXPIRY`] if one follows   |
@@ -17,8 +17,10 @@
 //! | value        | ..     |                                                      |
 //!
 //! The commit log writes every batch, so its size is write amplification: a small put costs
-//! three bytes of entry header. (Version 1 had fixed u32 lengths and an always-present expiry,
-//! 17 bytes.) The record framing around it (length, crc32c, segment tag) belongs to the log.
+//! three bytes of entry header, and a batch header is two bytes plus the seq's varint (4
+//! bytes up to 2^28 writes). (Version 1 had fixed u32 lengths and an always-present expiry,
+//! 17 bytes per entry; version 2 a fixed u64 first_seq.) The record framing around it (length,
+//! crc32c, segment tag) belongs to the log.
 
 use std::path::Path;
 
@@ -26,9 +28,7 @@ use crate::coding::{Reader, put_u64, put_varint, varint_len};
 use crate::types::{Entry, NO_EXPIRY, SeqNo, ValueKind, check_key, check_value};
 use crate::{Error, Result};
 
-const BATCH_FORMAT_VERSION: u8 = 2;
-/// version + first_seq; the count follows as a varint.
-const BATCH_HEADER_FIXED_LEN: usize = 1 + 8;
+const BATCH_FORMAT_VERSION: u8 = 3;
 /// kind + two one-byte varints: the least an entry takes.
 const ENTRY_LEN_MIN: usize = 1 + 1 + 1;
 /// Set in an entry's kind byte when an expiry time follows it.
@@ -83,9 +83,10 @@ impl WriteBatch {
         self.ops.is_empty()
     }
 
-    /// Size of the encoded payload.
-    pub fn encoded_len(&self) -> usize {
-        BATCH_HEADER_FIXED_LEN + varint_len(self.ops.len() as u64) + self.bytes
+    /// Size of the payload encoded with sequence numbers from `first_seq`.
+    pub fn encoded_len(&self, first_seq: SeqNo) -> usize {
+        let version = 1;
+        version + varint_len(first_seq) + varint_len(self.ops.len() as u64) + self.bytes
     }
 
     pub fn ops(&self) -> &[(Vec<u8>, Entry)] {
@@ -107,9 +108,9 @@ impl WriteBatch {
 
     /// Appends the payload of this batch, numbered from `first_seq`, to `out`.
     pub(crate) fn encode(&self, first_seq: SeqNo, out: &mut Vec<u8>) {
-        out.reserve(self.encoded_len());
+        out.reserve(self.encoded_len(first_seq));
         out.push(BATCH_FORMAT_VERSION);
-        put_u64(out, first_seq);
+        put_varint(out, first_seq);
         put_varint(out, self.ops.len() as u64);
         for (key, entry) in &self.ops {
             if entry.expires_at_ms == NO_EXPIRY {
@@ -142,7 +143,7 @@ pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatc
     if version != BATCH_FORMAT_VERSION {
         return Err(bad(&format!("unknown format version {version}")));
     }
-    let first_seq = r.u64().ok_or_else(|| bad("truncated header"))?;
+    let first_seq = r.varint().ok_or_else(|| bad("truncated header"))?;
     let count = r.varint().ok_or_else(|| bad("truncated header"))?;
     // Each entry takes at least its header, so the count is bounded by the payload size.
     if count > (payload.len() / ENTRY_LEN_MIN) as u64 {
@@ -236,7 +237,7 @@ mod tests {
             }
             let mut buf = Vec::new();
             batch.encode(seq, &mut buf);
-            prop_assert_eq!(buf.len(), batch.encoded_len());
+            prop_assert_eq!(buf.len(), batch.encoded_len(seq));
             let decoded = decode(&buf, Path::new("log"), 7).unwrap();
             prop_assert_eq!(decoded.first_seq, seq);
             prop_assert_eq!(decoded.ops, ops);

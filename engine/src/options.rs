@@ -24,7 +24,8 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
-    /// zstd at this level (1 is fast: ~400 MB/s compress, ~875 MB/s decompress on 4 KiB blocks).
+    /// zstd at this level (1 is fast: ~400 MB/s compress, ~875 MB/s decompress on 4 KiB blocks;
+    /// the default is [`crate::sstable::DEFAULT_ZSTD_LEVEL`]).
     Zstd(i32),
 }
 
@@ -173,7 +174,7 @@ impl Default for Options {
             max_immutable_memtables: 4,
             block_cache_bytes: 64 << 20,
             block_bytes: crate::sstable::DEFAULT_BLOCK_BYTES,
-            compression: Compression::Zstd(1),
+            compression: Compression::Zstd(crate::sstable::DEFAULT_ZSTD_LEVEL),
             bloom_bits_per_key: 10,
             log_segment_bytes: 64 << 20,
             l0_compaction_trigger: 4,

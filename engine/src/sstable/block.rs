@@ -8,7 +8,7 @@ use std::io;
 
 use super::coding::{Malformed, Reader, malformed, put_varint};
 use super::{BLOCK_BYTES_MAX, internal_cmp};
-use crate::types::{Entry, KEY_LEN_MAX, SeqNo, VALUE_LEN_MAX, ValueKind};
+use crate::types::{Entry, KEY_LEN_MAX, NO_EXPIRY, SeqNo, VALUE_LEN_MAX, ValueKind};
 
 /// Compression type byte (1) + crc32c (4).
 pub(crate) const TRAILER_LEN: usize = 1 + 4;
@@ -21,6 +21,12 @@ pub(crate) const COMPRESSION_ZSTD: u8 = 1;
 /// value limits. Bounds what a hostile length field can make the reader allocate.
 pub(crate) const BLOCK_LEN_MAX: usize = BLOCK_BYTES_MAX + KEY_LEN_MAX + VALUE_LEN_MAX + 64;
 const _: () = assert!(BLOCK_LEN_MAX < u32::MAX as usize);
+
+/// Set in an entry's kind byte when an expiry time follows it.
+const HAS_EXPIRY: u8 = 0x80;
+
+const _: () = assert!(ValueKind::Delete as u8 & HAS_EXPIRY == 0);
+const _: () = assert!(ValueKind::Put as u8 & HAS_EXPIRY == 0);
 
 /// Length prefix of a zstd block's payload (the decompressed size).
 const RAW_LEN_LEN: usize = 4;
@@ -159,10 +165,15 @@ impl BlockBuilder {
         put_varint(&mut self.buf, shared as u64);
         put_varint(&mut self.buf, (key.len() - shared) as u64);
         put_varint(&mut self.buf, entry.value.len() as u64);
-        put_varint(&mut self.buf, seq);
-        self.buf.push(entry.kind as u8);
-        put_varint(&mut self.buf, entry.expires_at_ms);
         self.buf.extend_from_slice(&key[shared..]);
+        self.buf.extend_from_slice(&seq.to_le_bytes());
+        if entry.expires_at_ms == NO_EXPIRY {
+            self.buf.push(entry.kind as u8);
+        } else {
+            self.buf.push(entry.kind as u8 | HAS_EXPIRY);
+            self.buf
+                .extend_from_slice(&entry.expires_at_ms.to_le_bytes());
+        }
         self.buf.extend_from_slice(&entry.value);
         self.last_key.truncate(shared);
         self.last_key.extend_from_slice(&key[shared..]);
@@ -367,12 +378,19 @@ impl Block {
         let shared = r.len(KEY_LEN_MAX, "shared key length")?;
         let unshared = r.len(KEY_LEN_MAX - shared, "unshared key length")?;
         let value_len = r.len(VALUE_LEN_MAX, "value length")?;
-        let seq = r.varint("seq")?;
-        let tag = r.u8("kind")?;
-        let kind =
-            ValueKind::from_u8(tag).ok_or_else(|| malformed(format!("unknown kind {tag}")))?;
-        let expires_at_ms = r.varint("expiry")?;
         let suffix = r.bytes(unshared, "key")?;
+        let seq = r.u64("seq")?;
+        let tag = r.u8("kind")?;
+        let kind = ValueKind::from_u8(tag & !HAS_EXPIRY)
+            .ok_or_else(|| malformed(format!("unknown kind {tag}")))?;
+        let expires_at_ms = if tag & HAS_EXPIRY == 0 {
+            NO_EXPIRY
+        } else {
+            match r.u64("expiry")? {
+                NO_EXPIRY => return Err(malformed("expiry flag with no expiry")),
+                at => at,
+            }
+        };
         let value = r.bytes(value_len, "value")?;
         Ok(RawEntry {
             shared,
@@ -586,9 +604,23 @@ mod tests {
         assert!(Block::decode(unordered).is_err());
         let same = build(&[(b"a", 1), (b"a", 1)]);
         assert!(Block::decode(same).is_err());
+        // shared, unshared, value length, the key "a", then the seq and the kind.
+        let kind_at = 3 + 1 + 8;
         let mut bad_kind = build(&[(b"a", 1)]);
-        bad_kind[4] = 7;
+        assert_eq!(bad_kind[kind_at], ValueKind::Put as u8);
+        bad_kind[kind_at] = 7;
         assert!(Block::decode(bad_kind).is_err());
+        // An entry of key "a", seq 1, an empty value and the expiry flag, then one restart.
+        let flagged = |expires_at_ms: u64| {
+            let mut raw = vec![0, 1, 0, b'a'];
+            raw.extend_from_slice(&1u64.to_le_bytes());
+            raw.push(ValueKind::Put as u8 | HAS_EXPIRY);
+            raw.extend_from_slice(&expires_at_ms.to_le_bytes());
+            raw.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+            raw
+        };
+        assert!(Block::decode(flagged(5)).is_ok());
+        assert!(Block::decode(flagged(NO_EXPIRY)).is_err());
     }
 
     /// Offset of entry `i` in a block of one-byte-varint entries `(key, seq, value "v{seq}")`.
@@ -601,7 +633,8 @@ mod tests {
             } else {
                 common_prefix_len(prev, k)
             };
-            off += 6 + (k.len() - shared) + format!("v{s}").len();
+            // Three one-byte varints, the key suffix, the seq, the kind, the value.
+            off += 3 + (k.len() - shared) + 8 + 1 + format!("v{s}").len();
             prev = k;
         }
         off
