@@ -34,8 +34,14 @@ pub fn benchmark(phase: Phase) -> Option<&'static str> {
 pub fn command(program: &Path, spec: &PhaseSpec) -> Option<Command> {
     let name = benchmark(spec.phase)?;
     let mut cmd = Command::new(program);
+    let benchmarks = if spec.phase.writes() {
+        // Settles compaction after the timed run; see the module doc of `engine_compare`.
+        format!("{name},waitforcompaction")
+    } else {
+        name.to_owned()
+    };
     cmd.arg(format!("--db={}", spec.dir.display()))
-        .arg(format!("--benchmarks={name}"))
+        .arg(format!("--benchmarks={benchmarks}"))
         .arg(format!("--num={}", spec.keys))
         .arg(format!("--key_size={KEY_LEN}"))
         .arg(format!("--value_size={VALUE_LEN}"))
@@ -156,7 +162,7 @@ mod tests {
             "--sync=1",
             "--threads=64",
             "--writes=100",
-            "--benchmarks=fillrandom",
+            "--benchmarks=fillrandom,waitforcompaction",
             "--db=/d",
         ] {
             assert!(
@@ -164,12 +170,21 @@ mod tests {
                 "{want} missing from {args:?}"
             );
         }
+        let read = command(
+            Path::new("db_bench"),
+            &PhaseSpec {
+                phase: Phase::Read,
+                ..spec.clone()
+            },
+        )
+        .unwrap();
+        assert!(read.get_args().any(|a| a == "--benchmarks=readrandom"));
         assert!(
             command(
                 Path::new("db_bench"),
                 &PhaseSpec {
                     phase: Phase::ZipfMix,
-                    ..spec
+                    ..spec.clone()
                 }
             )
             .is_none()

@@ -18,6 +18,19 @@ use std::ptr::{self, NonNull};
 
 use super::db_bench::{BLOOM_BITS, CACHE_BYTES, COMPRESSION};
 
+/// What db_bench's `waitforcompaction` polls until every one reads 0.
+const BUSY_PROPERTIES: [&CStr; 4] = [
+    c"rocksdb.mem-table-flush-pending",
+    c"rocksdb.num-running-flushes",
+    c"rocksdb.compaction-pending",
+    c"rocksdb.num-running-compactions",
+];
+
+/// Between polls of [`BUSY_PROPERTIES`]: 7.8's C API has no call that waits for compaction
+/// (`rocksdb_wait_for_compact` came in 8.x), so the driver polls as db_bench does (every 10 s
+/// there), often enough to add little idle time to a phase.
+const BUSY_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Debian's soname for RocksDB 7.8 (package librocksdb7.8, pulled in by rocksdb-tools).
 pub const LIBRARY: &str = "librocksdb.so.7.8";
 
@@ -197,6 +210,7 @@ api! {
     rocksdb_pinnableslice_value: fn(*const RawPinnableSlice, *mut usize) -> *const c_char;
     rocksdb_pinnableslice_destroy: fn(*mut RawPinnableSlice);
     rocksdb_free: fn(*mut c_void);
+    rocksdb_property_int: fn(*mut RawDb, *const c_char, *mut u64) -> c_int;
 }
 
 // SAFETY: `Api` holds only addresses of functions of a library that is never unloaded.
@@ -450,6 +464,39 @@ impl Db {
             );
         }
         self.api.check("delete", err)
+    }
+
+    /// Returns once no flush or compaction is running or needed, as db_bench's
+    /// `waitforcompaction`.
+    pub fn wait_for_compaction(&self) -> Result<(), RocksError> {
+        while self.busy()? {
+            std::thread::sleep(BUSY_POLL_INTERVAL);
+        }
+        Ok(())
+    }
+
+    fn busy(&self) -> Result<bool, RocksError> {
+        for property in BUSY_PROPERTIES {
+            if self.property_int(property)? > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// An integer property of the database, such as `rocksdb.num-files-at-level0`.
+    pub fn property_int(&self, name: &CStr) -> Result<u64, RocksError> {
+        let mut value = 0u64;
+        // SAFETY: an open database, a NUL-terminated name, and a live out-parameter.
+        let found =
+            unsafe { (self.api.rocksdb_property_int)(self.db.as_ptr(), name.as_ptr(), &mut value) };
+        if found != 0 {
+            return Err(RocksError::Call {
+                op: "property_int",
+                message: format!("no integer property {name:?}"),
+            });
+        }
+        Ok(value)
     }
 
     /// The key's value, pinned where RocksDB holds it (no copy, as db_bench's reads).

@@ -203,6 +203,9 @@ pub fn run_shoal(
         ShoalFs::Std => {
             let db = shoal_engine::blocking::Db::open(&spec.dir, options)?;
             let result = run_blocking(&db, spec)?;
+            if spec.phase.writes() {
+                db.compact()?;
+            }
             db.close()?;
             Ok(result)
         }
@@ -223,6 +226,7 @@ fn run_shoal_dma(spec: PhaseSpec, options: Options) -> Result<PhaseResult, Compa
             let db = shoal_engine::Db::open(fs, &spec.dir, options).await?;
             glommio::spawn_local(db.background()).detach();
             let values = Values::new(spec.seed);
+            let settle = spec.phase.writes();
             let result = if spec.phase.concurrent() {
                 let writers = spec.writers.max(1);
                 let spec = Arc::new(spec);
@@ -243,6 +247,9 @@ fn run_shoal_dma(spec: PhaseSpec, options: Options) -> Result<PhaseResult, Compa
             } else {
                 run_stream(&db, &spec, 0, spec.ops, values).await?
             };
+            if settle {
+                db.compact().await?;
+            }
             db.close().await?;
             Ok::<_, CompareError>(result)
         })
@@ -283,7 +290,9 @@ pub fn run_rocksdb(spec: &PhaseSpec, library: &Path) -> Result<PhaseResult, Comp
     let api = rocksdb_c::Api::load(library)?;
     let db = rocksdb_c::Db::open(api, &spec.dir, &DbOptions::default())?;
     let result = run_blocking(&db, spec)?;
-    // Closed here, waiting for its running flush and compactions as db_bench's exit does.
+    if spec.phase.writes() {
+        db.wait_for_compaction()?;
+    }
     drop(db);
     Ok(result)
 }
@@ -400,6 +409,9 @@ mod tests {
             }
         };
         check(&db);
+        db.wait_for_compaction().unwrap();
+        assert_eq!(db.property_int(c"rocksdb.compaction-pending").unwrap(), 0);
+        assert!(db.property_int(c"rocksdb.no-such-property").is_err());
         drop(db);
         check(&rocksdb_c::Db::open(api, &spec.dir, &DbOptions::default()).unwrap());
     }
