@@ -1,19 +1,30 @@
 //! `engine-compare`: Shoal's engine, RocksDB (`db_bench`) and fjall side by side on one machine
 //! in one run. Every phase of every engine runs in its own child process (for Shoal and fjall,
-//! this binary's hidden `run-shoal` / `run-fjall` subcommands), phases interleaved across
-//! engines so machine noise hits all alike. Throughput is timed inside the child, around the
-//! operations only (as db_bench does); peak RSS and bytes written come from the kernel for
-//! every engine alike ([`crate::proc`]).
+//! this binary's hidden `run-shoal` / `run-fjall` subcommands; for RocksDB, db_bench, or
+//! `run-rocksdb` driving the library through its C API where db_bench has no such workload),
+//! phases interleaved across engines so machine noise hits all alike. Throughput is timed
+//! inside the child, around the operations only (as db_bench does); peak RSS and bytes written
+//! come from the kernel for every engine alike ([`crate::proc`]).
+//!
+//! A writing phase ends, after its timed operations, by waiting until compaction has nothing
+//! left to do (db_bench's `waitforcompaction`; [`shoal_engine::Db::compact`]; for RocksDB's
+//! C API driver, the same properties db_bench polls). The bytes that compaction writes count
+//! against the phase whose writes caused them: otherwise an engine that ingests faster than it
+//! compacts hands its backlog to the next phase, and its write amplification looks lower in
+//! one phase and higher in the next (at 10M keys, Shoal ended the fill with 11 L0 tables and
+//! the overwrite with 10, and the zipfian mix paid for them).
 
 pub mod db_bench;
 pub mod report;
+pub mod rocksdb_c;
 pub mod store;
 pub mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use self::report::{Measurement, Report, Row};
+use self::rocksdb_c::RocksError;
 use self::store::ShoalFs;
 use self::workload::{Phase, PhaseResult, PhaseSpec};
 use crate::proc::{self, ProcError};
@@ -26,6 +37,8 @@ pub enum CompareError {
     #[cfg(feature = "fjall")]
     #[error("fjall: {0}")]
     Fjall(#[from] fjall::Error),
+    #[error("{0}")]
+    Rocksdb(#[from] RocksError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -70,12 +83,14 @@ pub enum Scale {
     /// Fill, random reads, a scan, and synced fills by concurrent writers (`--keys`, default 1M).
     #[value(name = "1m")]
     OneMillion,
-    /// 10M keys: fill, uniform random overwrite, zipfian mix with 10% deletes; write and space
-    /// amplification and peak RSS after each.
+    /// 10M keys (unless `--keys` says otherwise): fill, uniform random overwrite, zipfian mix
+    /// with 10% deletes; write and space amplification and peak RSS after each.
     #[value(name = "10m")]
     TenMillion,
 }
 
+/// Keys of the `1m` preset.
+pub const ONE_MILLION: u64 = 1_000_000;
 /// Keys of the `10m` preset.
 pub const TEN_MILLION: u64 = 10_000_000;
 /// A phase that runs longer than this is killed (by PID) and the run fails.
@@ -87,9 +102,9 @@ pub const SHOAL_MEMORY_BUDGET_DEFAULT_MIB: u64 = 192;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
-    /// Key space and operations per phase.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub keys: u64,
+    /// Key space and operations per phase [default: 1M at `--scale 1m`, 10M at `--scale 10m`].
+    #[arg(long)]
+    pub keys: Option<u64>,
     #[arg(long, value_enum, default_value = "1m")]
     pub scale: Scale,
     /// Operations of the synced fill (default: a tenth of --keys; synced writes are slow).
@@ -115,6 +130,10 @@ pub struct CompareArgs {
     /// The db_bench binary.
     #[arg(long, default_value = "db_bench")]
     pub db_bench: PathBuf,
+    /// RocksDB's shared library, for the zipfian mix db_bench cannot run (the one its db_bench
+    /// is built on); where it cannot be loaded, RocksDB's mix is skipped.
+    #[arg(long, default_value = rocksdb_c::LIBRARY)]
+    pub rocksdb_library: PathBuf,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[arg(long, default_value_t = PHASE_TIMEOUT_DEFAULT_SECS)]
@@ -143,7 +162,7 @@ pub fn plan(args: &CompareArgs) -> Vec<Step> {
     };
     match args.scale {
         Scale::OneMillion => {
-            let keys = args.keys;
+            let keys = args.keys();
             let sync_ops = args.sync_ops.unwrap_or(keys / 10).max(1);
             vec![
                 step(Phase::Fill, "fillrandom (no sync)", keys),
@@ -154,7 +173,7 @@ pub fn plan(args: &CompareArgs) -> Vec<Step> {
             ]
         }
         Scale::TenMillion => {
-            let keys = TEN_MILLION;
+            let keys = args.keys();
             vec![
                 step(Phase::Fill, "fillrandom (no sync)", keys),
                 step(Phase::Scan, "scan after fill", keys),
@@ -171,20 +190,44 @@ fn available(engine: Engine) -> bool {
     engine != Engine::Fjall || cfg!(feature = "fjall")
 }
 
-/// Runs one step of one engine in a child process; `None` where the engine has no such
-/// workload.
+/// What became of one engine's step.
+enum Outcome {
+    Measured(Measurement),
+    /// The engine cannot run here (its library is missing, say), and why.
+    Skipped(String),
+}
+
+/// Runs one step of one engine in a child process.
 fn run_step(
     args: &CompareArgs,
     engine: Engine,
     spec: &PhaseSpec,
     assertions: &mut bool,
-) -> Result<Option<Measurement>, CompareError> {
+) -> Result<Outcome, CompareError> {
     let limit = Duration::from_secs(args.phase_timeout_secs);
     let self_exe = std::env::current_exe()?;
+    let db_bench_name = match engine {
+        Engine::Rocksdb => db_bench::benchmark(spec.phase),
+        Engine::Shoal | Engine::Fjall => None,
+    };
     let mut cmd = match engine {
         Engine::Rocksdb => match db_bench::command(&args.db_bench, spec) {
             Some(c) => c,
-            None => return Ok(None),
+            // No such db_bench workload: our generator drives the library through its C API.
+            None => {
+                if let Err(e) = rocksdb_c::Api::load(&args.rocksdb_library) {
+                    return Ok(Outcome::Skipped(format!(
+                        "rocksdb {}: {e}",
+                        spec.phase.name()
+                    )));
+                }
+                let mut c = std::process::Command::new(&self_exe);
+                c.arg("run-rocksdb")
+                    .arg("--library")
+                    .arg(&args.rocksdb_library)
+                    .args(spec.to_args());
+                c
+            }
         },
         Engine::Shoal => {
             let fs = if spec.phase.concurrent() {
@@ -222,13 +265,12 @@ fn run_step(
             .rev()
             .collect(),
     };
-    let result: PhaseResult = match engine {
-        Engine::Rocksdb => {
+    let result: PhaseResult = match db_bench_name {
+        Some(name) => {
             *assertions |= db_bench::has_assertions(&run.stdout);
-            let name = db_bench::benchmark(spec.phase).ok_or_else(no_result)?;
             db_bench::parse(&run.stdout, name, spec.phase).ok_or_else(no_result)?
         }
-        Engine::Shoal | Engine::Fjall => run
+        None => run
             .stdout
             .lines()
             .rev()
@@ -240,10 +282,19 @@ fn run_step(
     } else {
         None
     };
-    Ok(Some(Measurement::new(result, &run, disk_bytes)))
+    let measured = Measurement::new(result, &run, disk_bytes);
+    Ok(Outcome::Measured(measured))
 }
 
 impl CompareArgs {
+    /// The key space, and operations per phase: `--keys`, or the scale's own.
+    pub fn keys(&self) -> u64 {
+        self.keys.unwrap_or(match self.scale {
+            Scale::OneMillion => ONE_MILLION,
+            Scale::TenMillion => TEN_MILLION,
+        })
+    }
+
     /// The budget Shoal runs with, in bytes; `None` for its per-component defaults.
     pub fn shoal_memory_budget(&self) -> Option<u64> {
         (self.shoal_memory_budget_mib > 0).then_some(self.shoal_memory_budget_mib << 20)
@@ -252,7 +303,7 @@ impl CompareArgs {
 
 /// Runs the whole comparison and returns its report; `progress` hears about each step.
 pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Report, CompareError> {
-    if args.keys == 0 || args.writers == 0 {
+    if args.keys() == 0 || args.writers == 0 {
         return Err(CompareError::InvalidArgument(
             "--keys and --writers must be at least 1".into(),
         ));
@@ -277,12 +328,9 @@ pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Rep
             .prefix("engine-compare-")
             .tempdir()?,
     };
-    let keys = if args.scale == Scale::TenMillion {
-        TEN_MILLION
-    } else {
-        args.keys
-    };
+    let keys = args.keys();
     let mut rows = Vec::new();
+    let mut skipped = Vec::new();
     let mut assertions = false;
     for step in plan(args) {
         let mut row = Row::new(step.label, step.phase);
@@ -304,24 +352,30 @@ pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Rep
                 std::fs::create_dir_all(parent)?;
             }
             progress(&format!("{} {} ...", engine.name(), step.label));
-            if let Some(m) = run_step(args, engine, &spec, &mut assertions)? {
-                let write_amp = m
-                    .write_amp
-                    .map(|w| format!(", write-amp {w:.2}"))
-                    .unwrap_or_default();
-                progress(&format!(
-                    "{} {}: {:.0} ops/s{write_amp}, peak RSS {} MiB",
-                    engine.name(),
-                    step.label,
-                    m.ops_per_sec,
-                    m.peak_rss_bytes >> 20
-                ));
-                row.results.insert(engine, m);
-            }
+            let m = match run_step(args, engine, &spec, &mut assertions)? {
+                Outcome::Measured(m) => m,
+                Outcome::Skipped(why) => {
+                    progress(&format!("skipping {why}"));
+                    skipped.push(why);
+                    continue;
+                }
+            };
+            let write_amp = m
+                .write_amp
+                .map(|w| format!(", write-amp {w:.2}"))
+                .unwrap_or_default();
+            progress(&format!(
+                "{} {}: {:.0} ops/s{write_amp}, peak RSS {} MiB",
+                engine.name(),
+                step.label,
+                m.ops_per_sec,
+                m.peak_rss_bytes >> 20
+            ));
+            row.results.insert(engine, m);
         }
         rows.push(row);
     }
-    Ok(Report::new(args, engines, rows, assertions))
+    Ok(Report::new(args, engines, rows, assertions, skipped))
 }
 
 /// Entry of the hidden child subcommands: runs one phase and prints its result as JSON.
@@ -342,5 +396,15 @@ pub fn run_child(
             )));
         }
     };
-    serde_json::to_string(&result).map_err(|e| CompareError::Io(std::io::Error::other(e)))
+    encode(&result)
+}
+
+/// Entry of the hidden `run-rocksdb` subcommand: runs one phase db_bench cannot run through
+/// RocksDB's C API and prints its result as JSON.
+pub fn run_rocksdb_child(spec: &PhaseSpec, library: &Path) -> Result<String, CompareError> {
+    encode(&store::run_rocksdb(spec, library)?)
+}
+
+fn encode(result: &PhaseResult) -> Result<String, CompareError> {
+    serde_json::to_string(result).map_err(|e| CompareError::Io(std::io::Error::other(e)))
 }

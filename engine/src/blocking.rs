@@ -106,6 +106,11 @@ impl Db {
         block_on(self.db.flush())
     }
 
+    /// Runs compactions until every level is within its target (see [`crate::Db::compact`]).
+    pub fn compact(&self) -> Result<()> {
+        block_on(self.db.compact())
+    }
+
     pub fn stats(&self) -> Stats {
         self.db.stats()
     }

@@ -1,6 +1,7 @@
 //! `engine-compare`: Shoal's engine vs RocksDB's db_bench and fjall. See
 //! `shoal_benches::engine_compare`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -10,7 +11,8 @@ use shoal_benches::engine_compare::{self, CompareArgs, Engine};
 
 /// The node's allocator, so Shoal's peak RSS here is what a node would hold (glibc's malloc
 /// keeps more of the memtables' freed arena chunks resident). fjall runs on it too; RocksDB's
-/// db_bench is a separate program with its own.
+/// db_bench is a separate program with its own, and the RocksDB library `run-rocksdb` loads
+/// allocates through glibc's malloc as db_bench's does.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -30,8 +32,8 @@ struct Cli {
 /// One phase of one engine, run by the parent in a child process so it is measured alone.
 #[derive(Subcommand)]
 enum Child {
-    #[command(hide = true)]
-    RunShoal {
+    #[command(name = "run-shoal", hide = true)]
+    Shoal {
         #[arg(long, value_enum, default_value = "dma")]
         fs: ShoalFs,
         /// Memory budget in bytes; without it, the engine's per-component defaults.
@@ -40,8 +42,17 @@ enum Child {
         #[command(flatten)]
         spec: PhaseSpec,
     },
-    #[command(hide = true)]
-    RunFjall {
+    #[command(name = "run-fjall", hide = true)]
+    Fjall {
+        #[command(flatten)]
+        spec: PhaseSpec,
+    },
+    /// A phase db_bench has no benchmark for, on RocksDB through its C API.
+    #[command(name = "run-rocksdb", hide = true)]
+    Rocksdb {
+        /// RocksDB's shared library.
+        #[arg(long, default_value = engine_compare::rocksdb_c::LIBRARY)]
+        library: PathBuf,
         #[command(flatten)]
         spec: PhaseSpec,
     },
@@ -50,15 +61,18 @@ enum Child {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.child {
-        Some(Child::RunShoal {
+        Some(Child::Shoal {
             fs,
             memory_budget_bytes,
             spec,
         }) => engine_compare::run_child(Engine::Shoal, spec, *fs, *memory_budget_bytes)
             .map(|json| println!("{json}")),
-        Some(Child::RunFjall { spec }) => {
+        Some(Child::Fjall { spec }) => {
             engine_compare::run_child(Engine::Fjall, spec, ShoalFs::Std, None)
                 .map(|json| println!("{json}"))
+        }
+        Some(Child::Rocksdb { library, spec }) => {
+            engine_compare::run_rocksdb_child(spec, library).map(|json| println!("{json}"))
         }
         None => engine_compare::compare(&cli.compare, |msg| eprintln!("{msg}")).map(|report| {
             if cli.compare.json {

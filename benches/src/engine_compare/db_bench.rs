@@ -12,12 +12,14 @@ use std::process::Command;
 use super::workload::{KEY_LEN, Phase, PhaseResult, PhaseSpec, VALUE_LEN};
 
 /// Same as Shoal's default block cache.
-const CACHE_BYTES: u64 = 64 << 20;
+pub const CACHE_BYTES: u64 = 64 << 20;
 /// Bloom filter bits per key, as Shoal's default (RocksDB's default is no filter).
-const BLOOM_BITS: u32 = 10;
+pub const BLOOM_BITS: u32 = 10;
+/// Shoal's table compression.
+pub const COMPRESSION: &str = "zstd";
 
 /// db_bench's name for the phase, or `None` where it has no equivalent (it cannot mix deletes
-/// into a zipfian workload).
+/// into a zipfian workload): [`super::rocksdb_c`] runs that one.
 pub fn benchmark(phase: Phase) -> Option<&'static str> {
     match phase {
         Phase::Fill | Phase::FillSync | Phase::FillWriters => Some("fillrandom"),
@@ -32,12 +34,18 @@ pub fn benchmark(phase: Phase) -> Option<&'static str> {
 pub fn command(program: &Path, spec: &PhaseSpec) -> Option<Command> {
     let name = benchmark(spec.phase)?;
     let mut cmd = Command::new(program);
+    let benchmarks = if spec.phase.writes() {
+        // Settles compaction after the timed run; see the module doc of `engine_compare`.
+        format!("{name},waitforcompaction")
+    } else {
+        name.to_owned()
+    };
     cmd.arg(format!("--db={}", spec.dir.display()))
-        .arg(format!("--benchmarks={name}"))
+        .arg(format!("--benchmarks={benchmarks}"))
         .arg(format!("--num={}", spec.keys))
         .arg(format!("--key_size={KEY_LEN}"))
         .arg(format!("--value_size={VALUE_LEN}"))
-        .arg("--compression_type=zstd")
+        .arg(format!("--compression_type={COMPRESSION}"))
         .arg(format!("--bloom_bits={BLOOM_BITS}"))
         .arg(format!("--cache_size={CACHE_BYTES}"))
         .arg(format!("--seed={}", spec.seed.max(1)));
@@ -154,7 +162,7 @@ mod tests {
             "--sync=1",
             "--threads=64",
             "--writes=100",
-            "--benchmarks=fillrandom",
+            "--benchmarks=fillrandom,waitforcompaction",
             "--db=/d",
         ] {
             assert!(
@@ -162,12 +170,21 @@ mod tests {
                 "{want} missing from {args:?}"
             );
         }
+        let read = command(
+            Path::new("db_bench"),
+            &PhaseSpec {
+                phase: Phase::Read,
+                ..spec.clone()
+            },
+        )
+        .unwrap();
+        assert!(read.get_args().any(|a| a == "--benchmarks=readrandom"));
         assert!(
             command(
                 Path::new("db_bench"),
                 &PhaseSpec {
                     phase: Phase::ZipfMix,
-                    ..spec
+                    ..spec.clone()
                 }
             )
             .is_none()

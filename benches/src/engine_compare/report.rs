@@ -104,6 +104,8 @@ pub struct Report {
     pub shoal_memory_budget_bytes: Option<u64>,
     pub engines: Vec<Engine>,
     pub db_bench_assertions: bool,
+    /// Engine steps that could not run here, and why (a "-" in the tables).
+    pub skipped: Vec<String>,
     pub rows: Vec<Row>,
     pub targets: Vec<Target>,
 }
@@ -210,19 +212,17 @@ impl Report {
         engines: Vec<Engine>,
         mut rows: Vec<Row>,
         db_bench_assertions: bool,
+        skipped: Vec<String>,
     ) -> Report {
         space_amplification(&mut rows);
         Report {
             scale: args.scale,
-            keys: if args.scale == Scale::TenMillion {
-                super::TEN_MILLION
-            } else {
-                args.keys
-            },
+            keys: args.keys(),
             shoal_fs: args.shoal_fs,
             shoal_memory_budget_bytes: args.shoal_memory_budget(),
             engines,
             db_bench_assertions,
+            skipped,
             targets: targets(&rows, args.shoal_memory_budget()),
             rows,
         }
@@ -287,6 +287,9 @@ impl Report {
                     t.what, t.value, t.goal
                 );
             }
+        }
+        for why in &self.skipped {
+            let _ = writeln!(out, "skipped: {why}");
         }
         if self.db_bench_assertions {
             let _ = writeln!(

@@ -1,15 +1,18 @@
 //! The engines under test behind one small interface, and the loops that drive a phase
 //! through it. Each engine runs inside a child process of `engine-compare` (`run-shoal`,
-//! `run-fjall`), so its memory and disk writes are measured alone.
+//! `run-fjall`, and `run-rocksdb` for the workload db_bench cannot run), so its memory and disk
+//! writes are measured alone.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::future::block_on;
 use shoal_engine::{Durability, Options};
 
-use super::CompareError;
+use super::rocksdb_c::{self, DbOptions};
 use super::workload::{Op, Ops, Phase, PhaseResult, PhaseSpec, VALUE_LEN, Values, key};
+use super::{CompareError, db_bench};
 
 /// The operations a phase needs. Blocking engines implement it with futures that are ready
 /// at once; the glommio engine awaits real I/O.
@@ -200,6 +203,9 @@ pub fn run_shoal(
         ShoalFs::Std => {
             let db = shoal_engine::blocking::Db::open(&spec.dir, options)?;
             let result = run_blocking(&db, spec)?;
+            if spec.phase.writes() {
+                db.compact()?;
+            }
             db.close()?;
             Ok(result)
         }
@@ -220,6 +226,7 @@ fn run_shoal_dma(spec: PhaseSpec, options: Options) -> Result<PhaseResult, Compa
             let db = shoal_engine::Db::open(fs, &spec.dir, options).await?;
             glommio::spawn_local(db.background()).detach();
             let values = Values::new(spec.seed);
+            let settle = spec.phase.writes();
             let result = if spec.phase.concurrent() {
                 let writers = spec.writers.max(1);
                 let spec = Arc::new(spec);
@@ -240,6 +247,9 @@ fn run_shoal_dma(spec: PhaseSpec, options: Options) -> Result<PhaseResult, Compa
             } else {
                 run_stream(&db, &spec, 0, spec.ops, values).await?
             };
+            if settle {
+                db.compact().await?;
+            }
             db.close().await?;
             Ok::<_, CompareError>(result)
         })
@@ -247,6 +257,44 @@ fn run_shoal_dma(spec: PhaseSpec, options: Options) -> Result<PhaseResult, Compa
     handle
         .join()
         .map_err(|e| CompareError::Runtime(e.to_string()))?
+}
+
+impl Store for rocksdb_c::Db {
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), CompareError> {
+        Ok(rocksdb_c::Db::put(self, key, value)?)
+    }
+    async fn delete(&self, key: &[u8]) -> Result<(), CompareError> {
+        Ok(rocksdb_c::Db::delete(self, key)?)
+    }
+    async fn get(&self, key: &[u8]) -> Result<bool, CompareError> {
+        Ok(rocksdb_c::Db::get(self, key)?.is_some())
+    }
+    /// RocksDB's scans are db_bench's `readseq`; the C API driver runs only what db_bench
+    /// cannot.
+    async fn scan(&self) -> Result<u64, CompareError> {
+        Err(CompareError::InvalidArgument(
+            "scans of RocksDB run through db_bench".into(),
+        ))
+    }
+}
+
+/// Runs a phase db_bench has no benchmark for on RocksDB through its C API, with db_bench's
+/// configuration, on the database db_bench's earlier phases left in `spec.dir`.
+pub fn run_rocksdb(spec: &PhaseSpec, library: &Path) -> Result<PhaseResult, CompareError> {
+    if let Some(name) = db_bench::benchmark(spec.phase) {
+        return Err(CompareError::InvalidArgument(format!(
+            "rocksdb {} runs through db_bench's {name}",
+            spec.phase.name()
+        )));
+    }
+    let api = rocksdb_c::Api::load(library)?;
+    let db = rocksdb_c::Db::open(api, &spec.dir, &DbOptions::default())?;
+    let result = run_blocking(&db, spec)?;
+    if spec.phase.writes() {
+        db.wait_for_compaction()?;
+    }
+    drop(db);
+    Ok(result)
 }
 
 #[cfg(feature = "fjall")]
@@ -303,5 +351,68 @@ pub mod fjall_store {
         let result = run_blocking(&store, spec)?;
         store.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A few thousand operations of the mix through the real library, checked against a model
+    /// of the same stream: every key put is found with its last value, every key deleted is
+    /// gone, before and after a reopen.
+    #[test]
+    fn rocksdb_runs_the_mix_as_a_model_does() {
+        let api = match rocksdb_c::Api::load(Path::new(rocksdb_c::LIBRARY)) {
+            Ok(api) => api,
+            Err(e) => {
+                eprintln!("NOTICE: {e}; not running the mix on RocksDB");
+                return;
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let spec = PhaseSpec {
+            phase: Phase::ZipfMix,
+            dir: dir.path().to_owned(),
+            keys: 500,
+            ops: 4000,
+            writers: 1,
+            seed: 3,
+        };
+        let create = DbOptions {
+            create_if_missing: true,
+            ..DbOptions::default()
+        };
+        let db = rocksdb_c::Db::open(api, &spec.dir, &create).unwrap();
+        let result = run_blocking(&db, &spec).unwrap();
+
+        let mut model = HashMap::new();
+        let (mut ops, mut values) = (Ops::new(&spec, 0), Values::new(spec.seed));
+        let (mut found, mut deleted_after_put) = (0, 0);
+        for _ in 0..spec.ops {
+            match ops.next_op() {
+                Op::Put(k) => {
+                    model.insert(k, values.next_value().to_vec());
+                }
+                Op::Delete(k) => deleted_after_put += u64::from(model.remove(&k).is_some()),
+                Op::Get(k) => found += u64::from(model.contains_key(&k)),
+            }
+        }
+        assert_eq!((result.ops, result.found), (spec.ops, found));
+        assert!(deleted_after_put > 0 && found > 0);
+        let check = |db: &rocksdb_c::Db| {
+            for k in 0..spec.keys {
+                let got = db.get(&key(k)).unwrap();
+                assert_eq!(got.as_deref(), model.get(&k).map(Vec::as_slice), "key {k}");
+            }
+        };
+        check(&db);
+        db.wait_for_compaction().unwrap();
+        assert_eq!(db.property_int(c"rocksdb.compaction-pending").unwrap(), 0);
+        assert!(db.property_int(c"rocksdb.no-such-property").is_err());
+        drop(db);
+        check(&rocksdb_c::Db::open(api, &spec.dir, &DbOptions::default()).unwrap());
     }
 }
