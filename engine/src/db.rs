@@ -857,7 +857,9 @@ impl<F: FileSystem> Db<F> {
             let version = Arc::clone(&st.current.version);
             let choice = picker::pick(&version.meta_levels(), &inner.shape, &st.cursors);
             let from = match &choice {
-                Some(Choice::Move { table, .. }) => Some((table.level, table.largest.clone())),
+                Some(Choice::Move { tables, .. }) => {
+                    tables.last().map(|last| (last.level, last.largest.clone()))
+                }
                 Some(Choice::Merge(job)) => {
                     picker::key_range(&job.inputs).map(|(_, hi)| (job.level, hi.to_vec()))
                 }
@@ -870,12 +872,17 @@ impl<F: FileSystem> Db<F> {
         };
         match choice {
             None => Ok(false),
-            Some(Choice::Move { table, to }) => {
-                let number = table.number;
-                let moved =
-                    TableHandle::new(TableMeta { level: to, ..table }, Arc::clone(&inner.tables));
-                self.install(vec![moved], vec![number], None, None).await?;
-                Counters::add(&inner.counters.trivial_moves, 1);
+            Some(Choice::Move { tables, to }) => {
+                let count = tables.len() as u64;
+                let numbers = tables.iter().map(|t| t.number).collect();
+                let moved = tables
+                    .into_iter()
+                    .map(|t| {
+                        TableHandle::new(TableMeta { level: to, ..t }, Arc::clone(&inner.tables))
+                    })
+                    .collect();
+                self.install(moved, numbers, None, None).await?;
+                Counters::add(&inner.counters.trivial_moves, count);
                 Ok(true)
             }
             Some(Choice::Merge(job)) => self.merge(&job, &version).await,

@@ -87,7 +87,10 @@ fn dumps_every_part_of_a_table() {
     let total = KEYS + 1;
     for want in [
         "footer:".to_owned(),
-        format!("  format version: {}", shoal_engine::sstable::FORMAT_VERSION),
+        format!(
+            "  format version: {}",
+            shoal_engine::sstable::FORMAT_VERSION
+        ),
         format!("  entries: {total}"),
         format!("  tombstones: {tombstones}"),
         "  smallest key: \"bin\\x01key\"".to_owned(),
