@@ -9,7 +9,7 @@
 //! | first_seq    | varint | sequence number of the first entry                   |
 //! | count        | varint | entries that follow; entry i has first_seq + i       |
 //! | per entry:   |        |                                                      |
-//! | kind         | u8     | `ValueKind` tag, plus [`HAS_EXPIRY`] if one follows   |
+//! | kind         | u8     | `ValueKind` tag, plus 0x80 if an expiry follows      |
 //! | expires_at   | u64    | ms since the Unix epoch; present only with the flag  |
 //! | key_len      | varint |                                                      |
 //! | key          | ..     |                                                      |
@@ -24,18 +24,13 @@
 
 use std::path::Path;
 
-use crate::coding::{Reader, put_u64, put_varint, varint_len};
+use crate::coding::{Reader, put_varint, varint_len};
 use crate::types::{Entry, NO_EXPIRY, SeqNo, ValueKind, check_key, check_value};
 use crate::{Error, Result};
 
 const BATCH_FORMAT_VERSION: u8 = 3;
 /// kind + two one-byte varints: the least an entry takes.
 const ENTRY_LEN_MIN: usize = 1 + 1 + 1;
-/// Set in an entry's kind byte when an expiry time follows it.
-const HAS_EXPIRY: u8 = 0x80;
-
-const _: () = assert!(ValueKind::Delete as u8 & HAS_EXPIRY == 0);
-const _: () = assert!(ValueKind::Put as u8 & HAS_EXPIRY == 0);
 
 /// Writes applied together: all or none survive a crash, and readers see all or none.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,13 +55,7 @@ impl WriteBatch {
     /// Any entry: a put with an expiry, or a tombstone carrying bytes.
     pub fn put_entry(&mut self, key: impl Into<Vec<u8>>, entry: Entry) -> &mut Self {
         let key = key.into();
-        let expiry = if entry.expires_at_ms == NO_EXPIRY {
-            0
-        } else {
-            8
-        };
-        self.bytes += 1
-            + expiry
+        self.bytes += entry.kind_and_expiry_len()
             + varint_len(key.len() as u64)
             + key.len()
             + varint_len(entry.value.len() as u64)
@@ -113,12 +102,7 @@ impl WriteBatch {
         put_varint(out, first_seq);
         put_varint(out, self.ops.len() as u64);
         for (key, entry) in &self.ops {
-            if entry.expires_at_ms == NO_EXPIRY {
-                out.push(entry.kind as u8);
-            } else {
-                out.push(entry.kind as u8 | HAS_EXPIRY);
-                put_u64(out, entry.expires_at_ms);
-            }
+            entry.put_kind_and_expiry(out);
             put_varint(out, key.len() as u64);
             out.extend_from_slice(key);
             put_varint(out, entry.value.len() as u64);
@@ -158,9 +142,9 @@ pub fn decode(payload: &[u8], path: &Path, record_no: u64) -> Result<DecodedBatc
     let mut ops = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let tag = r.u8().ok_or_else(|| bad("truncated entry"))?;
-        let kind = ValueKind::from_u8(tag & !HAS_EXPIRY)
-            .ok_or_else(|| bad(&format!("unknown kind {tag}")))?;
-        let expires_at_ms = if tag & HAS_EXPIRY == 0 {
+        let (kind, has_expiry) =
+            ValueKind::from_stored(tag).ok_or_else(|| bad(&format!("unknown kind {tag}")))?;
+        let expires_at_ms = if !has_expiry {
             NO_EXPIRY
         } else {
             match r.u64() {

@@ -34,7 +34,20 @@ impl ValueKind {
             _ => None,
         }
     }
+
+    /// Splits a stored kind byte (see [`Entry::put_kind_and_expiry`]) into the kind and
+    /// whether an expiry follows it; `None` for an unknown kind.
+    pub(crate) fn from_stored(tag: u8) -> Option<(ValueKind, bool)> {
+        let kind = ValueKind::from_u8(tag & !STORED_HAS_EXPIRY)?;
+        Some((kind, tag & STORED_HAS_EXPIRY != 0))
+    }
 }
+
+/// Set in a stored kind byte (write batches, SSTable entries) when a u64 expiry follows it.
+pub(crate) const STORED_HAS_EXPIRY: u8 = 0x80;
+
+const _: () = assert!(ValueKind::Delete as u8 & STORED_HAS_EXPIRY == 0);
+const _: () = assert!(ValueKind::Put as u8 & STORED_HAS_EXPIRY == 0);
 
 /// Wall-clock expiry in milliseconds since the Unix epoch; [`NO_EXPIRY`] means never.
 pub type ExpiresAt = u64;
@@ -62,6 +75,26 @@ impl Entry {
             kind: ValueKind::Delete,
             expires_at_ms: NO_EXPIRY,
             value: Vec::new(),
+        }
+    }
+
+    /// Appends the entry's kind byte, flagged and followed by its expiry (u64 little-endian)
+    /// when it has one: how write batches and SSTable entries store kind and expiry.
+    pub(crate) fn put_kind_and_expiry(&self, out: &mut Vec<u8>) {
+        if self.expires_at_ms == NO_EXPIRY {
+            out.push(self.kind as u8);
+        } else {
+            out.push(self.kind as u8 | STORED_HAS_EXPIRY);
+            out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
+        }
+    }
+
+    /// Bytes [`Entry::put_kind_and_expiry`] appends.
+    pub(crate) fn kind_and_expiry_len(&self) -> usize {
+        if self.expires_at_ms == NO_EXPIRY {
+            1
+        } else {
+            1 + 8
         }
     }
 

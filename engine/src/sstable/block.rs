@@ -22,12 +22,6 @@ pub(crate) const COMPRESSION_ZSTD: u8 = 1;
 pub(crate) const BLOCK_LEN_MAX: usize = BLOCK_BYTES_MAX + KEY_LEN_MAX + VALUE_LEN_MAX + 64;
 const _: () = assert!(BLOCK_LEN_MAX < u32::MAX as usize);
 
-/// Set in an entry's kind byte when an expiry time follows it.
-const HAS_EXPIRY: u8 = 0x80;
-
-const _: () = assert!(ValueKind::Delete as u8 & HAS_EXPIRY == 0);
-const _: () = assert!(ValueKind::Put as u8 & HAS_EXPIRY == 0);
-
 /// Length prefix of a zstd block's payload (the decompressed size).
 const RAW_LEN_LEN: usize = 4;
 
@@ -167,13 +161,7 @@ impl BlockBuilder {
         put_varint(&mut self.buf, entry.value.len() as u64);
         self.buf.extend_from_slice(&key[shared..]);
         self.buf.extend_from_slice(&seq.to_le_bytes());
-        if entry.expires_at_ms == NO_EXPIRY {
-            self.buf.push(entry.kind as u8);
-        } else {
-            self.buf.push(entry.kind as u8 | HAS_EXPIRY);
-            self.buf
-                .extend_from_slice(&entry.expires_at_ms.to_le_bytes());
-        }
+        entry.put_kind_and_expiry(&mut self.buf);
         self.buf.extend_from_slice(&entry.value);
         self.last_key.truncate(shared);
         self.last_key.extend_from_slice(&key[shared..]);
@@ -381,9 +369,9 @@ impl Block {
         let suffix = r.bytes(unshared, "key")?;
         let seq = r.u64("seq")?;
         let tag = r.u8("kind")?;
-        let kind = ValueKind::from_u8(tag & !HAS_EXPIRY)
-            .ok_or_else(|| malformed(format!("unknown kind {tag}")))?;
-        let expires_at_ms = if tag & HAS_EXPIRY == 0 {
+        let (kind, has_expiry) =
+            ValueKind::from_stored(tag).ok_or_else(|| malformed(format!("unknown kind {tag}")))?;
+        let expires_at_ms = if !has_expiry {
             NO_EXPIRY
         } else {
             match r.u64("expiry")? {
@@ -614,7 +602,7 @@ mod tests {
         let flagged = |expires_at_ms: u64| {
             let mut raw = vec![0, 1, 0, b'a'];
             raw.extend_from_slice(&1u64.to_le_bytes());
-            raw.push(ValueKind::Put as u8 | HAS_EXPIRY);
+            raw.push(ValueKind::Put as u8 | crate::types::STORED_HAS_EXPIRY);
             raw.extend_from_slice(&expires_at_ms.to_le_bytes());
             raw.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
             raw
