@@ -27,7 +27,8 @@ const LOCK_FILE: &str = "LOCK";
 
 pub struct Db {
     db: db::Db<StdFs>,
-    worker: Option<JoinHandle<()>>,
+    /// The flush and compaction workers' threads.
+    workers: Vec<JoinHandle<()>>,
     /// Holds the directory lock until drop.
     _lock: std::fs::File,
 }
@@ -52,16 +53,34 @@ impl Db {
             )));
         }
         let db = block_on(db::Db::open(StdFs, dir, options))?;
-        let background = db.clone();
-        let worker = std::thread::Builder::new()
-            .name("shoal-engine-bg".to_owned())
-            .spawn(move || block_on(background.background()))
-            .at(dir)?;
-        Ok(Db {
+        // A thread each: with std files a worker blocks in every read and write, so one
+        // thread running both would hold flushes back behind a merge again.
+        let mut opened = Db {
             db,
-            worker: Some(worker),
+            workers: Vec::new(),
             _lock: lock,
-        })
+        };
+        let (flushing, compacting) = (opened.db.clone(), opened.db.clone());
+        let workers: [(&str, Box<dyn FnOnce() + Send>); 2] = [
+            (
+                "shoal-engine-flush",
+                Box::new(move || block_on(flushing.flush_worker())),
+            ),
+            (
+                "shoal-engine-compact",
+                Box::new(move || block_on(compacting.compaction_worker())),
+            ),
+        ];
+        for (name, worker) in workers {
+            // On failure `opened` drops, which closes the database and joins the workers
+            // started so far.
+            let thread = std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(worker)
+                .at(dir)?;
+            opened.workers.push(thread);
+        }
+        Ok(opened)
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
@@ -115,14 +134,14 @@ impl Db {
         self.db.stats()
     }
 
-    /// Closes the database and waits for its background thread.
+    /// Closes the database and waits for its background threads.
     pub fn close(mut self) -> Result<()> {
         self.shutdown()
     }
 
     fn shutdown(&mut self) -> Result<()> {
         let closed = block_on(self.db.close());
-        if let Some(worker) = self.worker.take() {
+        for worker in self.workers.drain(..) {
             // A panicked worker has already reported itself; closing still succeeds.
             let _ = worker.join();
         }

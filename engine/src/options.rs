@@ -115,8 +115,9 @@ pub struct Options {
     pub memory_budget_bytes: Option<u64>,
     /// A memtable is frozen and flushed when it holds this many bytes.
     pub memtable_bytes: usize,
-    /// Frozen memtables waiting for flush before writers stall; bounds memory when the disk
-    /// falls behind.
+    /// Frozen memtables waiting for flush: a writer that finds the memtable full and this
+    /// many waiting flushes one itself before it writes. Bounds memory when flushes fall
+    /// behind.
     pub max_immutable_memtables: usize,
     /// Bytes of decompressed data blocks kept in memory.
     pub block_cache_bytes: usize,

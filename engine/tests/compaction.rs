@@ -499,6 +499,46 @@ fn writes_slow_down_as_l0_grows_and_compact_at_the_stop_limit() {
     });
 }
 
+#[test]
+fn writers_go_on_into_a_fresh_memtable_while_a_frozen_one_waits() {
+    block_on(async {
+        let fs = FaultFs::new();
+        let options = Options {
+            memtable_bytes: 4 << 10,
+            log_segment_bytes: 1 << 20,
+            max_immutable_memtables: 1,
+            ..Options::default()
+        };
+        // No background worker: a frozen memtable waits until a writer flushes it.
+        let db = open(&fs, options).await;
+        let mut i = 0;
+        while db.stats().immutable_memtables == 0 {
+            db.put(&key(i), &value(i, 0, 64)).await.unwrap();
+            i += 1;
+        }
+        let per_memtable = i;
+        // Half a memtable more: room in the fresh one, so nobody stops to flush.
+        for _ in 0..per_memtable / 2 {
+            db.put(&key(i), &value(i, 0, 64)).await.unwrap();
+            i += 1;
+        }
+        let stats = db.stats();
+        assert_eq!(stats.immutable_memtables, 1, "{stats:?}");
+        assert_eq!((stats.stopped_writes, stats.flushes), (0, 0), "{stats:?}");
+        // Filling the fresh one too leaves the writer no room: it flushes the frozen one.
+        for _ in 0..per_memtable {
+            db.put(&key(i), &value(i, 0, 64)).await.unwrap();
+            i += 1;
+        }
+        let stats = db.stats();
+        assert!(stats.stopped_writes > 0 && stats.flushes > 0, "{stats:?}");
+        assert!(stats.immutable_memtables <= 1, "{stats:?}");
+        for j in 0..i {
+            assert_eq!(db.get(&key(j)).await.unwrap(), Some(value(j, 0, 64)));
+        }
+    });
+}
+
 /// Options for the pending-compaction tests: no L0 limits in the way (L0 compaction is due at
 /// 2 tables, so two flushes make a backlog), small memtables, writes recorded by `timer`.
 fn backlog_options(timer: Arc<RecordingTimer>, soft: u64, hard: u64) -> Options {
