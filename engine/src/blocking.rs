@@ -60,26 +60,20 @@ impl Db {
             workers: Vec::new(),
             _lock: lock,
         };
-        let (flushing, compacting) = (opened.db.clone(), opened.db.clone());
-        let workers: [(&str, Box<dyn FnOnce() + Send>); 2] = [
-            (
-                "shoal-engine-flush",
-                Box::new(move || block_on(flushing.flush_worker())),
-            ),
-            (
-                "shoal-engine-compact",
-                Box::new(move || block_on(compacting.compaction_worker())),
-            ),
-        ];
-        for (name, worker) in workers {
-            // On failure `opened` drops, which closes the database and joins the workers
-            // started so far.
-            let thread = std::thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(worker)
-                .at(dir)?;
-            opened.workers.push(thread);
-        }
+        // On failure `opened` drops, which closes the database and joins the workers started
+        // so far.
+        let flushing = opened.db.clone();
+        opened
+            .workers
+            .push(spawn_worker("shoal-engine-flush", dir, move || {
+                block_on(flushing.flush_worker())
+            })?);
+        let compacting = opened.db.clone();
+        opened
+            .workers
+            .push(spawn_worker("shoal-engine-compact", dir, move || {
+                block_on(compacting.compaction_worker())
+            })?);
         Ok(opened)
     }
 
@@ -155,6 +149,17 @@ impl Drop for Db {
             tracing::error!(error = %e, "closing the database failed");
         }
     }
+}
+
+fn spawn_worker(
+    name: &str,
+    dir: &Path,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(run)
+        .at(dir)
 }
 
 pub struct Snapshot {
