@@ -1,5 +1,6 @@
 //! The blocking API, for programs without an async runtime: the same engine on std files,
-//! its futures driven on the calling thread, and a background thread for flushes.
+//! its futures driven on the calling thread, and a thread each for the flush and compaction
+//! workers.
 //!
 //! `Db` is `Send + Sync`: share it between threads with an `Arc`. Concurrent synchronous
 //! writers share fdatasyncs (group commit) exactly as tasks on a shard do.

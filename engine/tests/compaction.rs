@@ -608,7 +608,7 @@ fn writers_compact_at_the_hard_pending_compaction_limit() {
     });
 }
 
-/// The blocking API with its background thread: many overwrites of one key space; once the
+/// The blocking API with its worker threads: many overwrites of one key space; once the
 /// background catches up, the tables hold a bounded multiple of the live data, L0 is below
 /// its trigger and every deeper level within its target.
 #[test]

@@ -1,4 +1,4 @@
-//! The engine as a node's shard runs it: glommio DMA files, the background worker on its own
+//! The engine as a node's shard runs it: glommio DMA files, the background workers on their own
 //! low-share task queue, write delays on glommio's timer, and a reader and a writer task on
 //! the same executor. Compactions run while both keep making progress, and the result reads
 //! back right, also after reopening.
