@@ -480,30 +480,37 @@ impl<F: FileSystem> Db<F> {
     /// at their limit and flush them themselves, stopped (a quarter of a 10M-key overwrite's
     /// time, measured).
     pub fn flush_worker(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let db = self.clone();
-        async move {
-            loop {
-                let listener = db.inner.work.listen();
-                if db.inner.closed.load(Ordering::Acquire) {
-                    return;
-                }
-                if !db.current().imm.is_empty() {
-                    match db.flush_frozen().await {
-                        Ok(()) => continue,
-                        // Writers that need the flush retry it themselves and see the error.
-                        Err(e) => {
-                            tracing::error!(dir = %db.inner.dir.display(), error = %e, "flush failed")
-                        }
-                    }
-                }
-                listener.await;
+        // Writers that need a failed flush retry it themselves and see the error.
+        self.worker("flush", |db| async move {
+            if db.current().imm.is_empty() {
+                return Ok(false);
             }
-        }
+            db.flush_frozen().await?;
+            Ok(true)
+        })
     }
 
     /// Runs compactions while a level is due, and deletes replaced tables, until the
     /// database closes.
     pub fn compaction_worker(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.worker("compaction", |db| async move {
+            // A file that cannot be deleted now is deleted at the next open.
+            let _ = db.inner.tables.remove_obsolete().await;
+            db.compact_step().await
+        })
+    }
+
+    /// Runs `step` until the database closes: again at once after it did some work, after
+    /// the next wake-up when it found none or failed (the failure is logged).
+    fn worker<S, Step>(
+        &self,
+        what: &'static str,
+        step: S,
+    ) -> impl std::future::Future<Output = ()> + 'static
+    where
+        S: Fn(Db<F>) -> Step + 'static,
+        Step: std::future::Future<Output = Result<bool>> + 'static,
+    {
         let db = self.clone();
         async move {
             loop {
@@ -511,13 +518,11 @@ impl<F: FileSystem> Db<F> {
                 if db.inner.closed.load(Ordering::Acquire) {
                     return;
                 }
-                // A file that cannot be deleted now is deleted at the next open.
-                let _ = db.inner.tables.remove_obsolete().await;
-                match db.compact_step().await {
+                match step(db.clone()).await {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::error!(dir = %db.inner.dir.display(), error = %e, "compaction failed")
+                        tracing::error!(dir = %db.inner.dir.display(), error = %e, "{what} failed")
                     }
                 }
                 listener.await;
@@ -525,7 +530,7 @@ impl<F: FileSystem> Db<F> {
         }
     }
 
-    /// Stops the database: makes buffered writes durable and ends the background worker (a
+    /// Stops the database: makes buffered writes durable and ends the background workers (a
     /// compaction in progress stops at its next yield; its outputs are deleted). Unflushed
     /// memtables are recovered from the log on the next open.
     pub async fn close(&self) -> Result<()> {
