@@ -17,8 +17,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read timeout of test connections: far above any request's deadline, so a hang fails the
 /// test instead of stalling it.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
-/// The probe key of [`Cluster::wait_connected`]; it is only ever read, so it never exists.
+/// Prefix of the probe keys of [`Cluster::wait_connected`]; they are only ever read, so they
+/// never exist.
 pub const PROBE_KEY: &str = "__cluster_probe";
+/// Probe keys: a shard keeps its own connection to each shard of each peer, so one key tests
+/// only the links of the shards that own it; 64 keys spread over every shard of these tests'
+/// nodes (each key misses a given shard of two with probability 1/2: all 64 do with 2^-64).
+pub const PROBE_KEYS: usize = 64;
 
 /// Shape of a test cluster.
 #[derive(Debug, Clone)]
@@ -183,29 +188,35 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until every running node completes a read that needs an answer from every
-    /// running node (`VGET probe R <alive>`): each reaches every other, both ways. Meaningful
-    /// when every key has every node as a replica (N = nodes), as in these tests.
+    /// Waits until every running node completes reads that need an answer from every running
+    /// node (`VGET probe-k R <alive>` for each of [`PROBE_KEYS`] keys, all in one pass): each
+    /// reaches every other, both ways, from every shard. Meaningful when every key has every
+    /// node as a replica (N = nodes), as in these tests. One key is not enough: after a restart
+    /// the links of shards it does not touch may still be in their reconnect backoff, and a
+    /// read at R = all fails at once on such a link.
     pub fn wait_connected(&self) {
         let alive = self.alive();
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         for &i in &alive {
             let mut c = self.connection(i);
-            loop {
-                let r: redis::RedisResult<redis::Value> = redis::cmd("VGET")
-                    .arg(PROBE_KEY)
-                    .arg("R")
-                    .arg(alive.len())
-                    .query(&mut c);
-                match r {
-                    Ok(_) => break,
-                    Err(e) => assert!(
-                        Instant::now() < deadline,
-                        "{} does not reach the other nodes: {e}",
-                        name(i)
-                    ),
+            'pass: loop {
+                for k in 0..PROBE_KEYS {
+                    let r: redis::RedisResult<redis::Value> = redis::cmd("VGET")
+                        .arg(format!("{PROBE_KEY}-{k}"))
+                        .arg("R")
+                        .arg(alive.len())
+                        .query(&mut c);
+                    if let Err(e) = r {
+                        assert!(
+                            Instant::now() < deadline,
+                            "{} does not reach the other nodes: {e}",
+                            name(i)
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue 'pass;
+                    }
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                break;
             }
         }
     }
