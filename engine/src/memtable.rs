@@ -54,6 +54,11 @@ impl Memtable {
         Some((found.seq(), found.entry()))
     }
 
+    /// Hints that `keys` are about to be looked up (see `SkipList::prefetch`).
+    pub fn prefetch(&self, keys: &[&[u8]]) {
+        self.list.prefetch(keys);
+    }
+
     /// Arena bytes used by the entries: what the memtable's capacity is measured in.
     pub fn approximate_bytes(&self) -> usize {
         self.list.used_bytes()

@@ -206,33 +206,26 @@ impl Ctx {
 
     /// GET/MGET whose keys this shard owns: no grouping, no copies of keys.
     async fn read_local(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
-        let store = &self.shard.store;
+        let keys: Vec<&[u8]> = run.iter().flat_map(keys_of).copied().collect();
+        let values = match self.shard.store.get_many(&keys).await {
+            Ok(values) => values,
+            Err(e) => {
+                let e = format!("ERR {e}");
+                for _ in run {
+                    reply.error(&e);
+                }
+                return;
+            }
+        };
+        let mut values = values.iter().map(|v| v.as_ref().map(Value::bytes));
         for cmd in run {
             match cmd {
-                Ok(Command::Get(key)) => match store.get(key).await {
-                    Ok(v) => reply.bulk_or_null(v.as_ref().map(Value::bytes)),
-                    Err(e) => reply.error(&format!("ERR {e}")),
-                },
+                Ok(Command::Get(_)) => reply.bulk_or_null(values.next().flatten()),
                 _ => {
-                    let keys = keys_of(cmd);
-                    let mut values = Vec::with_capacity(keys.len());
-                    let mut failed = None;
-                    for key in keys {
-                        match store.get(key).await {
-                            Ok(v) => values.push(v),
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    if let Some(e) = failed {
-                        reply.error(&format!("ERR {e}"));
-                        continue;
-                    }
-                    reply.array(values.len());
-                    for v in &values {
-                        reply.bulk_or_null(v.as_ref().map(Value::bytes));
+                    let n = keys_of(cmd).len();
+                    reply.array(n);
+                    for v in values.by_ref().take(n) {
+                        reply.bulk_or_null(v);
                     }
                 }
             }
@@ -269,20 +262,8 @@ impl Ctx {
             .filter(|(_, keys)| !keys.is_empty())
             .map(|(s, keys)| (s, ShardOp::Get { keys }));
         let pending = self.send_remote(gets, &mut results).await;
-        let mut local_values: Result<Vec<Option<Value>>, String> = Ok(Vec::new());
-        for key in local {
-            match self.shard.store.get(key).await {
-                Ok(v) => {
-                    if let Ok(values) = &mut local_values {
-                        values.push(v);
-                    }
-                }
-                Err(e) => {
-                    local_values = Err(format!("ERR {e}"));
-                    break;
-                }
-            }
-        }
+        let local_values =
+            (self.shard.store.get_many(&local).await).map_err(|e| format!("ERR {e}"));
         collect(pending, &mut results, |reply| match reply {
             ShardReply::Values(v) => Ok(v),
             other => Err(unexpected(&other)),

@@ -15,7 +15,7 @@ use shoal_cluster::ring::shard_of;
 use shoal_engine::fs::DmaFs;
 
 use crate::message::{ShardOp, ShardReply, ShardStats};
-use crate::store::Store;
+use crate::store::{Store, Value};
 
 /// Highest latency the histogram tracks (longer requests are clamped): one minute in µs.
 const LATENCY_MAX_US: u64 = 60_000_000;
@@ -140,21 +140,10 @@ impl Shard {
         let store = &self.store;
         let result = match op {
             ShardOp::Get { keys } => {
-                let mut values = Vec::with_capacity(keys.len());
-                let mut failed = None;
-                for k in &keys {
-                    match store.get(k).await {
-                        Ok(v) => values.push(v.map(|v| v.into_vec())),
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                match failed {
-                    Some(e) => Err(e),
-                    None => Ok(ShardReply::Values(values)),
-                }
+                let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                store.get_many(&keys).await.map(|values| {
+                    ShardReply::Values(values.into_iter().map(|v| v.map(Value::into_vec)).collect())
+                })
             }
             ShardOp::Put { entries } => store
                 .put(

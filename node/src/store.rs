@@ -142,6 +142,21 @@ impl<F: FileSystem> Store<F> {
         Ok(self.entry(key).await?.map(|(v, _)| v))
     }
 
+    /// The values of `keys`, in order, looked up together (see `Db::get_entries`).
+    pub async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+        let engine_keys: Vec<Vec<u8>> = keys.iter().map(|k| engine_key(k)).collect();
+        let engine_keys: Vec<&[u8]> = engine_keys.iter().map(Vec::as_slice).collect();
+        let entries = self.db.get_entries(&engine_keys).await?;
+        keys.iter()
+            .zip(entries)
+            .map(|(key, entry)| {
+                entry
+                    .map(|e| Self::check_value(key, e, FORMAT_PLAIN))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// The stored cluster versions of `key` (a dvv encoding in [`Value::bytes`]), `None`
     /// when absent.
     pub async fn versions(&self, key: &[u8]) -> Result<Option<Value>> {

@@ -106,6 +106,24 @@ impl HashIndex {
         self.complete.store(false, AtomicOrdering::Relaxed);
     }
 
+    /// Starts loading `hash`'s home slot into the cache, for a lookup soon after.
+    pub(super) fn prefetch_slot(&self, hash: u64) {
+        if self.len > 0 {
+            prefetch(self.slots()[self.home(hash)].as_ptr().cast_const().cast());
+        }
+    }
+
+    /// Starts loading the node in `hash`'s home slot: its key's node unless another key took
+    /// the slot first. Worth it once [`Self::prefetch_slot`] had time to bring the slot in.
+    pub(super) fn prefetch_node(&self, hash: u64) {
+        if self.len > 0 {
+            let node = self.slots()[self.home(hash)].load(AtomicOrdering::Acquire);
+            if !node.is_null() {
+                prefetch(node.cast_const().cast());
+            }
+        }
+    }
+
     /// The node of `key` (`prefix` is its key prefix).
     pub(super) fn get(&self, hash: u64, prefix: u64, key: &[u8]) -> Lookup<'_> {
         if self.len == 0 {
@@ -140,4 +158,16 @@ impl HashIndex {
             },
         }
     }
+}
+
+/// A hint to load the cache line at `address`; never faults, whatever the address.
+#[inline]
+fn prefetch(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
