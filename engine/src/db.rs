@@ -329,6 +329,13 @@ impl<F: FileSystem> Db<F> {
         let inner = &*self.inner;
         let (record, last_seq) = {
             let mut st = inner.state.lock();
+            let mem = Arc::clone(&st.current.mem);
+            if batch.len() > 1 {
+                // Overwrites find their key's node through the index: start those cache
+                // misses for the whole batch now, to land while the batch is encoded.
+                let keys: Vec<&[u8]> = batch.ops().iter().map(|(k, _)| k.as_slice()).collect();
+                mem.prefetch(&keys);
+            }
             let first_seq = st.last_seq + 1;
             let mut payload = std::mem::take(&mut st.payload);
             payload.clear();
@@ -336,7 +343,6 @@ impl<F: FileSystem> Db<F> {
             let appended = inner.log.append(&payload);
             st.payload = payload;
             let record = appended?;
-            let mem = Arc::clone(&st.current.mem);
             let count = batch.len() as u64;
             let mut user_bytes = 0;
             for (i, (key, entry)) in batch.ops().iter().enumerate() {

@@ -133,7 +133,7 @@ pub fn render(
                 for s in stats {
                     let _ = writeln!(
                         out,
-                        "shard{}:partitions={},connections={},commands={},reads={},writes={},errors={},forwarded={},served_for_peers={},ops_per_sec={},latency_p50_us={},latency_p99_us={},latency_p999_us={},latency_max_us={},engine_writes={},engine_reads={},flushes={},flush_bytes={},stall_us={},delayed_writes={},stopped_writes={},pending_compaction_bytes={},memtable_bytes={},immutable_memtables={},sstables={},sstable_bytes={},log_bytes={},cache_hits={},cache_misses={},cache_bytes={},memory_budget={},engine_memory={},table_meta_bytes={}\r",
+                        "shard{}:partitions={},connections={},commands={},reads={},writes={},errors={},forwarded={},served_for_peers={},ops_per_sec={},latency_p50_us={},latency_p99_us={},latency_p999_us={},latency_max_us={},engine_writes={},log_syncs={},engine_reads={},flushes={},flush_bytes={},stall_us={},delayed_writes={},stopped_writes={},pending_compaction_bytes={},memtable_bytes={},immutable_memtables={},sstables={},sstable_bytes={},log_bytes={},cache_hits={},cache_misses={},cache_bytes={},memory_budget={},engine_memory={},table_meta_bytes={}\r",
                         s.shard,
                         s.partitions,
                         s.connections,
@@ -149,6 +149,7 @@ pub fn render(
                         s.latency_p999_us,
                         s.latency_max_us,
                         s.engine_writes,
+                        s.engine_log_syncs,
                         s.engine_reads,
                         s.engine_flushes,
                         s.engine_flush_bytes,

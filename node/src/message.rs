@@ -88,6 +88,8 @@ pub struct ShardStats {
     pub latency_p999_us: u64,
     pub latency_max_us: u64,
     pub engine_writes: u64,
+    /// fdatasyncs of the commit log: engine_writes / log_syncs is how well group commit groups.
+    pub engine_log_syncs: u64,
     pub engine_reads: u64,
     pub engine_flushes: u64,
     pub engine_flush_bytes: u64,

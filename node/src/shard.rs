@@ -220,6 +220,7 @@ impl Shard {
             latency_p999_us: h.value_at_quantile(0.999),
             latency_max_us: h.max(),
             engine_writes: e.writes,
+            engine_log_syncs: e.log_syncs,
             engine_reads: e.reads,
             engine_flushes: e.flushes,
             engine_flush_bytes: e.flush_bytes,
