@@ -184,6 +184,7 @@ impl Driver {
                 return;
             }
         };
+        self.peers.heard_from(message.from);
         let req_id = inbound.request_id();
         match message.body {
             PeerBody::Reply(reply) => self.on_reply(message.from, req_id, reply.into()),

@@ -20,7 +20,9 @@
 //! current step) so the shards of a restarted node do not reconnect in lockstep. The first
 //! send after the backoff deadline connects again. A peer that closes the connection (its
 //! shard stopped, or it rejected our bytes) is noticed while the connection is idle; the
-//! next send reconnects without backoff.
+//! next send reconnects without backoff. A frame received from a node ends the backoff of
+//! every link to it ([`Peers::heard_from`]): a node that is sending is running, and a restarted
+//! one is used again at once, not up to `backoff_max` later.
 //!
 //! **What is dropped.** [`Peers::send`] never waits: it fails at once for an unknown node or
 //! shard, a connection in backoff, or a full queue. Frames already queued are dropped
@@ -184,6 +186,9 @@ struct State {
     stats: PeerStats,
     /// splitmix64 state for backoff jitter.
     rng: u64,
+    /// When a link to the node last went into backoff: until `backoff_max` after it, a link of
+    /// the node may still be backing off, which `heard_from` then ends.
+    backed_off: HashMap<NodeId, Instant>,
 }
 
 /// One outbound connection's queue and state, shared by [`Peers`] and its writer task.
@@ -234,6 +239,7 @@ impl Peers {
                 up: HashMap::new(),
                 stats: PeerStats::default(),
                 rng: RandomState::new().hash_one(me),
+                backed_off: HashMap::new(),
             }),
             dropped_hook: RefCell::new(None),
         };
@@ -345,6 +351,29 @@ impl Peers {
         self.state.borrow().up.get(&node).copied().unwrap_or(false)
     }
 
+    /// A frame from `node` arrived, so it is running: links to it that are backing off after
+    /// a failure connect again at the next send instead of failing sends until their deadline.
+    /// Cheap when no link to `node` failed lately: one map lookup per received frame.
+    pub fn heard_from(&self, node: NodeId) {
+        let mut state = self.state.borrow_mut();
+        let Some(&failed_at) = state.backed_off.get(&node) else {
+            return;
+        };
+        state.backed_off.remove(&node);
+        if failed_at.elapsed() > self.options.backoff_max {
+            return;
+        }
+        let shards = state.members.get(&node).map_or(0, |m| m.shards);
+        for shard in 0..shards {
+            if let Some(link) = state.links.get(&(node, shard)) {
+                if matches!(link.phase.get(), Phase::Backoff(_)) {
+                    link.phase.set(Phase::Idle);
+                    link.step.set(self.options.backoff_min);
+                }
+            }
+        }
+    }
+
     pub fn stats(&self) -> PeerStats {
         let state = self.state.borrow();
         let mut stats = state.stats.clone();
@@ -371,6 +400,9 @@ impl Peers {
         });
         state.stats.frames_dropped += dropped;
         state.up.retain(|node, _| members.contains_key(node));
+        state
+            .backed_off
+            .retain(|node, _| members.contains_key(node));
         for node in members.keys() {
             state.up.entry(*node).or_insert(true);
         }
@@ -431,7 +463,9 @@ impl Peers {
             let step = link.step.get();
             let wait = jitter(&mut state.rng, step);
             link.step.set((step * 2).min(self.options.backoff_max));
-            link.phase.set(Phase::Backoff(Instant::now() + wait));
+            let now = Instant::now();
+            link.phase.set(Phase::Backoff(now + wait));
+            state.backed_off.insert(link.node, now);
             dropped
         };
         self.report_dropped(link.node, dropped);

@@ -248,6 +248,51 @@ fn a_gone_listener_fails_sends_fast_and_delivery_resumes_when_it_returns() {
 }
 
 #[test]
+fn hearing_from_a_node_ends_the_backoff_of_its_links() {
+    run(|| async {
+        let base = free_base(1);
+        let options = PeerOptions {
+            backoff_min: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(60),
+            ..fast_options()
+        };
+        let b_addr = PeerAddr {
+            node: 2,
+            base,
+            shards: 1,
+        };
+        // Nothing listens yet: the connect is refused and the link backs off for a minute.
+        let a = Peers::new(1, vec![b_addr], options);
+        let mut id = 0;
+        assert!(
+            wait_until(|| {
+                id += 1;
+                matches!(
+                    a.send(2, 0, frame_of(id, b"refused")),
+                    Err(PeerError::Backoff { node: 2, shard: 0 })
+                )
+            })
+            .await
+        );
+        let b = Receiver::start(2, base, 1);
+        assert!(
+            a.send(2, 0, frame_of(1000, b"early")).is_err(),
+            "still backing off"
+        );
+        a.heard_from(3);
+        assert!(
+            a.send(2, 0, frame_of(1001, b"early")).is_err(),
+            "another node"
+        );
+
+        a.heard_from(2);
+        a.send(2, 0, frame_of(2000, b"after")).unwrap();
+        assert!(wait_until(|| b.ids(0) == [2000]).await);
+        b.stop().await;
+    });
+}
+
+#[test]
 fn a_peer_that_never_reads_fails_sends_without_blocking() {
     run(|| async {
         let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
