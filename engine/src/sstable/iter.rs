@@ -1,12 +1,32 @@
 //! Iteration over every entry of a table in table order.
+//!
+//! An iterator reads ahead: a block that is not cached comes from disk with the blocks after
+//! it, in one read whose size doubles from one block up to [`READAHEAD_BYTES_MAX`] while the
+//! iterator moves on in order (a seek starts again from one block, so a short scan reads
+//! little). O_DIRECT files get no readahead from the kernel, and one small read per block left
+//! scans and compactions on the node's DMA files waiting on the disk for every block.
 
 use std::sync::Arc;
 
 use super::block::{Block, Cursor};
-use super::table::Table;
+use super::table::{Table, stored_len};
 use crate::Result;
 use crate::fs::File;
 use crate::types::{Entry, SeqNo};
+
+/// Largest read an iterator makes: large enough to stream at disk speed, small enough that
+/// a compaction holding one window per input table stays within a few MiB.
+pub const READAHEAD_BYTES_MAX: u64 = 256 << 10;
+
+/// Stored blocks read ahead of the iterator.
+#[derive(Default)]
+struct Window {
+    /// File offset of `bytes[0]`.
+    start: u64,
+    bytes: Vec<u8>,
+    /// Size of the next read (at least one block).
+    next_len: u64,
+}
 
 /// Walks a table's entries; holds the table alive.
 pub struct TableIter<F: File> {
@@ -18,6 +38,9 @@ pub struct TableIter<F: File> {
     cursor: Cursor,
     /// Whether blocks read from disk go into the block cache.
     fill_cache: bool,
+    window: Window,
+    /// `window.next_len` after a seek: one block for readers, the most for a compaction.
+    first_read: u64,
 }
 
 impl<F: File> TableIter<F> {
@@ -29,14 +52,21 @@ impl<F: File> TableIter<F> {
             block: None,
             cursor: Cursor::default(),
             fill_cache: true,
+            window: Window::default(),
+            first_read: 0,
         }
     }
 
-    /// Like [`TableIter::new`], but blocks read from disk bypass the block cache: for a
-    /// compaction, which reads every block once.
+    /// Like [`TableIter::new`], but blocks read from disk bypass the block cache and reads
+    /// are as large as allowed from the start: for a compaction, which reads every block once.
     pub fn without_cache_fill(table: Arc<Table<F>>) -> Self {
         TableIter {
             fill_cache: false,
+            window: Window {
+                next_len: READAHEAD_BYTES_MAX,
+                ..Window::default()
+            },
+            first_read: READAHEAD_BYTES_MAX,
             ..TableIter::new(table)
         }
     }
@@ -46,13 +76,15 @@ impl<F: File> TableIter<F> {
         let index = self.table.index();
         // Blocks whose last key is below `key` hold only smaller keys.
         let i = index.partition_point(|e| e.last_key.as_slice() < key);
+        let (blocks, offset) = (index.len(), index.get(i).map_or(0, |e| e.offset));
         self.block_idx = i;
         self.block = None;
-        if i < index.len() {
-            let block = self.table.block_with(i, self.fill_cache).await?;
+        self.window.next_len = self.first_read;
+        if i < blocks {
+            let block = self.load(i).await?;
             self.cursor = block
                 .seek(key, SeqNo::MAX)
-                .map_err(|m| m.at(self.table.path(), index[i].offset))?;
+                .map_err(|m| m.at(self.table.path(), offset))?;
             self.block = Some(block);
         }
         Ok(())
@@ -67,10 +99,7 @@ impl<F: File> TableIter<F> {
                         return Ok(None);
                     }
                     self.cursor.rewind();
-                    let block = self
-                        .table
-                        .block_with(self.block_idx, self.fill_cache)
-                        .await?;
+                    let block = self.load(self.block_idx).await?;
                     self.block.insert(block)
                 }
             };
@@ -84,5 +113,34 @@ impl<F: File> TableIter<F> {
             self.block = None;
             self.block_idx += 1;
         }
+    }
+
+    /// Block `i`: from the cache, else from the window, else from a new window read at it.
+    async fn load(&mut self, i: usize) -> Result<Arc<Block>> {
+        if let Some(block) = self.table.cached_block(i) {
+            return Ok(block);
+        }
+        let index = self.table.index();
+        let ie = &index[i];
+        let len = stored_len(ie);
+        let w = &mut self.window;
+        let window_end = w.start + w.bytes.len() as u64;
+        if !(w.start <= ie.offset && ie.offset + len <= window_end) {
+            // Whole blocks from `i` on, as many as fit in the read (at least block `i`);
+            // blocks are contiguous (the index decoder checks it).
+            let want = w.next_len.max(len);
+            let end = index[i..]
+                .iter()
+                .map(|e| e.offset + stored_len(e))
+                .take_while(|&end| end - ie.offset <= want)
+                .last()
+                .unwrap_or(ie.offset + len);
+            w.bytes = self.table.read_stored(ie.offset, end - ie.offset).await?;
+            w.start = ie.offset;
+            w.next_len = (want * 2).min(READAHEAD_BYTES_MAX);
+        }
+        let from = (ie.offset - w.start) as usize;
+        let stored = w.bytes[from..from + len as usize].to_vec();
+        self.table.decode_block(i, stored, self.fill_cache)
     }
 }

@@ -182,8 +182,9 @@ impl<F: File> Table<F> {
         }
         let mut seen = TableProperties::default();
         let mut prev: Option<(Vec<u8>, SeqNo)> = None;
-        for ie in &self.index {
-            let block = self.read_block(ie).await?;
+        for (i, ie) in self.index.iter().enumerate() {
+            let stored = self.read_stored(ie.offset, stored_len(ie)).await?;
+            let block = self.decode_block(i, stored, false)?;
             let fail = |what: String| Error::corruption(path, ie.offset, what);
             let mut cursor = Cursor::default();
             for j in 0..block.len() {
@@ -273,11 +274,38 @@ impl<F: File> Table<F> {
     /// Data block `i`, from the cache or from disk; cached only when `fill_cache` (a
     /// compaction reads each block once and must not evict the readers' hot blocks).
     pub(super) async fn block_with(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
-        let ie = &self.index[i];
-        if let Some(block) = self.cache.get(self.number, ie.offset) {
+        if let Some(block) = self.cached_block(i) {
             return Ok(block);
         }
-        let block = Arc::new(self.read_block(ie).await?);
+        let ie = &self.index[i];
+        let stored = self.read_stored(ie.offset, stored_len(ie)).await?;
+        self.decode_block(i, stored, fill_cache)
+    }
+
+    /// Data block `i` if the block cache holds it.
+    pub(super) fn cached_block(&self, i: usize) -> Option<Arc<Block>> {
+        self.cache.get(self.number, self.index[i].offset)
+    }
+
+    /// `len` bytes of the file at `pos`: one or more stored blocks.
+    pub(super) async fn read_stored(&self, pos: u64, len: u64) -> Result<Vec<u8>> {
+        let len = usize::try_from(len)
+            .map_err(|_| Error::corruption(self.file.path(), pos, "read length overflows"))?;
+        read_exact(&self.file, pos, len).await
+    }
+
+    /// Checks and decodes data block `i` from its stored bytes (trailer included); cached
+    /// when `fill_cache`.
+    pub(super) fn decode_block(
+        &self,
+        i: usize,
+        stored: Vec<u8>,
+        fill_cache: bool,
+    ) -> Result<Arc<Block>> {
+        let ie = &self.index[i];
+        let path = self.file.path();
+        let raw = unseal(stored).map_err(|m| m.at(path, ie.offset))?;
+        let block = Arc::new(Block::decode(raw).map_err(|m| m.at(path, ie.offset))?);
         if fill_cache {
             self.cache
                 .insert(self.number, ie.offset, Arc::clone(&block));
@@ -289,15 +317,11 @@ impl<F: File> Table<F> {
     pub fn meta_memory_bytes(&self) -> u64 {
         self.props.index_bytes + self.props.filter_bytes
     }
+}
 
-    /// Reads, checks and decodes a data block from disk.
-    async fn read_block(&self, ie: &IndexEntry) -> Result<Block> {
-        let path = self.file.path();
-        let len = ie.stored_len as usize + TRAILER_LEN;
-        let stored = read_exact(&self.file, ie.offset, len).await?;
-        let raw = unseal(stored).map_err(|m| m.at(path, ie.offset))?;
-        Block::decode(raw).map_err(|m| m.at(path, ie.offset))
-    }
+/// Bytes a data block takes in the file, its trailer included.
+pub(super) fn stored_len(ie: &IndexEntry) -> u64 {
+    ie.stored_len + TRAILER_LEN as u64
 }
 
 impl<F: File> std::fmt::Debug for Table<F> {

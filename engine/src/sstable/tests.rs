@@ -57,7 +57,7 @@ fn sort_model(model: &mut Model) {
     model.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
 }
 
-async fn collect(iter: &mut TableIter<StdFile>) -> Result<Model> {
+async fn collect<F: crate::fs::File>(iter: &mut TableIter<F>) -> Result<Model> {
     let mut out = Vec::new();
     while let Some(item) = iter.next().await? {
         out.push(item);
@@ -310,6 +310,78 @@ fn second_read_hits_the_cache_and_evict_table_drops_blocks() {
     assert_eq!(cache.stats().usage_bytes, 0);
     assert!(block_on(table.get(key, h, SEQ_MAX)).unwrap().is_some());
     assert_eq!(cache.stats().misses, 2);
+}
+
+/// A full iteration reads many blocks per read (for a reader after a few doubling reads, for
+/// a compaction from the first), and a seek starts small again; every block still checks out.
+/// Reads are counted by a fault that fails any read past the allowance.
+#[test]
+fn iterators_read_many_blocks_per_read() {
+    use crate::fs::{FaultError, FaultFs, FaultOp, FaultRule};
+    block_on(async {
+        let fs = FaultFs::new();
+        let path = Path::new("/t.sst");
+        let model: Model = (0..2000u32)
+            .map(|i| {
+                (
+                    format!("k{i:08}").into_bytes(),
+                    1,
+                    Entry::put(vec![7u8; 40]),
+                )
+            })
+            .collect();
+        let mut b = TableBuilder::new(
+            fs.create(path).await.unwrap(),
+            opts(512, Compression::None, 10),
+        );
+        for (k, s, e) in &model {
+            b.add(k, *s, e).await.unwrap();
+        }
+        b.finish().await.unwrap();
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let table = Arc::new(
+            Table::open(fs.open(path).await.unwrap(), 1, Arc::clone(&cache))
+                .await
+                .unwrap(),
+        );
+        let blocks = table.index().len();
+        assert!(blocks > 150, "{blocks} blocks");
+
+        // A compaction's iterator: 256 KiB per read from the start (the data is ~150 KiB).
+        fs.inject(FaultRule::new(FaultOp::Read, FaultError::Eio).after(1));
+        assert_eq!(
+            collect(&mut TableIter::without_cache_fill(Arc::clone(&table)))
+                .await
+                .unwrap(),
+            model
+        );
+        fs.clear_faults();
+        assert_eq!(cache.stats().usage_bytes, 0, "a compaction fills no cache");
+
+        // A reader's: 1, 2, 4, ... blocks per read, so about log2(blocks) reads plus the tail.
+        fs.inject(FaultRule::new(FaultOp::Read, FaultError::Eio).after(12));
+        assert_eq!(
+            collect(&mut TableIter::new(Arc::clone(&table)))
+                .await
+                .unwrap(),
+            model
+        );
+        fs.clear_faults();
+        cache.evict_table(1);
+
+        // A seek reads one block, then grows again.
+        fs.inject(FaultRule::new(FaultOp::Read, FaultError::Eio).after(1));
+        let mut iter = TableIter::new(Arc::clone(&table));
+        iter.seek(b"k00001000").await.unwrap();
+        assert_eq!(iter.next().await.unwrap().unwrap().0, b"k00001000");
+        assert!(
+            iter.next().await.unwrap().is_some(),
+            "within the first block"
+        );
+        fs.clear_faults();
+        let rest = collect(&mut iter).await.unwrap();
+        assert_eq!(rest.len(), 2000 - 1002);
+    });
 }
 
 #[test]
