@@ -6,11 +6,11 @@
 //! client port and `shards` consecutive peer ports) are picked free together, while held, so
 //! no two of them collide.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::Server;
+use crate::{Server, free_ports};
 
 /// How long a cluster may take to have every live node reach every other live node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,26 +58,6 @@ pub struct Cluster {
     pub configs: Vec<PathBuf>,
     /// `nodes[i]` is member `n{i+1}`.
     pub nodes: Vec<Server>,
-}
-
-/// A port `p` with `p..p + count` all free, and the listeners holding them.
-fn free_ports(count: usize, held: &mut Vec<TcpListener>) -> u16 {
-    'search: loop {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = first.local_addr().unwrap().port();
-        let mut run = vec![first];
-        for i in 1..count {
-            let Some(port) = base.checked_add(i as u16) else {
-                continue 'search;
-            };
-            match TcpListener::bind(("127.0.0.1", port)) {
-                Ok(l) => run.push(l),
-                Err(_) => continue 'search,
-            }
-        }
-        held.extend(run);
-        return base;
-    }
 }
 
 /// The member name of node index `i`.

@@ -47,13 +47,61 @@ pub fn shoal_binary() -> &'static Path {
     })
 }
 
-/// A free port on 127.0.0.1 (bound and released; the server claims it right after).
+/// Where [`free_ports`] looks when the kernel's ephemeral range cannot be read (Linux's default
+/// start).
+const EPHEMERAL_START_DEFAULT: u16 = 32768;
+/// The lowest port [`free_ports`] hands out: clear of the well-known and most registered ports.
+const PORTS_FROM: u16 = 10000;
+
+/// A run of `count` consecutive free ports on 127.0.0.1, bound and kept in `held` until the
+/// caller lets go right before starting its servers; returns the first.
+///
+/// They come from below the kernel's ephemeral range, and never twice in one process. A port
+/// from that range (what binding port 0 gives) is free again once released, so an outgoing
+/// connection (a cluster node's link to its peers, in a test running alongside) could take it
+/// as its local port before the server binds it: "Address already in use".
+pub fn free_ports(count: usize, held: &mut Vec<TcpListener>) -> u16 {
+    static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+    let count = u16::try_from(count).unwrap();
+    let end = ephemeral_start();
+    assert!(
+        PORTS_FROM + count < end,
+        "no room below the ephemeral ports"
+    );
+    let mut next = NEXT.lock().unwrap();
+    // A start that differs between processes, so two test binaries run at once rarely meet.
+    let start = next.get_or_insert_with(|| {
+        PORTS_FROM + (std::process::id() % u32::from(end - PORTS_FROM - count)) as u16
+    });
+    for _ in 0..(end - PORTS_FROM) {
+        let base = if *start + count >= end {
+            PORTS_FROM
+        } else {
+            *start
+        };
+        *start = base + count;
+        let run: Vec<TcpListener> = (base..base + count)
+            .map_while(|port| TcpListener::bind(("127.0.0.1", port)).ok())
+            .collect();
+        if run.len() == usize::from(count) {
+            held.extend(run);
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports below {end}");
+}
+
+/// A free port on 127.0.0.1 (see [`free_ports`]); the server claims it right after.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1, &mut Vec::new())
+}
+
+/// First port of the kernel's ephemeral range.
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(EPHEMERAL_START_DEFAULT)
 }
 
 /// A running `shoal` process; killed with SIGKILL when dropped.
