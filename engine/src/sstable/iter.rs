@@ -96,6 +96,9 @@ impl<F: File> TableIter<F> {
                 Some(block) => block,
                 None => {
                     if self.block_idx >= self.table.index().len() {
+                        // A scan keeps every table's iterator until it ends: an exhausted one
+                        // holds no window.
+                        self.window.bytes = Vec::new();
                         return Ok(None);
                     }
                     self.cursor.rewind();
