@@ -15,8 +15,7 @@ use crate::fs::File;
 use crate::types::{Entry, SeqNo};
 
 /// Largest read an iterator makes: large enough to stream at disk speed, small enough that
-/// a compaction, which holds one window per input table, needs 10 MiB for the 40 tables of a
-/// large L0 → L1 merge.
+/// a compaction, which holds one window per input table, needs 10 MiB for 40 input tables.
 pub const READAHEAD_BYTES_MAX: u64 = 256 << 10;
 
 /// Stored blocks read ahead of the iterator.
