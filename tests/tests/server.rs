@@ -367,6 +367,36 @@ fn memory_budget_is_split_across_shards_and_reported() {
     );
 }
 
+/// INFO's per-shard `log_syncs`: a synced write waits for its own fdatasync, a write with
+/// `--fsync never` for none.
+#[test]
+fn info_counts_the_commit_log_syncs() {
+    let field = |info: &str, name: &str| -> u64 {
+        let at = info
+            .find(&format!(",{name}="))
+            .unwrap_or_else(|| panic!("{info}"))
+            + name.len()
+            + 2;
+        info[at..].split(',').next().unwrap().parse().unwrap()
+    };
+    for (fsync, synced) in [("always", true), ("never", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), &["--shards", "1", "--fsync", fsync]);
+        let mut c = server.connection();
+        for i in 0..5 {
+            let _: () = c.set(format!("k{i}"), "v").unwrap();
+        }
+        let shards: String = redis::cmd("INFO").arg("shards").query(&mut c).unwrap();
+        assert_eq!(field(&shards, "engine_writes"), 5, "{shards}");
+        let syncs = field(&shards, "log_syncs");
+        if synced {
+            assert!(syncs >= 5, "one sync per acknowledged write: {shards}");
+        } else {
+            assert_eq!(syncs, 0, "{shards}");
+        }
+    }
+}
+
 #[test]
 fn malformed_input_closes_only_that_connection() {
     let dir = tempfile::tempdir().unwrap();
