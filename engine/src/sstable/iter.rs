@@ -36,38 +36,43 @@ pub struct TableIter<F: File> {
     block: Option<Arc<Block>>,
     /// Position within `block`.
     cursor: Cursor,
-    /// Whether blocks read from disk go into the block cache.
+    /// Whether blocks read from disk go into the block cache: false for a compaction.
     fill_cache: bool,
     window: Window,
-    /// `window.next_len` after a seek: one block for readers, the most for a compaction.
-    first_read: u64,
 }
 
 impl<F: File> TableIter<F> {
     /// Positioned before the first entry.
     pub fn new(table: Arc<Table<F>>) -> Self {
-        TableIter {
-            table,
-            block_idx: 0,
-            block: None,
-            cursor: Cursor::default(),
-            fill_cache: true,
-            window: Window::default(),
-            first_read: 0,
-        }
+        Self::with_cache_fill(table, true)
     }
 
     /// Like [`TableIter::new`], but blocks read from disk bypass the block cache and reads
     /// are as large as allowed from the start: for a compaction, which reads every block once.
     pub fn without_cache_fill(table: Arc<Table<F>>) -> Self {
-        TableIter {
-            fill_cache: false,
-            window: Window {
-                next_len: READAHEAD_BYTES_MAX,
-                ..Window::default()
-            },
-            first_read: READAHEAD_BYTES_MAX,
-            ..TableIter::new(table)
+        Self::with_cache_fill(table, false)
+    }
+
+    fn with_cache_fill(table: Arc<Table<F>>, fill_cache: bool) -> Self {
+        let mut iter = TableIter {
+            table,
+            block_idx: 0,
+            block: None,
+            cursor: Cursor::default(),
+            fill_cache,
+            window: Window::default(),
+        };
+        iter.window.next_len = iter.first_read();
+        iter
+    }
+
+    /// `window.next_len` at the start and after a seek: one block for a reader, which may
+    /// want a few entries only; the most for a compaction, which reads every block.
+    fn first_read(&self) -> u64 {
+        if self.fill_cache {
+            0
+        } else {
+            READAHEAD_BYTES_MAX
         }
     }
 
@@ -79,7 +84,7 @@ impl<F: File> TableIter<F> {
         let (blocks, offset) = (index.len(), index.get(i).map_or(0, |e| e.offset));
         self.block_idx = i;
         self.block = None;
-        self.window.next_len = self.first_read;
+        self.window.next_len = self.first_read();
         if i < blocks {
             let block = self.load(i).await?;
             self.cursor = block
