@@ -24,7 +24,7 @@ use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use shoal_engine::fs::DmaFs;
 use shoal_engine::{Db, Durability, GlommioTimer, Options, SystemClock};
 
-use crate::config::{ClusterConfig, Config, Fsync};
+use crate::config::{ClusterConfig, Config, Fsync, Sched};
 use crate::driver::{self, Driver};
 use crate::exec::Ctx;
 use crate::frame::PAYLOAD_LEN_MAX;
@@ -143,6 +143,7 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
         shards = config.shards,
         data_dir = %config.data_dir.display(),
         fsync = config.fsync.as_str(),
+        sched = config.sched.as_str(),
         "starting"
     );
     let n = config.shards;
@@ -159,6 +160,9 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
         .name("shoal-shard")
         .spin_before_park(Duration::from_micros(config.spin_us))
         .on_all_shards(move || async move {
+            if let Err(e) = set_sched(config.sched) {
+                tracing::warn!(error = %e, sched = config.sched.as_str(), "cannot set the executor's scheduling policy; keeping the inherited one");
+            }
             let result = shard_main(&config, requests, replies, &shared).await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, "shard failed; stopping the node");
@@ -186,6 +190,22 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
             tracing::info!("stopped");
             Ok(())
         }
+    }
+}
+
+/// Sets the calling thread's scheduling policy (Linux applies `sched_setscheduler(0, ..)` to the
+/// calling thread, not the whole process). Neither policy needs privileges.
+fn set_sched(sched: Sched) -> std::io::Result<()> {
+    let policy = match sched {
+        Sched::Batch => libc::SCHED_BATCH,
+        Sched::Normal => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

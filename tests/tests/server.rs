@@ -397,6 +397,32 @@ fn info_counts_the_commit_log_syncs() {
     }
 }
 
+/// Executor threads of the server `pid` (named `shoal-shard-<n>`) whose scheduling policy is
+/// `SCHED_BATCH`.
+fn batch_executors(pid: u32) -> usize {
+    const SCHED_BATCH: u32 = 3;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter(|task| {
+            let stat = std::fs::read_to_string(task.as_ref().unwrap().path().join("stat")).unwrap();
+            let (name, rest) = stat.split_once(") ").unwrap();
+            // Field 41 of stat is the policy; `rest` starts at field 3.
+            let policy: u32 = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+            name.contains("(shoal-shard-") && policy == SCHED_BATCH
+        })
+        .count()
+}
+
+#[test]
+fn executors_run_with_the_configured_scheduling_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = Server::start(dir.path(), &["--shards", "2"]);
+    assert_eq!(batch_executors(batch.pid()), 2, "batch is the default");
+    drop(batch);
+    let normal = Server::start(dir.path(), &["--shards", "2", "--sched", "normal"]);
+    assert_eq!(batch_executors(normal.pid()), 0);
+}
+
 #[test]
 fn malformed_input_closes_only_that_connection() {
     let dir = tempfile::tempdir().unwrap();
