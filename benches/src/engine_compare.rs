@@ -15,6 +15,7 @@
 //! the overwrite with 10, and the zipfian mix paid for them).
 
 pub mod db_bench;
+pub mod disk;
 pub mod report;
 pub mod rocksdb_c;
 pub mod store;
@@ -332,7 +333,17 @@ pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Rep
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     let mut assertions = false;
+    let mut flush_rate = None;
     for step in plan(args) {
+        if step.phase == Phase::FillSync && engines.contains(&Engine::Shoal) {
+            progress("measuring the disk's flush rate ...");
+            let rate = disk::measure_flush_rate(base.path(), disk::PROBE_TIME)?;
+            progress(&format!(
+                "disk: {:.0} write+fdatasync/s from one stream, {:.0}/s from two",
+                rate.one_stream, rate.two_streams
+            ));
+            flush_rate = Some(rate);
+        }
         let mut row = Row::new(step.label, step.phase);
         for &engine in &engines {
             let db = if step.fresh_db { "sync" } else { "main" };
@@ -375,7 +386,9 @@ pub fn compare(args: &CompareArgs, mut progress: impl FnMut(&str)) -> Result<Rep
         }
         rows.push(row);
     }
-    Ok(Report::new(args, engines, rows, assertions, skipped))
+    Ok(Report::new(
+        args, engines, rows, assertions, skipped, flush_rate,
+    ))
 }
 
 /// Entry of the hidden child subcommands: runs one phase and prints its result as JSON.

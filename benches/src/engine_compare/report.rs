@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::disk::FlushRate;
 use super::workload::{KEY_LEN, Phase, PhaseResult, VALUE_LEN};
 use super::{CompareArgs, Engine, Scale};
 use crate::proc::ChildRun;
@@ -109,6 +110,19 @@ pub struct Report {
     pub skipped: Vec<String>,
     pub rows: Vec<Row>,
     pub targets: Vec<Target>,
+    /// What this disk allows the synced fill, measured before it.
+    pub sync_ceiling: Option<SyncCeiling>,
+}
+
+/// The synced fill's ceiling on this disk ([`super::disk`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncCeiling {
+    pub writers: usize,
+    pub flush_rate: FlushRate,
+    pub ops_per_sec: f64,
+    /// The ceiling over Shoal's no-sync fill: where it is below [`SYNC_TARGET`], so is
+    /// every engine's synced fill on this disk.
+    pub of_no_sync_fill: Option<f64>,
 }
 
 /// Fills each writing phase's space amplification from the next scan of the same database.
@@ -240,8 +254,24 @@ impl Report {
         mut rows: Vec<Row>,
         db_bench_assertions: bool,
         skipped: Vec<String>,
+        flush_rate: Option<FlushRate>,
     ) -> Report {
         space_amplification(&mut rows);
+        let no_sync_fill = rows
+            .iter()
+            .find(|r| r.phase == Phase::Fill)
+            .and_then(|r| r.results.get(&Engine::Shoal))
+            .map(|m| m.ops_per_sec)
+            .filter(|&f| f > 0.0);
+        let sync_ceiling = flush_rate.map(|flush_rate| {
+            let ops_per_sec = flush_rate.sync_ceiling(args.writers);
+            SyncCeiling {
+                writers: args.writers,
+                flush_rate,
+                ops_per_sec,
+                of_no_sync_fill: no_sync_fill.map(|f| ops_per_sec / f),
+            }
+        });
         Report {
             scale: args.scale,
             keys: args.keys(),
@@ -252,6 +282,7 @@ impl Report {
             skipped,
             targets: targets(&rows, args.shoal_memory_budget()),
             rows,
+            sync_ceiling,
         }
     }
 
@@ -314,6 +345,20 @@ impl Report {
                     t.what, t.value, t.goal
                 );
             }
+        }
+        if let Some(c) = &self.sync_ceiling {
+            let _ = writeln!(
+                out,
+                "disk ceiling of the synced fill: {} writers / 2 records per flush x {:.0} flushes/s \
+                 (one stream: {:.0}/s) = {:.0} ops/s{}",
+                c.writers,
+                c.flush_rate.two_streams,
+                c.flush_rate.one_stream,
+                c.ops_per_sec,
+                c.of_no_sync_fill
+                    .map(|r| format!(" = {r:.2} of shoal's no-sync fill"))
+                    .unwrap_or_default()
+            );
         }
         for why in &self.skipped {
             let _ = writeln!(out, "skipped: {why}");
