@@ -23,6 +23,7 @@ pub mod mesh;
 pub mod message;
 pub mod peer;
 pub mod resp;
+pub mod sched;
 pub mod server;
 pub mod shard;
 pub mod store;

@@ -30,6 +30,7 @@ use crate::exec::Ctx;
 use crate::frame::PAYLOAD_LEN_MAX;
 use crate::mesh::{MESH_CHANNEL_FRAMES, Mesh, MeshError, MeshFrames};
 use crate::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
+use crate::sched;
 use crate::shard::{OPS_SAMPLE_PERIOD, Shard};
 use crate::store::Store;
 
@@ -160,7 +161,7 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
         .name("shoal-shard")
         .spin_before_park(Duration::from_micros(config.spin_us))
         .on_all_shards(move || async move {
-            if let Err(e) = set_sched(config.sched) {
+            if let Err(e) = sched::set_current(config.sched) {
                 tracing::warn!(error = %e, sched = config.sched.as_str(), "cannot set the executor's scheduling policy; keeping the inherited one");
             }
             let result = shard_main(&config, requests, replies, &shared).await;
@@ -190,22 +191,6 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
             tracing::info!("stopped");
             Ok(())
         }
-    }
-}
-
-/// Sets the calling thread's scheduling policy (Linux applies `sched_setscheduler(0, ..)` to the
-/// calling thread, not the whole process). Neither policy needs privileges.
-fn set_sched(sched: Sched) -> std::io::Result<()> {
-    let policy = match sched {
-        Sched::Batch => libc::SCHED_BATCH,
-        Sched::Normal => libc::SCHED_OTHER,
-    };
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param that outlives the call.
-    if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -398,11 +383,21 @@ async fn shard_main(
         glommio::spawn_local(async move { accept_loop(listener, ctx, shutdown).await })
     };
 
-    // The shard's ticker: throughput samples, interval syncs, and the stop flag.
+    // The shard's ticker: throughput samples, interval syncs, io_uring workers' policy, and
+    // the stop flag.
     let mut last_sync = Instant::now();
+    let tid = sched::current_tid();
+    let mut workers_warned = false;
     while !shared.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(OPS_SAMPLE_PERIOD).await;
         shard.counters.sample_ops();
+        if config.sched == Sched::Batch {
+            if let Err(e) = sched::normalize_io_workers(tid) {
+                if !std::mem::replace(&mut workers_warned, true) {
+                    tracing::warn!(shard = id, error = %e, "cannot reset the policy of io_uring workers");
+                }
+            }
+        }
         if config.fsync == Fsync::Interval && last_sync.elapsed() >= SYNC_INTERVAL {
             last_sync = Instant::now();
             if let Err(e) = db.sync().await {

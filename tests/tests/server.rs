@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Commands, RedisResult, Value};
 use shoal_tests::Server;
@@ -397,19 +397,29 @@ fn info_counts_the_commit_log_syncs() {
     }
 }
 
-/// Executor threads of the server `pid` (named `shoal-shard-<n>`) whose scheduling policy is
-/// `SCHED_BATCH`.
-fn batch_executors(pid: u32) -> usize {
-    const SCHED_BATCH: u32 = 3;
+const SCHED_BATCH: u32 = 3;
+
+/// (name, scheduling policy) of every thread of process `pid`.
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
     tasks
-        .filter(|task| {
-            let stat = std::fs::read_to_string(task.as_ref().unwrap().path().join("stat")).unwrap();
+        // A thread can exit between the listing and the read.
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("stat")).ok())
+        .map(|stat| {
             let (name, rest) = stat.split_once(") ").unwrap();
+            let name = name.split_once('(').unwrap().1.to_owned();
             // Field 41 of stat is the policy; `rest` starts at field 3.
-            let policy: u32 = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
-            name.contains("(shoal-shard-") && policy == SCHED_BATCH
+            let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+            (name, policy)
         })
+        .collect()
+}
+
+/// Executor threads (named `shoal-shard-<n>`) of server `pid` under `SCHED_BATCH`.
+fn batch_executors(pid: u32) -> usize {
+    thread_policies(pid)
+        .iter()
+        .filter(|(name, policy)| name.starts_with("shoal-shard-") && *policy == SCHED_BATCH)
         .count()
 }
 
@@ -418,6 +428,28 @@ fn executors_run_with_the_configured_scheduling_policy() {
     let dir = tempfile::tempdir().unwrap();
     let batch = Server::start(dir.path(), &["--shards", "2"]);
     assert_eq!(batch_executors(batch.pid()), 2, "batch is the default");
+    // Synced writes make io_uring start workers for the fdatasyncs. They are born with their
+    // executor's SCHED_BATCH; the shard's ticker puts them back to SCHED_OTHER.
+    let mut c = batch.connection();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for i in 0..20 {
+            let _: () = c.set(format!("k{i}"), "v").unwrap();
+        }
+        let workers: Vec<u32> = thread_policies(batch.pid())
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("iou-wrk-"))
+            .map(|(_, policy)| policy)
+            .collect();
+        if !workers.is_empty() && !workers.contains(&SCHED_BATCH) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "io_uring workers still under SCHED_BATCH (or none): {workers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(batch);
     let normal = Server::start(dir.path(), &["--shards", "2", "--sched", "normal"]);
     assert_eq!(batch_executors(normal.pid()), 0);
