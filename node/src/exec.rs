@@ -217,19 +217,8 @@ impl Ctx {
                 return;
             }
         };
-        let mut values = values.iter().map(|v| v.as_ref().map(Value::bytes));
-        for cmd in run {
-            match cmd {
-                Ok(Command::Get(_)) => reply.bulk_or_null(values.next().flatten()),
-                _ => {
-                    let n = keys_of(cmd).len();
-                    reply.array(n);
-                    for v in values.by_ref().take(n) {
-                        reply.bulk_or_null(v);
-                    }
-                }
-            }
-        }
+        let values = values.iter().map(|v| Ok(v.as_ref().map(Value::bytes)));
+        reply_reads(run, values, reply);
     }
 
     async fn read_run(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
@@ -282,26 +271,7 @@ impl Ctx {
                 None => Err("ERR missing shard reply"),
             }
         };
-        let mut slots = slots.into_iter();
-        for cmd in run {
-            let keys = keys_of(cmd);
-            let mine: Vec<(usize, usize)> = slots.by_ref().take(keys.len()).collect();
-            if let Some(e) = mine.iter().find_map(|&slot| value(slot).err()) {
-                reply.error(e);
-                continue;
-            }
-            match cmd {
-                Ok(Command::Get(_)) => {
-                    reply.bulk_or_null(mine.first().and_then(|&slot| value(slot).ok().flatten()))
-                }
-                _ => {
-                    reply.array(mine.len());
-                    for &slot in &mine {
-                        reply.bulk_or_null(value(slot).ok().flatten());
-                    }
-                }
-            }
-        }
+        reply_reads(run, slots.into_iter().map(value), reply);
     }
 
     async fn write_run(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
@@ -830,6 +800,34 @@ fn push_put<'a>(
             value: value.to_vec(),
             expires_at_ms,
         });
+    }
+}
+
+/// Replies to a run of GET/MGET from their keys' values, given in the run's key order; a
+/// command any of whose keys failed gets that error instead.
+fn reply_reads<'v>(
+    run: &[Result<Command<'_>, Refusal>],
+    mut values: impl Iterator<Item = Result<Option<&'v [u8]>, &'v str>>,
+    reply: &mut Reply,
+) {
+    let mut mine = Vec::new();
+    for cmd in run {
+        mine.clear();
+        mine.extend(values.by_ref().take(keys_of(cmd).len()));
+        if let Some(Err(e)) = mine.iter().find(|v| v.is_err()) {
+            reply.error(e);
+            continue;
+        }
+        let value = |v: &Result<Option<&'v [u8]>, &'v str>| v.ok().flatten();
+        match cmd {
+            Ok(Command::Get(_)) => reply.bulk_or_null(mine.first().and_then(value)),
+            _ => {
+                reply.array(mine.len());
+                for v in &mine {
+                    reply.bulk_or_null(value(v));
+                }
+            }
+        }
     }
 }
 
