@@ -32,7 +32,7 @@ pub enum RedisCompareError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Proc(#[from] ProcError),
-    #[error("{server} did not answer PING on port {port} within {START_TIMEOUT:?}")]
+    #[error("{server} did not answer PING on port {port} within {START_TIMEOUT:?}, or exited")]
     NotStarted { server: &'static str, port: u16 },
     #[error("{tool} against {server}: no result in its output: {output}")]
     NoResult {
@@ -118,7 +118,6 @@ pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Whether a RESP server on 127.0.0.1:`port` answers PING within a second.
 /// Starts a server with its input and output detached; `program` names it in errors.
 pub(crate) fn spawn_server(cmd: &mut Command, program: &str) -> Result<Child, ProcError> {
     cmd.stdin(Stdio::null())
@@ -168,8 +167,42 @@ fn shoal_bench(args: &RedisCompareArgs) -> PathBuf {
         .unwrap_or_else(|| sibling("shoal-bench"))
 }
 
+/// Servers started on a fresh port before giving up: a port from [`free_port`] is free only
+/// until it is released, and a client's outgoing connection can take it before the server
+/// binds it (the server then exits at once).
+const START_ATTEMPTS: usize = 3;
+
 fn start(args: &RedisCompareArgs, server: Server) -> Result<Running, RedisCompareError> {
-    let port = free_port()?;
+    let mut attempt = 1;
+    loop {
+        let mut running = spawn_on(args, server, free_port()?)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if answers_ping(running.port) {
+                return Ok(running);
+            }
+            let exited = running.child.try_wait()?.is_some();
+            if exited && attempt < START_ATTEMPTS {
+                break;
+            }
+            if exited || Instant::now() > deadline {
+                return Err(RedisCompareError::NotStarted {
+                    server: server.name(),
+                    port: running.port,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        attempt += 1;
+    }
+}
+
+/// Spawns `server` on `port` (not waiting for it to answer).
+fn spawn_on(
+    args: &RedisCompareArgs,
+    server: Server,
+    port: u16,
+) -> Result<Running, RedisCompareError> {
     let dir = tempfile::Builder::new()
         .prefix("redis-compare-")
         .tempdir()?;
@@ -211,19 +244,12 @@ fn start(args: &RedisCompareArgs, server: Server) -> Result<Running, RedisCompar
         }
     };
     let child = spawn_server(&mut cmd, server.name())?;
-    let running = Running {
+    Ok(Running {
         server,
         child,
         port,
         _dir: dir,
-    };
-    if !started(port) {
-        return Err(RedisCompareError::NotStarted {
-            server: server.name(),
-            port,
-        });
-    }
-    Ok(running)
+    })
 }
 
 /// The client tool of a load.
