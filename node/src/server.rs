@@ -386,13 +386,13 @@ async fn shard_main(
     // The shard's ticker: throughput samples, interval syncs, io_uring workers' policy, and
     // the stop flag.
     let mut last_sync = Instant::now();
-    let tid = sched::current_tid();
+    let mut io_workers = sched::IoWorkers::of_current_thread();
     let mut workers_warned = false;
     while !shared.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(OPS_SAMPLE_PERIOD).await;
         shard.counters.sample_ops();
         if config.sched == Sched::Batch {
-            if let Err(e) = sched::normalize_io_workers(tid) {
+            if let Err(e) = io_workers.normalize() {
                 if !std::mem::replace(&mut workers_warned, true) {
                     tracing::warn!(shard = id, error = %e, "cannot reset the policy of io_uring workers");
                 }
