@@ -71,6 +71,16 @@ fn small_comparison_reports_every_phase() {
             .any(|t| t["what"].as_str().unwrap().starts_with("shoal peak RSS")),
         "{targets:?}"
     );
+    // The disk's ceiling for the synced fill: the writers' half times the flush rate, and
+    // over the no-sync fill.
+    let ceiling = &report["sync_ceiling"];
+    assert_eq!(ceiling["writers"], 8);
+    let two_streams = ceiling["flush_rate"]["two_streams"].as_f64().unwrap();
+    let ops_per_sec = ceiling["ops_per_sec"].as_f64().unwrap();
+    assert!(two_streams > 0.0 && (ops_per_sec - 4.0 * two_streams).abs() < 1e-6);
+    let fill = shoal(0)["ops_per_sec"].as_f64().unwrap();
+    let of_fill = ceiling["of_no_sync_fill"].as_f64().unwrap();
+    assert!((of_fill - ops_per_sec / fill).abs() < 1e-9, "{ceiling}");
     if rocks {
         let rocks_live = rows[2]["results"]["rocksdb"]["found"].as_u64().unwrap();
         assert!(
