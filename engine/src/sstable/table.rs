@@ -183,8 +183,7 @@ impl<F: File> Table<F> {
         let mut seen = TableProperties::default();
         let mut prev: Option<(Vec<u8>, SeqNo)> = None;
         for (i, ie) in self.index.iter().enumerate() {
-            let stored = self.read_stored(ie.offset, stored_len(ie)).await?;
-            let block = self.decode_block(i, stored, false)?;
+            let block = self.read_block(i, false).await?;
             let fail = |what: String| Error::corruption(path, ie.offset, what);
             let mut cursor = Cursor::default();
             for j in 0..block.len() {
@@ -268,15 +267,14 @@ impl<F: File> Table<F> {
 
     /// Data block `i`, from the cache or from disk (then cached).
     pub(super) async fn block(&self, i: usize) -> Result<Arc<Block>> {
-        self.block_with(i, true).await
+        match self.cached_block(i) {
+            Some(block) => Ok(block),
+            None => self.read_block(i, true).await,
+        }
     }
 
-    /// Data block `i`, from the cache or from disk; cached only when `fill_cache` (a
-    /// compaction reads each block once and must not evict the readers' hot blocks).
-    pub(super) async fn block_with(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
-        if let Some(block) = self.cached_block(i) {
-            return Ok(block);
-        }
+    /// Reads data block `i` from disk, checked and decoded; cached when `fill_cache`.
+    async fn read_block(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>> {
         let ie = &self.index[i];
         let stored = self.read_stored(ie.offset, stored_len(ie)).await?;
         self.decode_block(i, stored, fill_cache)
