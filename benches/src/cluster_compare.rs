@@ -44,7 +44,7 @@ pub enum ClusterCompareError {
         "no shoal-bench binary at {0} (build it with `cargo build --release --bin shoal-bench`)"
     )]
     NoShoalBench(PathBuf),
-    #[error("{what} did not answer PING on port {port} within {START_TIMEOUT:?}")]
+    #[error("{what} did not answer PING on port {port} within {START_TIMEOUT:?}, or exited")]
     NotStarted { what: String, port: u16 },
     #[error("the cluster's first node did not reach the others within {CONNECT_TIMEOUT:?}")]
     NotConnected,
@@ -178,8 +178,8 @@ fn spawn(
         .arg(data_dir)
         .args(extra);
     let child = spawn_server(&mut cmd, &shoal.display().to_string())?;
-    let node = Node { child, port };
-    if !started(port) {
+    let mut node = Node { child, port };
+    if !started(&mut node.child, port)? {
         return Err(ClusterCompareError::NotStarted { what, port });
     }
     Ok(node)

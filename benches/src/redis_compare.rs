@@ -130,16 +130,17 @@ pub(crate) fn spawn_server(cmd: &mut Command, program: &str) -> Result<Child, Pr
         })
 }
 
-/// Whether the server on `port` answers PING within [`START_TIMEOUT`].
-pub(crate) fn started(port: u16) -> bool {
+/// Whether the server `child` on `port` answers PING within [`START_TIMEOUT`]; false as soon
+/// as it exits.
+pub(crate) fn started(child: &mut Child, port: u16) -> std::io::Result<bool> {
     let deadline = Instant::now() + START_TIMEOUT;
     while !answers_ping(port) {
-        if Instant::now() > deadline {
-            return false;
+        if child.try_wait()?.is_some() || Instant::now() > deadline {
+            return Ok(false);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    true
+    Ok(true)
 }
 
 pub(crate) fn answers_ping(port: u16) -> bool {
@@ -176,22 +177,15 @@ fn start(args: &RedisCompareArgs, server: Server) -> Result<Running, RedisCompar
     let mut attempt = 1;
     loop {
         let mut running = spawn_on(args, server, free_port()?)?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if answers_ping(running.port) {
-                return Ok(running);
-            }
-            let exited = running.child.try_wait()?.is_some();
-            if exited && attempt < START_ATTEMPTS {
-                break;
-            }
-            if exited || Instant::now() > deadline {
-                return Err(RedisCompareError::NotStarted {
-                    server: server.name(),
-                    port: running.port,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if started(&mut running.child, running.port)? {
+            return Ok(running);
+        }
+        let exited = running.child.try_wait()?.is_some();
+        if !exited || attempt == START_ATTEMPTS {
+            return Err(RedisCompareError::NotStarted {
+                server: server.name(),
+                port: running.port,
+            });
         }
         attempt += 1;
     }
