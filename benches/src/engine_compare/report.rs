@@ -147,6 +147,14 @@ fn space_amplification(rows: &mut [Row]) {
     }
 }
 
+/// Shoal's throughput in the first row of `phase`.
+fn shoal_ops_per_sec(rows: &[Row], phase: Phase) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.phase == phase)
+        .and_then(|r| r.results.get(&Engine::Shoal))
+        .map(|m| m.ops_per_sec)
+}
+
 fn targets(rows: &[Row], shoal_memory_budget: Option<u64>) -> Vec<Target> {
     let mut out = Vec::new();
     let find = |p: Phase| rows.iter().find(|r| r.phase == p);
@@ -190,11 +198,7 @@ fn targets(rows: &[Row], shoal_memory_budget: Option<u64>) -> Vec<Target> {
             });
         }
     }
-    let shoal = |p: Phase| {
-        find(p)
-            .and_then(|r| r.results.get(&Engine::Shoal))
-            .map(|m| m.ops_per_sec)
-    };
+    let shoal = |p: Phase| shoal_ops_per_sec(rows, p);
     if let (Some(sync), Some(fill)) = (shoal(Phase::FillSync), shoal(Phase::Fill)) {
         if fill > 0.0 {
             let value = sync / fill;
@@ -257,12 +261,7 @@ impl Report {
         flush_rate: Option<FlushRate>,
     ) -> Report {
         space_amplification(&mut rows);
-        let no_sync_fill = rows
-            .iter()
-            .find(|r| r.phase == Phase::Fill)
-            .and_then(|r| r.results.get(&Engine::Shoal))
-            .map(|m| m.ops_per_sec)
-            .filter(|&f| f > 0.0);
+        let no_sync_fill = shoal_ops_per_sec(&rows, Phase::Fill).filter(|&f| f > 0.0);
         let sync_ceiling = flush_rate.map(|flush_rate| {
             let ops_per_sec = flush_rate.sync_ceiling(args.writers);
             SyncCeiling {
