@@ -15,8 +15,10 @@
 //!
 //! The futures are not `Send`: each shard owns its files on its own thread.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 mod std_fs;
 pub use std_fs::StdFs;
@@ -77,11 +79,22 @@ pub trait File: 'static {
     async fn write_at(&self, pos: u64, buf: &[u8]) -> io::Result<()>;
     /// Makes every completed write durable (fdatasync).
     async fn sync_data(&self) -> io::Result<()>;
+    /// [`File::write_at`], then [`File::sync_data`]: resolves once the write has completed,
+    /// returning the sync still to await, so a caller can start its next write while the
+    /// flush runs. Where it can, an implementation starts the flush as the write completes,
+    /// without waiting for the caller to run again (DMA: one io_uring link chain).
+    async fn write_then_sync(&self, pos: u64, buf: &[u8]) -> io::Result<Syncing<'_>> {
+        self.write_at(pos, buf).await?;
+        Ok(Box::pin(self.sync_data()))
+    }
     async fn len(&self) -> io::Result<u64>;
     /// Truncates or extends (with zeros) to `len` bytes.
     async fn set_len(&self, len: u64) -> io::Result<()>;
     fn path(&self) -> &Path;
 }
+
+/// The fdatasync that [`File::write_then_sync`] leaves to await.
+pub type Syncing<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
 
 /// `dir/name` for a numbered engine file, e.g. `000042.sst`.
 pub fn numbered_path(dir: &Path, number: u64, ext: &str) -> PathBuf {

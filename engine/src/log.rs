@@ -10,8 +10,9 @@
 //! its own lock to keep record order equal to sequence order. [`Log::sync`] is pipelined group
 //! commit in rounds: a caller whose record no round covers yet, finding the writer free and
 //! fewer than [`SYNC_ROUNDS_MAX`] rounds in flight, leads a round: it yields once so that every
-//! task ready to run appends first, takes everything buffered, writes it, hands the writer to
-//! the next round, fdatasyncs, and once every earlier round has published, publishes the new
+//! task ready to run appends first, takes everything buffered, writes it (the last write with
+//! the fdatasync queued behind it, [`File::write_then_sync`]), hands the writer to the next
+//! round, awaits the fdatasync, and once every earlier round has published, publishes the new
 //! durable record number and wakes everyone. So one round's fdatasync overlaps the next
 //! round's gathering and write (on this disk, concurrent flushes cost little more than one).
 //! A round's write starts only after the previous round's write completed (it rewrites the
@@ -742,7 +743,7 @@ impl<F: FileSystem> Log<F> {
 
     /// Writes a sync round's batch, hands the writer to the next round, fdatasyncs, then
     /// publishes in round order and wakes every waiter.
-    async fn lead_round(&self, mut writer: Writer<F>, batch: Batch, round: u64) -> Result<()> {
+    async fn lead_round(&self, mut writer: Writer<F>, mut batch: Batch, round: u64) -> Result<()> {
         let guard = OnCancel(Some(|| {
             let mut st = self.state.lock();
             st.failed = Some("a log write was cancelled mid-way".into());
@@ -750,25 +751,14 @@ impl<F: FileSystem> Log<F> {
             drop(st);
             self.wake_all();
         }));
-        let written = self.write_parts(&mut writer, batch.parts).await;
-        let mut result = match written {
-            // The writer is dropped: the tail on disk is unknown, writes stay disabled.
+        let Some(last) = batch.parts.pop() else {
+            unreachable!("a batch always holds the tail")
+        };
+        // On a failed write the writer is dropped: the tail on disk is unknown, writes stay
+        // disabled.
+        let mut result = match self.write_parts(&mut writer, batch.parts).await {
+            Ok(()) => self.write_last_then_sync(writer, last).await,
             Err(e) => Err(e),
-            Ok(()) => {
-                // `dirty` stays set: until this fdatasync completes the bytes are unsynced, and
-                // a later round rotating away from this segment must sync it first.
-                let needs_sync = writer.dirty;
-                let file = Arc::clone(&writer.file);
-                self.state.lock().writer = Some(writer);
-                self.changed.notify(usize::MAX);
-                if needs_sync {
-                    let synced = file.sync_data().await.at(file.path());
-                    self.data_syncs.fetch_add(1, Ordering::Relaxed);
-                    synced
-                } else {
-                    Ok(())
-                }
-            }
         };
         // Publish after every earlier round, or not at all once one failed.
         loop {
@@ -831,42 +821,85 @@ impl<F: FileSystem> Log<F> {
         result
     }
 
-    /// Writes `parts` in order. A part in the next segment first makes the old segment
-    /// durable, so only the last segment can ever be torn.
+    /// Writes `parts` in order.
     async fn write_parts(&self, writer: &mut Writer<F>, parts: Vec<Pending>) -> Result<()> {
         for part in parts {
-            if part.segment_no != writer.segment_no {
-                assert_eq!(
-                    part.segment_no,
-                    writer.segment_no + 1,
-                    "log segments out of order"
-                );
-                debug_assert_eq!(part.start, 0);
-                if writer.dirty {
-                    writer.file.sync_data().await.at(writer.file.path())?;
-                    self.data_syncs.fetch_add(1, Ordering::Relaxed);
-                }
-                let file = self.take_segment_file(part.segment_no).await?;
-                *writer = Writer {
-                    file: Arc::new(file),
-                    segment_no: part.segment_no,
-                    dirty: false,
-                };
-            }
+            self.enter_segment(writer, &part).await?;
             if part.bytes.is_empty() {
                 continue;
             }
-            debug_assert!(part.start % WRITE_ALIGN as u64 == 0);
-            let mut bytes = part.bytes;
-            bytes.resize(align_up(bytes.len() as u64) as usize, 0);
-            debug_assert!(part.start + bytes.len() as u64 <= self.segment_bytes);
+            let bytes = self.padded(part);
             writer
                 .file
-                .write_at(part.start, &bytes)
+                .write_at(bytes.start, &bytes.bytes)
                 .await
                 .at(writer.file.path())?;
             writer.dirty = true;
         }
+        Ok(())
+    }
+
+    /// Writes a round's last part with the fdatasync queued right behind it
+    /// ([`File::write_then_sync`]), hands the writer to the next round as soon as the write
+    /// completes, then waits for the fdatasync.
+    async fn write_last_then_sync(&self, mut writer: Writer<F>, part: Pending) -> Result<()> {
+        self.enter_segment(&mut writer, &part).await?;
+        let file = Arc::clone(&writer.file);
+        let syncing = if part.bytes.is_empty() {
+            None
+        } else {
+            let bytes = self.padded(part);
+            let syncing = file
+                .write_then_sync(bytes.start, &bytes.bytes)
+                .await
+                .at(file.path())?;
+            writer.dirty = true;
+            Some(syncing)
+        };
+        // `dirty` stays set: until this fdatasync completes the bytes are unsynced, and a later
+        // round rotating away from this segment must sync it first.
+        let needs_sync = writer.dirty;
+        self.state.lock().writer = Some(writer);
+        self.changed.notify(usize::MAX);
+        let synced = match syncing {
+            Some(syncing) => syncing.await,
+            None if needs_sync => file.sync_data().await,
+            None => return Ok(()),
+        };
+        self.data_syncs.fetch_add(1, Ordering::Relaxed);
+        synced.at(file.path())
+    }
+
+    /// `part` zero-padded to whole blocks, as every write must be.
+    fn padded(&self, mut part: Pending) -> Pending {
+        debug_assert!(part.start % WRITE_ALIGN as u64 == 0);
+        part.bytes.resize(align_up(part.bytes.len() as u64) as usize, 0);
+        debug_assert!(part.end() <= self.segment_bytes);
+        part
+    }
+
+    /// Makes `part`'s segment the writer's. Moving to the next segment first makes the old one
+    /// durable, so only the last segment can ever be torn.
+    async fn enter_segment(&self, writer: &mut Writer<F>, part: &Pending) -> Result<()> {
+        if part.segment_no == writer.segment_no {
+            return Ok(());
+        }
+        assert_eq!(
+            part.segment_no,
+            writer.segment_no + 1,
+            "log segments out of order"
+        );
+        debug_assert_eq!(part.start, 0);
+        if writer.dirty {
+            writer.file.sync_data().await.at(writer.file.path())?;
+            self.data_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let file = self.take_segment_file(part.segment_no).await?;
+        *writer = Writer {
+            file: Arc::new(file),
+            segment_no: part.segment_no,
+            dirty: false,
+        };
         Ok(())
     }
 

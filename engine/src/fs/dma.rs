@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use glommio::GlommioError;
 use glommio::io::{Directory, DmaFile, OpenOptions};
 
-use super::{File, FileSystem, is_aligned};
+use super::{File, FileSystem, Syncing, is_aligned};
 
 /// Name of the warm-up file written in the data directory; removed after the probe.
 const PROBE_FILE: &str = ".dma-probe";
@@ -197,6 +197,32 @@ impl File for DmaFsFile {
 
     async fn sync_data(&self) -> io::Result<()> {
         self.file.fdatasync().await.map_err(to_io)
+    }
+
+    async fn write_then_sync(&self, pos: u64, buf: &[u8]) -> io::Result<Syncing<'_>> {
+        assert!(is_aligned(pos), "unaligned write offset {pos}");
+        assert!(
+            is_aligned(buf.len() as u64),
+            "unaligned write length {}",
+            buf.len()
+        );
+        let mut dma = self.file.alloc_dma_buffer(buf.len());
+        dma.as_bytes_mut().copy_from_slice(buf);
+        let (write, sync) = self.file.write_at_then_fdatasync(dma, pos);
+        let n = write.await.map_err(to_io)?;
+        if n == buf.len() {
+            return Ok(Box::pin(async move { sync.await.map_err(to_io) }));
+        }
+        // A short write cancelled the linked sync (ECANCELED): write the rest, then sync alone.
+        let _cancelled = sync.await;
+        if n == 0 || !is_aligned(n as u64) {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short direct write: {n} of {} bytes", buf.len()),
+            ));
+        }
+        self.write_at(pos + n as u64, &buf[n..]).await?;
+        Ok(Box::pin(self.sync_data()))
     }
 
     async fn len(&self) -> io::Result<u64> {

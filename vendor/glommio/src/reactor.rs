@@ -353,6 +353,36 @@ impl Reactor {
         source
     }
 
+    /// Shoal patch: a DMA write and an fdatasync of the same file, queued as one io_uring link
+    /// chain (see `DmaFile::write_at_then_fdatasync`). Returns the write's and the sync's
+    /// sources.
+    pub(crate) fn write_dma_then_fdatasync(
+        &self,
+        raw: RawFd,
+        buf: DmaSource,
+        pos: u64,
+        pollable: PollableStatus,
+    ) -> (Source, Source) {
+        let stats = StatsCollection {
+            fulfilled: Some(|result, stats, op_count| {
+                if let Ok(result) = result {
+                    stats.file_writes += op_count;
+                    stats.file_bytes_written += *result as u64 * op_count;
+                }
+            }),
+            reused: None,
+            latency: None,
+        };
+        let write = self.new_source(
+            raw,
+            SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
+            Some(stats),
+        );
+        let sync = self.new_source(raw, SourceType::FdataSync, None);
+        self.sys.write_dma_then_fdatasync(&write, pos, &sync);
+        (write, sync)
+    }
+
     pub(crate) fn copy_file_range(
         &self,
         fd_in: RawFd,

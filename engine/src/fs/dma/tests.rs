@@ -194,3 +194,46 @@ fn errors_keep_their_os_code() {
         crate::Error::NoSpace { .. }
     ));
 }
+
+#[test]
+fn write_then_sync_lets_the_next_write_start_before_the_sync_is_awaited() {
+    run(|fs, root| async move {
+        let p = root.join("000001.log");
+        let f = fs.create(&p).await.unwrap();
+        // As the log does: the second write starts while the first one's sync is in flight.
+        let first = f.write_then_sync(0, &pattern(2 * A, 1)).await.unwrap();
+        let second = f.write_then_sync(A as u64, &pattern(2 * A, 2)).await.unwrap();
+        second.await.unwrap();
+        first.await.unwrap();
+        let mut want = pattern(2 * A, 1);
+        want.truncate(A);
+        want.extend(pattern(2 * A, 2));
+        assert_eq!(f.read_at(0, 3 * A).await.unwrap(), want);
+        assert_eq!(std::fs::read(&p).unwrap(), want);
+    });
+}
+
+#[test]
+fn a_failed_write_cancels_its_linked_sync_and_reports_the_write_error() {
+    run(|fs, root| async move {
+        let f = fs.create(&root.join("f")).await.unwrap();
+        // Past ext4's largest file offset: the write fails, and the kernel cancels the
+        // fdatasync linked behind it.
+        let at = 1u64 << 62;
+        let e = match f.write_then_sync(at, &pattern(A, 3)).await {
+            Ok(_) => panic!("a write at offset {at} succeeded"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::EFBIG | libc::EINVAL)),
+            "{e}"
+        );
+        // The file stays usable, and a later linked write and sync succeed.
+        f.write_then_sync(0, &pattern(A, 4))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(f.read_at(0, A).await.unwrap(), pattern(A, 4));
+    });
+}

@@ -312,6 +312,37 @@ impl DmaFile {
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
 
+    /// Shoal patch: writes `buf` at `pos` like [`DmaFile::write_at`], then fdatasyncs the file
+    /// like [`DmaFile::fdatasync`], both submitted at once as one io_uring link chain: the
+    /// kernel starts the flush the moment the write completes, not when this task next runs.
+    /// Returns the write's future and the sync's; both requests are queued by this call, so
+    /// the sync runs even if its future is awaited late, and covers this write and every
+    /// write completed before it. A failed or short write cancels the sync, which then fails
+    /// with ECANCELED.
+    pub fn write_at_then_fdatasync(
+        &self,
+        buf: DmaBuffer,
+        pos: u64,
+    ) -> (
+        impl std::future::Future<Output = Result<usize>> + '_,
+        impl std::future::Future<Output = Result<()>> + '_,
+    ) {
+        let (write, sync) = self.file.reactor.upgrade().unwrap().write_dma_then_fdatasync(
+            self.as_raw_fd(),
+            DmaSource::Owned(buf),
+            pos,
+            self.pollable,
+        );
+        let written = async move {
+            enhanced_try!(write.collect_rw().await, "Writing", self.file).map_err(Into::into)
+        };
+        let synced = async move {
+            enhanced_try!(sync.collect_rw().await, "Syncing", self.file)?;
+            Ok(())
+        };
+        (written, synced)
+    }
+
     /// Equivalent to [`DmaFile::write_at`] except that the caller retains
     /// non-mutable ownership of the underlying buffer. This can be useful if
     /// you want to asynchronously process a page concurrently with writing it.

@@ -1559,6 +1559,57 @@ impl Reactor {
         );
     }
 
+    /// Shoal patch: queues the write with `IO_LINK` and the fdatasync right behind it, so the
+    /// kernel starts the flush the moment the write completes, from the write's completion,
+    /// rather than when the executor next polls its rings and runs the task that awaited the
+    /// write. A failed or short write cancels the sync (ECANCELED). A pollable write goes to the
+    /// poll ring, which cannot run fdatasync, so there the two are queued unlinked.
+    pub(crate) fn write_dma_then_fdatasync(&self, write: &Source, pos: u64, sync: &Source) {
+        let linkable = matches!(
+            &*write.source_type(),
+            SourceType::Write(PollableStatus::NonPollable(_), _)
+        );
+        if !linkable || write.timeout_ref().is_some() || sync.timeout_ref().is_some() {
+            self.write_dma(write, pos);
+            self.fdatasync(sync);
+            return;
+        }
+        let op = match &*write.source_type() {
+            SourceType::Write(
+                PollableStatus::NonPollable(DirectIo::Disabled),
+                IoBuffer::DmaSource(buf),
+            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
+                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
+                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            },
+            x => panic!("Unexpected source type for write: {:?}", x),
+        };
+        let mut ring = self.main_ring.borrow_mut();
+        let mut source_map = self.source_map.borrow_mut();
+        let q = ring.submission_queue();
+        let mut queue = q.borrow_mut();
+        for (source, args, flags) in [
+            (write, op, SubmissionFlags::IO_LINK),
+            (sync, UringOpDescriptor::FDataSync, SubmissionFlags::empty()),
+        ] {
+            // Shoal patch: see `records_latency`.
+            {
+                let mut inner = source.inner.borrow_mut();
+                if records_latency(&inner) {
+                    inner.wakers.queued_at = Some(Instant::now());
+                }
+            }
+            let id = source_map.add_source(source, Rc::clone(&q));
+            queue.submissions.push_back(UringDescriptor {
+                args,
+                fd: source.raw(),
+                flags,
+                user_data: to_user_data(id),
+            });
+        }
+    }
+
     pub(crate) fn fdatasync(&self, source: &Source) {
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
