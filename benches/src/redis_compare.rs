@@ -1,7 +1,7 @@
 //! `redis-compare`: a Shoal node against Redis with `appendfsync always` (each write durable
-//! before its reply, as Shoal's default) and against `resp-echo` (no storage at all: the
-//! physical limit of a server on this machine), under the same loads from two clients:
-//! `redis-benchmark` and `shoal-bench`.
+//! before its reply, as Shoal's default) and against `resp-echo` (no storage at all, with as
+//! many executors as the node has shards: the physical limit of a node of that shape on this
+//! machine), under the same loads from two clients: `redis-benchmark` and `shoal-bench`.
 //!
 //! Every server runs on a free 127.0.0.1 port in its own temporary directory and is killed by
 //! its PID when the run ends; every client run is bounded in time.
@@ -66,9 +66,9 @@ pub struct RedisCompareArgs {
     /// The shoal server binary (skipped, with a notice, if absent).
     #[arg(long, default_value = "target/release/shoal")]
     pub shoal: PathBuf,
-    /// Shards of the Shoal node (default: its own, one per core). On a machine where the
-    /// client needs a core of its own, one shard per remaining core is the fair match for
-    /// single-threaded Redis.
+    /// Shards of the Shoal node and executors of resp-echo (default: their own, one per
+    /// core). On a machine where the client needs a core of its own, one shard per remaining
+    /// core is the fair match for single-threaded Redis.
     #[arg(long)]
     pub shoal_shards: Option<usize>,
     /// The resp-echo binary (default: next to this binary).
@@ -234,6 +234,9 @@ fn spawn_on(
                     .unwrap_or_else(|| sibling("resp-echo")),
             );
             c.args(["--listen", &addr]);
+            if let Some(n) = args.shoal_shards {
+                c.args(["--shards", &n.to_string()]);
+            }
             c
         }
     };

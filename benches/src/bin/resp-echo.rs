@@ -1,6 +1,7 @@
 //! `resp-echo`: a storage-less RESP responder on glommio (one executor per shard, connections
-//! spread by SO_REUSEPORT), the physical limit a Shoal node can reach on this machine. Prints
-//! `listening on ADDR` once it accepts connections; runs until killed.
+//! spread by SO_REUSEPORT, the node's default shard count and scheduling policy), the physical
+//! limit a Shoal node of the same shape can reach on this machine. Prints `listening on ADDR`
+//! once it accepts connections; runs until killed.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::ExitCode;
@@ -11,6 +12,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use shoal_benches::resp_echo;
+use shoal_node::config::Sched;
+use shoal_node::sched;
 
 /// Set by the first shard listening, which announces the address.
 static ANNOUNCED: AtomicBool = AtomicBool::new(false);
@@ -28,9 +31,12 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Executors (one per core, as a Shoal node).
-    #[arg(long, default_value_t = 1)]
-    shards: usize,
+    /// Executors [default: one per core, as a Shoal node].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// The executors' scheduling policy, as the node's `--sched`.
+    #[arg(long, value_enum, default_value = "batch")]
+    sched: Sched,
 }
 
 async fn serve(mut stream: TcpStream) {
@@ -64,9 +70,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shards = args.shards.max(1);
+    let shards = args
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let sched = args.sched;
     let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None)).on_all_shards(
         move || async move {
+            if let Err(e) = sched::set_current(sched) {
+                eprintln!("resp-echo: setting the scheduling policy: {e}");
+            }
             let listener = match TcpListener::bind(addr) {
                 Ok(l) => l,
                 Err(e) => {
