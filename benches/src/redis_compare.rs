@@ -432,6 +432,13 @@ impl Row {
         );
         (b > 0.0).then(|| a / b)
     }
+
+    /// How much longer `a`'s median latency is than `b`'s, in µs (the single-connection
+    /// target: Shoal's p50 within 15 µs of the echo round trip).
+    pub fn p50_over(&self, a: Server, b: Server) -> Option<f64> {
+        let (a, b) = (self.results.get(&a)?.p50_ms, self.results.get(&b)?.p50_ms);
+        Some((a - b) * 1000.0)
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -535,12 +542,17 @@ impl Report {
         for s in &self.servers {
             let _ = write!(
                 out,
-                " {:>14} {:>9}",
+                " {:>14} {:>7} {:>7}",
                 format!("{} ops/s", s.name()),
+                "p50 ms",
                 "p99 ms"
             );
         }
-        let _ = writeln!(out, " {:>12} {:>11}", "shoal/redis", "shoal/echo");
+        let _ = writeln!(
+            out,
+            " {:>12} {:>11} {:>18}",
+            "shoal/redis", "shoal/echo", "p50 over echo µs"
+        );
         for row in &self.rows {
             let l = &row.load;
             let load = format!("{} c={} P={}", l.tool.name(), l.clients, l.pipeline);
@@ -549,16 +561,18 @@ impl Report {
                 let r = row.results.get(s);
                 let _ = write!(
                     out,
-                    " {:>14} {:>9}",
+                    " {:>14} {:>7} {:>7}",
                     cell(r.map(|r| r.ops_per_sec), 0),
+                    cell(r.map(|r| r.p50_ms), 3),
                     cell(r.map(|r| r.p99_ms), 3)
                 );
             }
             let _ = writeln!(
                 out,
-                " {:>12} {:>11}",
+                " {:>12} {:>11} {:>18}",
                 cell(row.ratio(Server::Shoal, Server::Redis), 2),
-                cell(row.ratio(Server::Shoal, Server::Echo), 2)
+                cell(row.ratio(Server::Shoal, Server::Echo), 2),
+                cell(row.p50_over(Server::Shoal, Server::Echo), 0)
             );
         }
         for s in &self.skipped {
@@ -609,26 +623,43 @@ mod tests {
     }
 
     #[test]
-    fn ratios() {
+    fn ratios_and_p50_over() {
         let load = Load {
             tool: Tool::RedisBenchmark,
             clients: 1,
             pipeline: 1,
             requests: 1,
         };
-        let r = |ops| OpResult {
+        let r = |ops, p50_ms| OpResult {
             ops_per_sec: ops,
-            p50_ms: 0.0,
+            p50_ms,
             p99_ms: 0.0,
         };
         let row = Row {
             load,
             op: "SET".into(),
-            results: [(Server::Redis, r(100.0)), (Server::Shoal, r(50.0))]
-                .into_iter()
-                .collect(),
+            results: [
+                (Server::Redis, r(100.0, 0.5)),
+                (Server::Shoal, r(50.0, 0.125)),
+                (Server::Echo, r(200.0, 0.1)),
+            ]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(row.ratio(Server::Shoal, Server::Redis), Some(0.5));
-        assert_eq!(row.ratio(Server::Shoal, Server::Echo), None);
+        assert_eq!(row.ratio(Server::Shoal, Server::Echo), Some(0.25));
+        let over = row.p50_over(Server::Shoal, Server::Echo).unwrap();
+        assert!((over - 25.0).abs() < 1e-9, "{over}");
+        let mut no_echo = row.clone();
+        no_echo.results.remove(&Server::Echo);
+        assert_eq!(no_echo.p50_over(Server::Shoal, Server::Echo), None);
+        let table = Report {
+            servers: vec![Server::Redis, Server::Shoal, Server::Echo],
+            skipped: Vec::new(),
+            rows: vec![row],
+        }
+        .table();
+        assert!(table.contains("p50 over echo µs"), "{table}");
+        assert!(table.contains(" 25"), "{table}");
     }
 }

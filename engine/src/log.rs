@@ -873,7 +873,8 @@ impl<F: FileSystem> Log<F> {
     /// `part` zero-padded to whole blocks, as every write must be.
     fn padded(&self, mut part: Pending) -> Pending {
         debug_assert!(part.start % WRITE_ALIGN as u64 == 0);
-        part.bytes.resize(align_up(part.bytes.len() as u64) as usize, 0);
+        part.bytes
+            .resize(align_up(part.bytes.len() as u64) as usize, 0);
         debug_assert!(part.end() <= self.segment_bytes);
         part
     }

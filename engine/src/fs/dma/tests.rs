@@ -202,7 +202,10 @@ fn write_then_sync_lets_the_next_write_start_before_the_sync_is_awaited() {
         let f = fs.create(&p).await.unwrap();
         // As the log does: the second write starts while the first one's sync is in flight.
         let first = f.write_then_sync(0, &pattern(2 * A, 1)).await.unwrap();
-        let second = f.write_then_sync(A as u64, &pattern(2 * A, 2)).await.unwrap();
+        let second = f
+            .write_then_sync(A as u64, &pattern(2 * A, 2))
+            .await
+            .unwrap();
         second.await.unwrap();
         first.await.unwrap();
         let mut want = pattern(2 * A, 1);
