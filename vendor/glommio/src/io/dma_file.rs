@@ -315,10 +315,10 @@ impl DmaFile {
     /// Shoal patch: writes `buf` at `pos` like [`DmaFile::write_at`], then fdatasyncs the file
     /// like [`DmaFile::fdatasync`], both submitted at once as one io_uring link chain: the
     /// kernel starts the flush the moment the write completes, not when this task next runs.
-    /// Returns the write's future and the sync's; both requests are queued by this call, so
-    /// the sync runs even if its future is awaited late, and covers this write and every
-    /// write completed before it. A failed or short write cancels the sync, which then fails
-    /// with ECANCELED.
+    /// Returns the write's future and the sync's; await the write first. The sync covers this
+    /// write and every write completed before it; a failed or short write cancels it, and it
+    /// then fails with ECANCELED. On a pollable device, whose poll ring cannot run fdatasync,
+    /// the sync is submitted only when its future is first polled.
     pub fn write_at_then_fdatasync(
         &self,
         buf: DmaBuffer,
@@ -337,8 +337,13 @@ impl DmaFile {
             enhanced_try!(write.collect_rw().await, "Writing", self.file).map_err(Into::into)
         };
         let synced = async move {
-            enhanced_try!(sync.collect_rw().await, "Syncing", self.file)?;
-            Ok(())
+            match sync {
+                Some(sync) => {
+                    enhanced_try!(sync.collect_rw().await, "Syncing", self.file)?;
+                    Ok(())
+                }
+                None => self.fdatasync().await,
+            }
         };
         (written, synced)
     }

@@ -1410,17 +1410,7 @@ impl Reactor {
     }
 
     pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
-        let op = match &*source.source_type() {
-            SourceType::Write(
-                PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            },
-            x => panic!("Unexpected source type for write: {:?}", x),
-        };
+        let op = write_dma_op(source, pos);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
@@ -1562,29 +1552,16 @@ impl Reactor {
     /// Shoal patch: queues the write with `IO_LINK` and the fdatasync right behind it, so the
     /// kernel starts the flush the moment the write completes, from the write's completion,
     /// rather than when the executor next polls its rings and runs the task that awaited the
-    /// write. A failed or short write cancels the sync (ECANCELED). A pollable write goes to the
-    /// poll ring, which cannot run fdatasync, so there the two are queued unlinked.
-    pub(crate) fn write_dma_then_fdatasync(&self, write: &Source, pos: u64, sync: &Source) {
-        let linkable = matches!(
+    /// write. A failed or short write cancels the sync (ECANCELED). Returns false, queuing
+    /// nothing, for a pollable write: it goes to the poll ring, which cannot run fdatasync.
+    pub(crate) fn write_dma_then_fdatasync(&self, write: &Source, pos: u64, sync: &Source) -> bool {
+        if !matches!(
             &*write.source_type(),
             SourceType::Write(PollableStatus::NonPollable(_), _)
-        );
-        if !linkable || write.timeout_ref().is_some() || sync.timeout_ref().is_some() {
-            self.write_dma(write, pos);
-            self.fdatasync(sync);
-            return;
+        ) {
+            return false;
         }
-        let op = match &*write.source_type() {
-            SourceType::Write(
-                PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            },
-            x => panic!("Unexpected source type for write: {:?}", x),
-        };
+        let op = write_dma_op(write, pos);
         let mut ring = self.main_ring.borrow_mut();
         let mut source_map = self.source_map.borrow_mut();
         let q = ring.submission_queue();
@@ -1608,6 +1585,7 @@ impl Reactor {
                 user_data: to_user_data(id),
             });
         }
+        true
     }
 
     pub(crate) fn fdatasync(&self, source: &Source) {
@@ -2064,6 +2042,21 @@ impl Reactor {
                 poll.unwrap_or_default(),
             ))
         }
+    }
+}
+
+// Shoal patch: shared by `write_dma` and `write_dma_then_fdatasync`.
+fn write_dma_op(source: &Source, pos: u64) -> UringOpDescriptor {
+    match &*source.source_type() {
+        SourceType::Write(
+            PollableStatus::NonPollable(DirectIo::Disabled),
+            IoBuffer::DmaSource(buf),
+        ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+        SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
+            Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
+            None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+        },
+        x => panic!("Unexpected source type for write: {:?}", x),
     }
 }
 
