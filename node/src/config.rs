@@ -120,8 +120,8 @@ pub struct Flags {
     /// Block cache per shard, in bytes [default: 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub cache_bytes: Option<usize>,
-    /// How long an idle executor spins before sleeping, in µs; short on machines with few cores
-    /// [default: 50].
+    /// How long an idle executor spins before sleeping, in µs, yielding its core to any other
+    /// runnable thread as it spins; short on machines with few cores [default: 50].
     #[arg(long, value_name = "US")]
     pub spin_us: Option<u64>,
     /// Scheduling policy of the executor threads [default: batch].
