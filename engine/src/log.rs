@@ -9,7 +9,8 @@
 //! Writing. [`Log::append`] only encodes the record into memory, so the DB can call it under
 //! its own lock to keep record order equal to sequence order. [`Log::sync`] is pipelined group
 //! commit in rounds: a caller whose record no round covers yet, finding the writer free and
-//! fewer than [`SYNC_ROUNDS_MAX`] rounds in flight, leads a round: it yields once so that every
+//! fewer than [`SYNC_ROUNDS_MAX`] rounds in flight (and, if one is in flight, at least
+//! [`OVERLAP_BYTES_MIN`] appended for the new round), leads a round: it yields once so that every
 //! task ready to run appends first, takes everything buffered, writes it (the last write with
 //! the fdatasync queued behind it, [`File::write_then_sync`]), hands the writer to the next
 //! round, awaits the fdatasync, and once every earlier round has published, publishes the new
@@ -86,6 +87,14 @@ pub const FREE_SEGMENTS_MAX: usize = 2;
 /// another's fdatasync is in flight keeps the disk busy while writers gather the next batch.
 /// More rounds would split the writers into smaller batches.
 pub const SYNC_ROUNDS_MAX: usize = 2;
+
+/// A round starts while another is in flight only with at least this much appended for it;
+/// less waits for the round in flight to publish. Every round costs the disk a write and a
+/// flush, which this disk runs one at a time, so a round of a few records started early takes
+/// the device from the next, fuller one. Under a steady stream of writers a block fills fast
+/// and rounds overlap; a few stragglers (unpipelined clients) join the next full round
+/// instead. Writers re-check as they sync, and a publish lets them lead regardless.
+pub const OVERLAP_BYTES_MIN: u64 = WRITE_ALIGN as u64;
 
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 
@@ -580,7 +589,9 @@ impl<F: FileSystem> Log<F> {
                 if covered {
                     self.published.listen()
                 } else {
-                    if st.rounds_in_flight < SYNC_ROUNDS_MAX {
+                    if st.rounds_in_flight < SYNC_ROUNDS_MAX
+                        && (st.rounds_in_flight == 0 || st.unwritten_bytes >= OVERLAP_BYTES_MIN)
+                    {
                         if let Some(writer) = st.writer.take() {
                             st.rounds_in_flight += 1;
                             break (writer, st.rounds_in_flight > 1);

@@ -19,6 +19,36 @@ struct Counters {
     data_syncs: AtomicU64,
     fail_writes_enospc: AtomicBool,
     fail_syncs_eio: AtomicBool,
+    /// While set, an fdatasync waits (counted in `syncs_held`) until it is cleared.
+    hold_syncs: std::sync::Mutex<bool>,
+    syncs_held: AtomicU64,
+    hold_changed: std::sync::Condvar,
+}
+
+impl Counters {
+    fn hold_syncs(&self, hold: bool) {
+        *self.hold_syncs.lock().unwrap() = hold;
+        self.hold_changed.notify_all();
+    }
+
+    fn wait_while_held(&self) {
+        let mut held = self.hold_syncs.lock().unwrap();
+        if *held {
+            self.syncs_held.fetch_add(1, Ordering::SeqCst);
+            self.hold_changed.notify_all();
+        }
+        while *held {
+            held = self.hold_changed.wait(held).unwrap();
+        }
+    }
+
+    /// Returns once `n` fdatasyncs have been held.
+    fn wait_for_held(&self, n: u64) {
+        let mut held = self.hold_syncs.lock().unwrap();
+        while self.syncs_held.load(Ordering::SeqCst) < n {
+            held = self.hold_changed.wait(held).unwrap();
+        }
+    }
 }
 
 struct TestFile {
@@ -72,6 +102,7 @@ impl File for TestFile {
         if self.counters.fail_syncs_eio.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
+        self.counters.wait_while_held();
         self.counters.data_syncs.fetch_add(1, Ordering::SeqCst);
         self.inner.sync_data().await
     }
@@ -412,6 +443,48 @@ fn group_commit_shares_fdatasyncs() {
         .map(|(n, p)| (n, String::from_utf8(p).unwrap()))
         .collect();
     assert_eq!(seen, written);
+}
+
+#[test]
+fn a_round_overlaps_the_one_in_flight_only_with_a_block_to_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let fs = Arc::new(TestFs::default());
+    let counters = fs.counters.clone();
+    let (log, _) = open(fs, &dir, 4 << 20, ReplayFrom::Oldest).unwrap();
+    let log = Arc::new(log);
+    let rounds = || log.state.lock().rounds_in_flight;
+    // A first round, held inside its fdatasync.
+    counters.hold_syncs(true);
+    let first = log.append(b"first").unwrap();
+    let leader = std::thread::spawn({
+        let log = log.clone();
+        move || block_on(log.sync(first))
+    });
+    counters.wait_for_held(1);
+    assert_eq!(rounds(), 1);
+    // A straggler's small record waits for the round in flight instead of starting one.
+    let small = log.append(&[1u8; 100]).unwrap();
+    let mut small_sync = Box::pin(log.sync(small));
+    assert!(block_on(futures_lite::future::poll_once(&mut small_sync)).is_none());
+    assert_eq!(rounds(), 1, "a 100-byte round overlapped the one in flight");
+    // A block's worth starts a second round at once.
+    let mut last = small;
+    while log.state.lock().unwritten_bytes < OVERLAP_BYTES_MIN {
+        last = log.append(&[2u8; 500]).unwrap();
+    }
+    let mut full_sync = Box::pin(log.sync(last));
+    assert!(block_on(futures_lite::future::poll_once(&mut full_sync)).is_none());
+    assert_eq!(
+        rounds(),
+        2,
+        "a block's worth waited for the round in flight"
+    );
+    counters.hold_syncs(false);
+    leader.join().unwrap().unwrap();
+    block_on(full_sync).unwrap();
+    block_on(small_sync).unwrap();
+    assert_eq!(log.durable_record(), Some(last));
 }
 
 /// Tasks on one thread (a shard, DMA files): fdatasyncs are shared. A leader finding the disk
