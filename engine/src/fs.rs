@@ -38,6 +38,13 @@ pub fn is_aligned(n: u64) -> bool {
     n % WRITE_ALIGN as u64 == 0
 }
 
+/// Panics unless a write at `pos` of `len` bytes keeps the contract: both multiples of
+/// [`WRITE_ALIGN`]. A misaligned write is a bug in the writer, never a result of input.
+pub fn assert_aligned_write(pos: u64, len: usize) {
+    assert!(is_aligned(pos), "unaligned write offset {pos}");
+    assert!(is_aligned(len as u64), "unaligned write length {len}");
+}
+
 /// Rounds `n` up to the next multiple of [`WRITE_ALIGN`].
 pub fn align_up(n: u64) -> u64 {
     n.div_ceil(WRITE_ALIGN as u64) * WRITE_ALIGN as u64

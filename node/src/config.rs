@@ -310,7 +310,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-fn cores() -> usize {
+/// Cores this process may run on: the default shard count.
+pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

@@ -24,7 +24,7 @@ use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use shoal_engine::fs::DmaFs;
 use shoal_engine::{Db, Durability, GlommioTimer, Options, SystemClock};
 
-use crate::config::{ClusterConfig, Config, Fsync, Sched};
+use crate::config::{self, ClusterConfig, Config, Fsync, Sched};
 use crate::driver::{self, Driver};
 use crate::exec::Ctx;
 use crate::frame::PAYLOAD_LEN_MAX;
@@ -148,8 +148,7 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
         "starting"
     );
     let n = config.shards;
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let placement = if n <= cores {
+    let placement = if n <= config::cores() {
         PoolPlacement::MaxSpread(n, None)
     } else {
         PoolPlacement::Unbound(n)

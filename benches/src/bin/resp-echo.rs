@@ -12,7 +12,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use shoal_benches::resp_echo;
-use shoal_node::config::Sched;
+use shoal_node::config::{self, Sched};
 use shoal_node::sched;
 
 /// Set by the first shard listening, which announces the address.
@@ -70,10 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shards = args
-        .shards
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let shards = args.shards.unwrap_or_else(config::cores).max(1);
     let sched = args.sched;
     let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None)).on_all_shards(
         move || async move {

@@ -18,9 +18,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use glommio::GlommioError;
-use glommio::io::{Directory, DmaFile, OpenOptions};
+use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 
-use super::{File, FileSystem, Syncing, is_aligned};
+use super::{File, FileSystem, Syncing, assert_aligned_write, is_aligned};
 
 /// Name of the warm-up file written in the data directory; removed after the probe.
 const PROBE_FILE: &str = ".dma-probe";
@@ -142,6 +142,16 @@ impl FileSystem for DmaFs {
     }
 }
 
+impl DmaFsFile {
+    /// `bytes` in a DMA buffer of their length. Every byte is overwritten: DMA buffers come
+    /// back with stale contents.
+    fn dma_copy(&self, bytes: &[u8]) -> DmaBuffer {
+        let mut dma = self.file.alloc_dma_buffer(bytes.len());
+        dma.as_bytes_mut().copy_from_slice(bytes);
+        dma
+    }
+}
+
 impl File for DmaFsFile {
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         // Aligned reads sliced here: glommio's unaligned `read_at` can return bytes past the
@@ -170,21 +180,12 @@ impl File for DmaFsFile {
     }
 
     async fn write_at(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
-        assert!(is_aligned(pos), "unaligned write offset {pos}");
-        assert!(
-            is_aligned(buf.len() as u64),
-            "unaligned write length {}",
-            buf.len()
-        );
+        assert_aligned_write(pos, buf.len());
         let mut done = 0;
         while done < buf.len() {
-            let rest = &buf[done..];
-            let mut dma = self.file.alloc_dma_buffer(rest.len());
-            // Every byte is overwritten: DMA buffers come back with stale contents.
-            dma.as_bytes_mut().copy_from_slice(rest);
             let n = self
                 .file
-                .write_at(dma, pos + done as u64)
+                .write_at(self.dma_copy(&buf[done..]), pos + done as u64)
                 .await
                 .map_err(to_io)?;
             if n == 0 {
@@ -200,15 +201,8 @@ impl File for DmaFsFile {
     }
 
     async fn write_then_sync(&self, pos: u64, buf: &[u8]) -> io::Result<Syncing<'_>> {
-        assert!(is_aligned(pos), "unaligned write offset {pos}");
-        assert!(
-            is_aligned(buf.len() as u64),
-            "unaligned write length {}",
-            buf.len()
-        );
-        let mut dma = self.file.alloc_dma_buffer(buf.len());
-        dma.as_bytes_mut().copy_from_slice(buf);
-        let (write, sync) = self.file.write_at_then_fdatasync(dma, pos);
+        assert_aligned_write(pos, buf.len());
+        let (write, sync) = self.file.write_at_then_fdatasync(self.dma_copy(buf), pos);
         let n = write.await.map_err(to_io)?;
         if n == buf.len() {
             return Ok(Box::pin(async move { sync.await.map_err(to_io) }));

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{File, FileSystem, is_aligned};
+use super::{File, FileSystem, assert_aligned_write};
 
 /// Largest file length: files live in memory, so anything bigger is a bug in the caller
 /// (e.g. an offset decoded from corrupt bytes), reported as EFBIG rather than an abort.
@@ -587,12 +587,7 @@ impl File for FaultFile {
     }
 
     async fn write_at(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
-        assert!(is_aligned(pos), "unaligned write offset {pos}");
-        assert!(
-            is_aligned(buf.len() as u64),
-            "unaligned write length {}",
-            buf.len()
-        );
+        assert_aligned_write(pos, buf.len());
         let mut st = self.live()?;
         st.check_fault(FaultOp::Write, &[&self.path])?;
         let end = pos

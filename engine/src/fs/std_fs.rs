@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{File, FileSystem, is_aligned};
+use super::{File, FileSystem, assert_aligned_write};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdFs;
@@ -84,12 +84,7 @@ impl File for StdFile {
     }
 
     async fn write_at(&self, pos: u64, buf: &[u8]) -> io::Result<()> {
-        assert!(is_aligned(pos), "unaligned write offset {pos}");
-        assert!(
-            is_aligned(buf.len() as u64),
-            "unaligned write length {}",
-            buf.len()
-        );
+        assert_aligned_write(pos, buf.len());
         self.file.write_all_at(buf, pos)
     }
 
