@@ -22,6 +22,7 @@ pub mod keylock;
 pub mod mesh;
 pub mod message;
 pub mod peer;
+pub mod port;
 pub mod resp;
 pub mod sched;
 pub mod server;

@@ -78,10 +78,6 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Inbound connections one listener serves at once: one per (peer node, peer shard), so
 /// 1024 is 64 nodes of 16 shards; more is a misbehaving client. Costs a read buffer each.
 pub const INBOUND_CONNECTIONS_MAX: usize = 1024;
-/// How long [`listen`] retries a taken port: glommio closes sockets asynchronously, so a
-/// restarted shard can find its port busy for a few ms (the same wait as the client port).
-const BIND_RETRY: Duration = Duration::from_secs(1);
-const BIND_RETRY_STEP: Duration = Duration::from_millis(10);
 /// Pause after a failed accept (out of file descriptors): retry without spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
@@ -708,24 +704,14 @@ impl Inbound {
     }
 }
 
-/// Binds a peer listener for one shard without SO_REUSEPORT (std bind, then the socket goes
-/// to glommio), so a port another process holds is [`PeerError::PortInUse`] rather than a
-/// silently shared port. Retries a busy port for up to [`BIND_RETRY`], blocking the thread
-/// meanwhile (it only happens at startup). Call on the executor that will serve it.
+/// Binds a peer listener for one shard without SO_REUSEPORT ([`crate::port::claim`], then the
+/// socket goes to glommio), so a port another process holds is [`PeerError::PortInUse`] rather
+/// than a silently shared port. Call on the executor that will serve it.
 pub fn listen(addr: SocketAddr) -> Result<TcpListener, PeerError> {
-    let deadline = Instant::now() + BIND_RETRY;
-    let listener = loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(l) => break l,
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                if Instant::now() >= deadline {
-                    return Err(PeerError::PortInUse { addr });
-                }
-                std::thread::sleep(BIND_RETRY_STEP);
-            }
-            Err(source) => return Err(PeerError::Listen { addr, source }),
-        }
-    };
+    let listener = crate::port::claim(addr).map_err(|source| match source.kind() {
+        io::ErrorKind::AddrInUse => PeerError::PortInUse { addr },
+        _ => PeerError::Listen { addr, source },
+    })?;
     // SAFETY: `into_raw_fd` hands over a bound, listening socket that nothing else owns.
     Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
 }

@@ -30,15 +30,13 @@ use crate::exec::Ctx;
 use crate::frame::PAYLOAD_LEN_MAX;
 use crate::mesh::{MESH_CHANNEL_FRAMES, Mesh, MeshError, MeshFrames};
 use crate::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
+use crate::port::{self, BIND_RETRY, BIND_RETRY_STEP};
 use crate::sched;
 use crate::shard::{OPS_SAMPLE_PERIOD, Shard};
 use crate::store::Store;
 
 /// How often a shard with `fsync = interval` syncs its log.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a restarted server retries a bind: glommio closes sockets asynchronously, so the
-/// previous process's port can stay busy for a few ms.
-const BIND_RETRY: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to finish their batch and for the other shards.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll period while waiting for connections or other shards to drain.
@@ -193,26 +191,15 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
     }
 }
 
-/// Refuses a port another process holds (glommio's own bind sets SO_REUSEPORT and would
-/// silently share it), and turns port 0 into a concrete free port all shards then use.
+/// Refuses a port another process holds (see [`port`]), and turns port 0 into a concrete free
+/// port all shards then use.
 fn claim_port(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-    let deadline = Instant::now() + BIND_RETRY;
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(l) => {
-                return l
-                    .local_addr()
-                    .map_err(|source| ServerError::Listen { addr, source });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                if Instant::now() >= deadline {
-                    return Err(ServerError::PortInUse { addr });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(source) => return Err(ServerError::Listen { addr, source }),
-        }
-    }
+    port::claim(addr)
+        .and_then(|l| l.local_addr())
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AddrInUse => ServerError::PortInUse { addr },
+            _ => ServerError::Listen { addr, source },
+        })
 }
 
 /// Creates the data directory and returns its absolute path (glommio's directory sync fails
@@ -308,7 +295,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
                 if source.kind() != std::io::ErrorKind::AddrInUse || Instant::now() >= deadline {
                     return Err(ServerError::Listen { addr, source });
                 }
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                glommio::timer::sleep(BIND_RETRY_STEP).await;
             }
         }
     }
@@ -500,7 +487,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>, shutdown: Rc<Shutdown>
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed");
                 // Out of descriptors and the like: back off instead of spinning.
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                glommio::timer::sleep(BIND_RETRY_STEP).await;
             }
         }
     }

@@ -3,7 +3,7 @@
 //! limit a Shoal node of the same shape can reach on this machine. Prints `listening on ADDR`
 //! once it accepts connections; runs until killed.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,7 +13,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use shoal_benches::resp_echo;
 use shoal_node::config::{self, Sched};
-use shoal_node::sched;
+use shoal_node::{port, sched};
 
 /// Set by the first shard listening, which announces the address.
 static ANNOUNCED: AtomicBool = AtomicBool::new(false);
@@ -62,8 +62,9 @@ async fn serve(mut stream: TcpStream) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // Resolve port 0 once, so every shard binds the same port (glommio sets SO_REUSEPORT).
-    let addr = match StdListener::bind(args.listen).and_then(|l| l.local_addr()) {
+    // Claim the port (a previous server's may linger for a few ms) and resolve port 0 once, so
+    // every shard binds the same port (glommio sets SO_REUSEPORT).
+    let addr = match port::claim(args.listen).and_then(|l| l.local_addr()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("resp-echo: binding {}: {e}", args.listen);

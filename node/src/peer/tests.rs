@@ -11,6 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::*;
 use crate::frame::{self, FrameBuf};
+use crate::port::BIND_RETRY;
 
 /// How long any awaited condition may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
