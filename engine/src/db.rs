@@ -382,13 +382,16 @@ impl<F: FileSystem> Db<F> {
 
     /// The live entries of `keys`, in order, all read at one sequence number. Like RocksDB's
     /// MultiGet it reads the batch together: the active memtable's index is prefetched for
-    /// every key first, so a pipelined batch of lookups overlaps its cache misses instead of
-    /// taking them one at a time.
+    /// every key of a batch first, so a pipelined batch of lookups overlaps its cache misses
+    /// instead of taking them one at a time.
     pub async fn get_entries(&self, keys: &[&[u8]]) -> Result<Vec<Option<Entry>>> {
         self.check_open()?;
         let sv = self.current();
         let seq = self.inner.visible();
-        sv.mem.prefetch(keys);
+        if keys.len() > 1 {
+            // One key has no other misses to overlap with: its lookup takes them itself.
+            sv.mem.prefetch(keys);
+        }
         let mut entries = Vec::with_capacity(keys.len());
         for key in keys {
             entries.push(self.live_entry_in(&sv, key, seq).await?);
