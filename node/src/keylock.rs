@@ -12,9 +12,10 @@
 //! them never wait for each other in a cycle.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use event_listener::Event;
+
+use crate::u64map::U64Map;
 
 #[derive(Debug, Default)]
 struct State {
@@ -24,7 +25,7 @@ struct State {
 
 #[derive(Default)]
 pub struct KeyLocks {
-    held: RefCell<HashMap<u64, State>>,
+    held: RefCell<U64Map<State>>,
     released: Event,
 }
 

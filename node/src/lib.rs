@@ -28,6 +28,7 @@ pub mod sched;
 pub mod server;
 pub mod shard;
 pub mod store;
+pub mod u64map;
 
 pub use config::{Config, Flags};
 pub use server::{ServerError, run};

@@ -10,7 +10,6 @@
 //! mesh closes) — inside one process that can only be a bug.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -23,6 +22,7 @@ use rkyv::rancor;
 use crate::frame::{self, FrameBuf, FrameError};
 use crate::message::{ArchivedShardOp, ArchivedShardReply, ShardOp, ShardReply};
 use crate::shard::Shard;
+use crate::u64map::U64Map;
 
 /// Frames in flight per direction between two shards before a sender waits.
 pub const MESH_CHANNEL_FRAMES: usize = 1024;
@@ -49,7 +49,7 @@ struct Slot {
 
 #[derive(Default)]
 struct Pending {
-    slots: HashMap<u64, Slot>,
+    slots: U64Map<Slot>,
 }
 
 /// This shard's end of the meshes.
