@@ -68,8 +68,7 @@ impl KeyLocks {
             taken: 0,
             exclusive,
         };
-        while guard.taken < guard.hashes.len() {
-            let listener = self.released.listen();
+        loop {
             {
                 let mut held = self.held.borrow_mut();
                 while let Some(&h) = guard.hashes.get(guard.taken) {
@@ -86,11 +85,14 @@ impl KeyLocks {
                     guard.taken += 1;
                 }
             }
-            if guard.taken < guard.hashes.len() {
-                listener.await;
+            if guard.taken == guard.hashes.len() {
+                return guard;
             }
+            // Listening only now is safe, and spares the common uncontended case a listener:
+            // the locks belong to one shard's executor, so no release can run between the
+            // failed take above and this registration.
+            self.released.listen().await;
         }
-        guard
     }
 
     /// Keys with a lock held, for tests and INFO.
@@ -147,6 +149,26 @@ mod tests {
             drop(g);
             let g2 = future::poll_once(sh.as_mut()).await.expect("free now");
             drop(g2);
+            assert_eq!(locks.held(), 0);
+        });
+    }
+
+    #[test]
+    fn a_waiter_is_woken_when_the_lock_is_released() {
+        future::block_on(async {
+            let locks = KeyLocks::default();
+            let held = locks.exclusive(vec![9]).await;
+            let waiter = async {
+                let _g = locks.shared(vec![9]).await;
+                locks.held()
+            };
+            let releaser = async {
+                future::yield_now().await;
+                drop(held);
+            };
+            // Only the release's notification can wake the waiter once the releaser is done.
+            let (held_by_waiter, ()) = future::zip(waiter, releaser).await;
+            assert_eq!(held_by_waiter, 1);
             assert_eq!(locks.held(), 0);
         });
     }
