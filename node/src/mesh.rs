@@ -7,7 +7,9 @@
 //!
 //! A frame's checksum is verified before `rkyv::access` validates the archive; a frame that
 //! fails either is dropped with an error log (the caller's pending reply then fails when the
-//! mesh closes) — inside one process that can only be a bug.
+//! mesh closes) — inside one process that can only be a bug. The owning shard serves GETs and
+//! blind writes straight from the archive in the frame, with no copy of keys or values; the
+//! rarer operations are deserialized first.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -238,16 +240,38 @@ pub fn serve(mesh: &Rc<Mesh>, shard: &Rc<Shard>, receivers: MeshReceivers) {
 }
 
 async fn handle_request(mesh: &Rc<Mesh>, shard: &Shard, peer: usize, buf: FrameBuf) {
-    let (id, op) = match decode_op(&buf) {
-        Ok(decoded) => decoded,
+    let (id, archived) = match open_op(&buf) {
+        Ok(opened) => opened,
         Err(e) => {
             tracing::error!(peer, error = %e, "bad request frame dropped");
             return;
         }
     };
-    drop(buf);
     crate::shard::Counters::add(&shard.counters.served_for_peers, 1);
-    let reply = shard.apply(op).await;
+    let reply = match archived {
+        ArchivedShardOp::Get { keys } => {
+            let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            shard.get(&keys).await
+        }
+        ArchivedShardOp::Put { entries } => {
+            let entries = entries.iter().map(|e| {
+                (
+                    e.key.as_slice(),
+                    e.value.as_slice(),
+                    e.expires_at_ms.to_native(),
+                )
+            });
+            shard.put(entries).await
+        }
+        other => match rkyv::deserialize::<ShardOp, rancor::Error>(other) {
+            Ok(op) => shard.apply(op).await,
+            Err(e) => {
+                tracing::error!(peer, error = %e, "bad request frame dropped");
+                return;
+            }
+        },
+    };
+    drop(buf);
     let frame = match encode(id, &reply) {
         Ok(f) => f,
         Err(e) => match encode(id, &ShardReply::Error(format!("ERR {e}"))) {
@@ -263,13 +287,12 @@ async fn handle_request(mesh: &Rc<Mesh>, shard: &Shard, peer: usize, buf: FrameB
     }
 }
 
-fn decode_op(buf: &[u8]) -> Result<(u64, ShardOp), MeshError> {
+/// A request frame's id and its validated archive, still in the frame.
+fn open_op(buf: &[u8]) -> Result<(u64, &ArchivedShardOp), MeshError> {
     let (id, payload) = frame::open(buf)?;
     let archived = rkyv::access::<ArchivedShardOp, rancor::Error>(payload)
         .map_err(|e| MeshError::Encoding(e.to_string()))?;
-    let op = rkyv::deserialize::<ShardOp, rancor::Error>(archived)
-        .map_err(|e| MeshError::Encoding(e.to_string()))?;
-    Ok((id, op))
+    Ok((id, archived))
 }
 
 fn decode_reply(buf: &[u8]) -> Result<(u64, ShardReply), MeshError> {
@@ -296,7 +319,12 @@ mod tests {
             }],
         };
         let buf = encode(5, &op).unwrap();
-        assert_eq!(decode_op(&buf).unwrap(), (5, op));
+        let (id, archived) = open_op(&buf).unwrap();
+        assert_eq!(id, 5);
+        assert_eq!(
+            rkyv::deserialize::<ShardOp, rancor::Error>(archived).unwrap(),
+            op
+        );
         let reply = ShardReply::Values(vec![Some(b"v".to_vec()), None]);
         let buf = encode(6, &reply).unwrap();
         assert_eq!(decode_reply(&buf).unwrap(), (6, reply));
@@ -307,7 +335,7 @@ mod tests {
         let mut buf = encode(5, &ShardOp::Count).unwrap();
         let last = buf.len() - 1;
         buf.as_mut_slice()[last] ^= 0xff;
-        assert!(matches!(decode_op(&buf), Err(MeshError::Frame(_))));
+        assert!(matches!(open_op(&buf), Err(MeshError::Frame(_))));
         // A valid frame around bytes that are not an archive of the type.
         let mut junk = frame::start(16);
         junk.extend_from_slice(&[0xff; 16]);

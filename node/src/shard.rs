@@ -135,24 +135,38 @@ impl Shard {
         owner(key, self.partitions, self.shards)
     }
 
+    /// [`ShardOp::Get`] from borrowed keys, so the mesh can serve an archived request
+    /// without copying its keys out of the frame.
+    pub async fn get(&self, keys: &[&[u8]]) -> ShardReply {
+        let result = self.store.get_many(keys).await.map(|values| {
+            ShardReply::Values(values.into_iter().map(|v| v.map(Value::into_vec)).collect())
+        });
+        self.reply(result)
+    }
+
+    /// [`ShardOp::Put`] from borrowed `(key, value, expires_at_ms)` entries (see [`Shard::get`]).
+    pub async fn put<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a [u8], &'a [u8], u64)> + Clone,
+    ) -> ShardReply {
+        let result = self.store.put(entries).await.map(|()| ShardReply::Done);
+        self.reply(result)
+    }
+
     /// Runs an operation against this shard's store.
     pub async fn apply(&self, op: ShardOp) -> ShardReply {
         let store = &self.store;
         let result = match op {
             ShardOp::Get { keys } => {
                 let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-                store.get_many(&keys).await.map(|values| {
-                    ShardReply::Values(values.into_iter().map(|v| v.map(Value::into_vec)).collect())
-                })
+                return self.get(&keys).await;
             }
-            ShardOp::Put { entries } => store
-                .put(
-                    entries
-                        .iter()
-                        .map(|e| (&e.key[..], &e.value[..], e.expires_at_ms)),
-                )
-                .await
-                .map(|()| ShardReply::Done),
+            ShardOp::Put { entries } => {
+                let entries = entries
+                    .iter()
+                    .map(|e| (&e.key[..], &e.value[..], e.expires_at_ms));
+                return self.put(entries).await;
+            }
             ShardOp::Set {
                 key,
                 value,
@@ -187,6 +201,11 @@ impl Shard {
                 None => ShardReply::Error("ERR this node is not a cluster member".to_owned()),
             }),
         };
+        self.reply(result)
+    }
+
+    /// An operation's reply, its store error turned into an error reply.
+    fn reply(&self, result: crate::store::Result<ShardReply>) -> ShardReply {
         result.unwrap_or_else(|e| {
             tracing::warn!(shard = self.id, error = %e, "operation failed");
             ShardReply::Error(format!("ERR {e}"))

@@ -171,6 +171,41 @@ fn strings_keys_and_expiry() {
 }
 
 #[test]
+fn pipelined_writes_and_reads_keep_values_and_expiries_across_the_shard_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), SHARDS);
+    let mut c = server.connection();
+    // 64 keys over 2 shards: whichever shard took the connection, about half of them are
+    // forwarded, as batches the owner serves from the frame without copying them out.
+    let keys: Vec<String> = (0..64).map(|i| format!("hop{i}")).collect();
+    let mut pipe = redis::pipe();
+    for (i, k) in keys.iter().enumerate() {
+        if i % 2 == 0 {
+            pipe.cmd("SET")
+                .arg(k)
+                .arg(format!("v{i}"))
+                .arg("PX")
+                .arg(100_000);
+        } else {
+            pipe.cmd("SET").arg(k).arg(format!("v{i}"));
+        }
+        pipe.ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let values: Vec<String> = c.mget(&keys).unwrap();
+    let expected: Vec<String> = (0..64).map(|i| format!("v{i}")).collect();
+    assert_eq!(values, expected);
+    for (i, k) in keys.iter().enumerate() {
+        let pttl: i64 = c.pttl(k).unwrap();
+        if i % 2 == 0 {
+            assert!((90_000..=100_000).contains(&pttl), "{k}: pttl {pttl}");
+        } else {
+            assert_eq!(pttl, -1, "{k}");
+        }
+    }
+}
+
+#[test]
 fn scan_visits_every_key_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), SHARDS);
