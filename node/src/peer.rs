@@ -78,8 +78,9 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Inbound connections one listener serves at once: one per (peer node, peer shard), so
 /// 1024 is 64 nodes of 16 shards; more is a misbehaving client. Costs a read buffer each.
 pub const INBOUND_CONNECTIONS_MAX: usize = 1024;
-/// Pause after a failed accept (out of file descriptors): retry without spinning.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// Pause after a failed accept (out of file descriptors): retry without spinning. The client
+/// listeners' accept loop pauses the same.
+pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// Where a node's shards listen: shard `s` at `base.port() + s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -487,7 +487,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>, shutdown: Rc<Shutdown>
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed");
                 // Out of descriptors and the like: back off instead of spinning.
-                glommio::timer::sleep(BIND_RETRY_STEP).await;
+                glommio::timer::sleep(peer::ACCEPT_ERROR_PAUSE).await;
             }
         }
     }
