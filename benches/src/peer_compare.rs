@@ -1,4 +1,4 @@
-//! Shoal's peer transport (`shoal_node::peer`) against raw glommio TCP in the same run, on
+//! Shoal's peer transport (`shoal_node::cluster::peer`) against raw glommio TCP in the same run, on
 //! two executors (sender and receiver) of one process over 127.0.0.1.
 //!
 //! - **Stream**: the sender queues `frames` sealed frames with `Peers::send` (retrying on a
@@ -20,8 +20,8 @@ use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
-use shoal_node::frame::{self, FrameBuf};
-use shoal_node::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
+use shoal_node::cluster::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
+use shoal_node::mesh::frame::{self, FrameBuf};
 
 /// Bytes the raw sender copies into one write, as `Peers` batches queued frames.
 const RAW_BATCH_BYTES: usize = peer::WRITE_BATCH_BYTES;

@@ -2,32 +2,29 @@
 //! slice of the ring partitions and one storage engine; clients speak RESP2/RESP3 to any
 //! shard, which serves keys it owns and forwards the rest over the shard mesh.
 //!
-//! Modules, from the socket inwards: [`server`] (executors, listeners, shutdown) →
-//! [`conn`] (framing) → [`command`] (typed requests) → [`exec`] (routing, fan-out) →
-//! [`mesh`] / [`frame`] / [`message`] (cross-shard requests) → [`shard`] → [`store`]
-//! (the key/value layout in the engine).
+//! Modules by layer, in the order a request crosses them; each imports only layers below it:
+//!
+//! - [`server`]: start-up and shutdown (executors, listeners, the data directory), with
+//!   [`server::port`] (claiming listening ports) and [`server::sched`] (scheduling policy).
+//! - [`front`]: [`front::conn`] (RESP framing) → [`front::command`] (the command table and
+//!   typed commands) → [`front::exec`] (routing, fan-out, replies); [`front::info`] renders
+//!   INFO, [`front::context`] the causal contexts clients see, [`front::glob`] SCAN patterns.
+//! - [`cluster`]: [`cluster::driver`] runs the shard's cluster protocol object and
+//!   [`cluster::peer`] carries its frames between nodes.
+//! - [`mesh`]: requests between the shards of one node, in [`mesh::frame`] frames carrying
+//!   [`mesh::message`] payloads.
+//! - [`shard`]: one shard's engine [`shard::store`], key locks ([`shard::keylock`]) and
+//!   counters.
+//! - Leaves used by every layer: [`config`] (settings), [`u64map`] (maps keyed by hashes).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod command;
+pub mod cluster;
 pub mod config;
-pub mod conn;
-pub mod context;
-pub mod driver;
-pub mod exec;
-pub mod frame;
-pub mod glob;
-pub mod info;
-pub mod keylock;
+pub mod front;
 pub mod mesh;
-pub mod message;
-pub mod peer;
-pub mod port;
-pub mod resp;
-pub mod sched;
 pub mod server;
 pub mod shard;
-pub mod store;
 pub mod u64map;
 
 pub use config::{Config, Flags};

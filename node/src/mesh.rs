@@ -1,6 +1,6 @@
 //! Requests between the shards of one node over glommio channel meshes.
 //!
-//! Two full meshes carry [`crate::frame`] frames: one for requests, one for replies. Each
+//! Two full meshes carry [`crate::mesh::frame`] frames: one for requests, one for replies. Each
 //! shard drains its reply channels in tasks that never send, so replies always make progress
 //! and two shards forwarding to each other cannot deadlock on full channels. Each request
 //! runs in its own task on the owning shard, so writes from many peers share one group commit.
@@ -10,6 +10,10 @@
 //! mesh closes) — inside one process that can only be a bug. The owning shard serves GETs and
 //! blind writes straight from the archive in the frame, with no copy of keys or values; the
 //! rarer operations are deserialized first.
+
+pub mod apply;
+pub mod frame;
+pub mod message;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -21,8 +25,8 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use rkyv::rancor;
 
-use crate::frame::{self, FrameBuf, FrameError};
-use crate::message::{ArchivedShardOp, ArchivedShardReply, ShardOp, ShardReply};
+use self::frame::{FrameBuf, FrameError};
+use crate::mesh::message::{ArchivedShardOp, ArchivedShardReply, ShardOp, ShardReply};
 use crate::shard::Shard;
 use crate::u64map::U64Map;
 
@@ -251,7 +255,7 @@ async fn handle_request(mesh: &Rc<Mesh>, shard: &Shard, peer: usize, buf: FrameB
     let reply = match archived {
         ArchivedShardOp::Get { keys } => {
             let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-            shard.get(&keys).await
+            apply::get(shard, &keys).await
         }
         ArchivedShardOp::Put { entries } => {
             let entries = entries.iter().map(|e| {
@@ -261,10 +265,10 @@ async fn handle_request(mesh: &Rc<Mesh>, shard: &Shard, peer: usize, buf: FrameB
                     e.expires_at_ms.to_native(),
                 )
             });
-            shard.put(entries).await
+            apply::put(shard, entries).await
         }
         other => match rkyv::deserialize::<ShardOp, rancor::Error>(other) {
-            Ok(op) => shard.apply(op).await,
+            Ok(op) => apply::apply(shard, op).await,
             Err(e) => {
                 tracing::error!(peer, error = %e, "bad request frame dropped");
                 return;
@@ -307,7 +311,7 @@ fn decode_reply(buf: &[u8]) -> Result<(u64, ShardReply), MeshError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::PutEntry;
+    use crate::mesh::message::PutEntry;
 
     #[test]
     fn ops_and_replies_survive_the_frame() {

@@ -10,7 +10,9 @@
 //! In cluster mode each shard also listens for other nodes on `peer_listen`'s port + its
 //! shard number, and runs a [`Driver`] that coordinates its clients' requests.
 
-use std::cell::Cell;
+pub mod port;
+pub mod sched;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -18,22 +20,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use event_listener::Event;
 use glommio::net::TcpListener;
 use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use shoal_engine::fs::DmaFs;
 use shoal_engine::{Db, Durability, GlommioTimer, Options, SystemClock};
 
+use self::port::{BIND_RETRY, BIND_RETRY_STEP};
+use crate::cluster::driver::{self, Driver};
+use crate::cluster::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
 use crate::config::{self, ClusterConfig, Config, Fsync, Sched};
-use crate::driver::{self, Driver};
-use crate::exec::Ctx;
-use crate::frame::PAYLOAD_LEN_MAX;
+use crate::front::ctx::Ctx;
+use crate::mesh::frame::PAYLOAD_LEN_MAX;
 use crate::mesh::{MESH_CHANNEL_FRAMES, Mesh, MeshError, MeshFrames};
-use crate::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
-use crate::port::{self, BIND_RETRY, BIND_RETRY_STEP};
-use crate::sched;
+use crate::shard::shutdown::Shutdown;
+use crate::shard::store::Store;
 use crate::shard::{OPS_SAMPLE_PERIOD, Shard};
-use crate::store::Store;
 
 /// How often a shard with `fsync = interval` syncs its log.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -83,38 +84,6 @@ pub enum ServerError {
     },
     #[error("cluster: {0}")]
     Cluster(String),
-}
-
-/// A shard's stop signal, for its accept loop and connections.
-#[derive(Default)]
-pub struct Shutdown {
-    stopping: Cell<bool>,
-    event: Event,
-}
-
-impl Shutdown {
-    pub fn trigger(&self) {
-        self.stopping.set(true);
-        self.event.notify(usize::MAX);
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.stopping.get()
-    }
-
-    /// Resolves once [`Shutdown::trigger`] has been called.
-    pub async fn wait(&self) {
-        loop {
-            if self.stopping.get() {
-                return;
-            }
-            let listener = self.event.listen();
-            if self.stopping.get() {
-                return;
-            }
-            listener.await;
-        }
-    }
 }
 
 /// State every shard thread shares: the stop flag set by the signal thread, and the
@@ -482,7 +451,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>, shutdown: Rc<Shutdown>
             Some(Ok(stream)) => {
                 let ctx = Rc::clone(&ctx);
                 let shutdown = Rc::clone(&shutdown);
-                glommio::spawn_local(crate::conn::serve(stream, ctx, shutdown)).detach();
+                glommio::spawn_local(crate::front::conn::serve(stream, ctx, shutdown)).detach();
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed");

@@ -4,6 +4,10 @@
 //! `shard_of(p, shards)`. The shard number is the executor's position in the mesh, and
 //! shard n always opens `data_dir/shard-<n>`, so data and ownership agree across restarts.
 
+pub mod keylock;
+pub mod shutdown;
+pub mod store;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -14,8 +18,7 @@ use shoal_cluster::partition::partition_of;
 use shoal_cluster::ring::shard_of;
 use shoal_engine::fs::DmaFs;
 
-use crate::message::{ShardOp, ShardReply, ShardStats};
-use crate::store::{Store, Value};
+use crate::shard::store::Store;
 
 /// Highest latency the histogram tracks (longer requests are clamped): one minute in µs.
 const LATENCY_MAX_US: u64 = 60_000_000;
@@ -101,6 +104,58 @@ impl Counters {
     }
 }
 
+/// A shard's counters, for INFO.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct ShardStats {
+    pub shard: u32,
+    pub partitions: u32,
+    pub connections: u64,
+    pub connections_total: u64,
+    pub commands: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub errors: u64,
+    pub forwarded: u64,
+    pub served_for_peers: u64,
+    pub ops_per_sec: u64,
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_p999_us: u64,
+    pub latency_max_us: u64,
+    pub engine_writes: u64,
+    /// fdatasyncs of the commit log: engine_writes / log_syncs is how well group commit groups.
+    pub engine_log_syncs: u64,
+    pub engine_reads: u64,
+    pub engine_flushes: u64,
+    pub engine_flush_bytes: u64,
+    pub engine_stall_us: u64,
+    pub memtable_bytes: u64,
+    pub immutable_memtables: u64,
+    pub sstables: u64,
+    pub sstable_bytes: u64,
+    pub log_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+    /// The shard's memory budget; 0: none (per-component options).
+    pub memory_budget: u64,
+    /// Engine memory: memtables + block cache + table metadata.
+    pub engine_memory: u64,
+    pub memtable_memory: u64,
+    pub table_meta_bytes: u64,
+    pub pending_compaction_bytes: u64,
+    pub delayed_writes: u64,
+    pub stopped_writes: u64,
+    pub cluster_reads: u64,
+    pub cluster_writes: u64,
+    pub unavailable: u64,
+    pub timeouts: u64,
+    pub replica_requests: u64,
+    pub replica_send_failures: u64,
+}
+
 pub struct Shard {
     pub id: usize,
     /// This node's id in its cluster; `None` when standalone.
@@ -133,83 +188,6 @@ impl Shard {
     /// The shard that owns `key`.
     pub fn owner(&self, key: &[u8]) -> usize {
         owner(key, self.partitions, self.shards)
-    }
-
-    /// [`ShardOp::Get`] from borrowed keys, so the mesh can serve an archived request
-    /// without copying its keys out of the frame.
-    pub async fn get(&self, keys: &[&[u8]]) -> ShardReply {
-        let result = self.store.get_many(keys).await.map(|values| {
-            ShardReply::Values(values.into_iter().map(|v| v.map(Value::into_vec)).collect())
-        });
-        self.reply(result)
-    }
-
-    /// [`ShardOp::Put`] from borrowed `(key, value, expires_at_ms)` entries (see [`Shard::get`]).
-    pub async fn put<'a>(
-        &self,
-        entries: impl Iterator<Item = (&'a [u8], &'a [u8], u64)> + Clone,
-    ) -> ShardReply {
-        let result = self.store.put(entries).await.map(|()| ShardReply::Done);
-        self.reply(result)
-    }
-
-    /// Runs an operation against this shard's store.
-    pub async fn apply(&self, op: ShardOp) -> ShardReply {
-        let store = &self.store;
-        let result = match op {
-            ShardOp::Get { keys } => {
-                let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-                return self.get(&keys).await;
-            }
-            ShardOp::Put { entries } => {
-                let entries = entries
-                    .iter()
-                    .map(|e| (&e.key[..], &e.value[..], e.expires_at_ms));
-                return self.put(entries).await;
-            }
-            ShardOp::Set {
-                key,
-                value,
-                cond,
-                expiry,
-                get,
-            } => store
-                .set(&key, &value, cond, expiry, get)
-                .await
-                .map(ShardReply::Set),
-            ShardOp::Del { keys } => store.del(&keys).await.map(ShardReply::Count),
-            ShardOp::Exists { keys } => store.exists(&keys).await.map(ShardReply::Count),
-            ShardOp::Expire { key, at_ms, cond } => store
-                .expire(&key, at_ms, cond)
-                .await
-                .map(|applied| ShardReply::Count(u64::from(applied))),
-            ShardOp::Ttl { key } => store.ttl_ms(&key).await.map(ShardReply::Int),
-            ShardOp::Scan { from_hash, count } => store
-                .scan(from_hash, count as usize)
-                .await
-                .map(|(keys, exhausted)| ShardReply::Keys { keys, exhausted }),
-            ShardOp::Count => store
-                .count()
-                .await
-                .map(|(keys, expires)| ShardReply::Counted { keys, expires }),
-            ShardOp::Flush => store.flush().await.map(|()| ShardReply::Done),
-            ShardOp::Stats => Ok(ShardReply::Stats(Box::new(self.stats()))),
-            ShardOp::Replica(request) => Ok(match self.node {
-                Some(me) => {
-                    ShardReply::Replica(crate::driver::serve_replica(store, me, request).await)
-                }
-                None => ShardReply::Error("ERR this node is not a cluster member".to_owned()),
-            }),
-        };
-        self.reply(result)
-    }
-
-    /// An operation's reply, its store error turned into an error reply.
-    fn reply(&self, result: crate::store::Result<ShardReply>) -> ShardReply {
-        result.unwrap_or_else(|e| {
-            tracing::warn!(shard = self.id, error = %e, "operation failed");
-            ShardReply::Error(format!("ERR {e}"))
-        })
     }
 
     pub fn stats(&self) -> ShardStats {

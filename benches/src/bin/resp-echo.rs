@@ -13,7 +13,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use shoal_benches::resp_echo;
 use shoal_node::config::{self, Sched};
-use shoal_node::{port, sched};
+use shoal_node::server::{port, sched};
 
 /// Set by the first shard listening, which announces the address.
 static ANNOUNCED: AtomicBool = AtomicBool::new(false);

@@ -1,5 +1,5 @@
 //! What one shard asks of another, and the answers: the rkyv-archived payloads carried in
-//! [`crate::frame`] frames over the shard mesh.
+//! [`crate::mesh::frame`] frames over the shard mesh.
 //!
 //! A coordinating shard turns a client command into one [`ShardOp`] per owning shard (the
 //! keys of that shard, in request order) and assembles the [`ShardReply`]s in order. The
@@ -15,7 +15,8 @@ use shoal_cluster::NodeId;
 use shoal_cluster::message::{Reply, Request, WriteContext};
 use shoal_cluster::vv::{Dot, VersionVector};
 
-use crate::command::{Cond, ExpireCond, Expiry};
+use crate::shard::ShardStats;
+use crate::shard::store::{Cond, ExpireCond, Expiry, SetResult};
 
 /// One blind write: the value and its absolute expiry (0 = never).
 #[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
@@ -61,62 +62,6 @@ pub enum ShardOp {
     Stats,
     /// A cluster replica request for a key this shard owns: [`ShardReply::Replica`].
     Replica(ReplicaRequest),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
-pub struct SetResult {
-    pub written: bool,
-    pub old: Option<Vec<u8>>,
-}
-
-/// A shard's counters, for INFO.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
-pub struct ShardStats {
-    pub shard: u32,
-    pub partitions: u32,
-    pub connections: u64,
-    pub connections_total: u64,
-    pub commands: u64,
-    pub reads: u64,
-    pub writes: u64,
-    pub errors: u64,
-    pub forwarded: u64,
-    pub served_for_peers: u64,
-    pub ops_per_sec: u64,
-    pub latency_p50_us: u64,
-    pub latency_p99_us: u64,
-    pub latency_p999_us: u64,
-    pub latency_max_us: u64,
-    pub engine_writes: u64,
-    /// fdatasyncs of the commit log: engine_writes / log_syncs is how well group commit groups.
-    pub engine_log_syncs: u64,
-    pub engine_reads: u64,
-    pub engine_flushes: u64,
-    pub engine_flush_bytes: u64,
-    pub engine_stall_us: u64,
-    pub memtable_bytes: u64,
-    pub immutable_memtables: u64,
-    pub sstables: u64,
-    pub sstable_bytes: u64,
-    pub log_bytes: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub cache_bytes: u64,
-    /// The shard's memory budget; 0: none (per-component options).
-    pub memory_budget: u64,
-    /// Engine memory: memtables + block cache + table metadata.
-    pub engine_memory: u64,
-    pub memtable_memory: u64,
-    pub table_meta_bytes: u64,
-    pub pending_compaction_bytes: u64,
-    pub delayed_writes: u64,
-    pub stopped_writes: u64,
-    pub cluster_reads: u64,
-    pub cluster_writes: u64,
-    pub unavailable: u64,
-    pub timeouts: u64,
-    pub replica_requests: u64,
-    pub replica_send_failures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]

@@ -19,10 +19,10 @@ use redis_protocol::resp2::types::RangeFrame as Frame2;
 use redis_protocol::resp3::decode::complete::decode_range as decode_resp3;
 use redis_protocol::resp3::types::RangeFrame as Frame3;
 
-use crate::exec::{Ctx, Session};
-use crate::resp::{Proto, Reply};
-use crate::server::Shutdown;
+use crate::front::ctx::{Ctx, Session};
+use crate::front::resp::{Proto, Reply};
 use crate::shard::Counters;
+use crate::shard::shutdown::Shutdown;
 
 /// First size of a connection's read buffer; it grows (up to [`query_buf_max`]) only for
 /// requests larger than this.

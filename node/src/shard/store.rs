@@ -26,9 +26,45 @@ use shoal_cluster::partition::key_hash;
 use shoal_engine::fs::FileSystem;
 use shoal_engine::{Clock, Db, Entry, NO_EXPIRY, WriteBatch};
 
-use crate::command::{Cond, ExpireCond, Expiry};
-use crate::keylock::KeyLocks;
-use crate::message::SetResult;
+use crate::shard::keylock::KeyLocks;
+
+/// Condition of a SET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Cond {
+    Always,
+    /// Only if the key does not exist.
+    Nx,
+    /// Only if the key exists.
+    Xx,
+}
+
+/// What a SET does to the key's time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Expiry {
+    /// No TTL (a plain SET clears an existing one).
+    Never,
+    /// Keep the TTL the key has (KEEPTTL).
+    Keep,
+    /// Expire at this time, ms since the Unix epoch.
+    At(u64),
+}
+
+/// EXPIRE's condition flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ExpireCond {
+    Always,
+    Nx,
+    Xx,
+    Gt,
+    Lt,
+}
+
+/// What a SET did: whether it wrote, and the old value when asked for.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SetResult {
+    pub written: bool,
+    pub old: Option<Vec<u8>>,
+}
 
 /// Value format tag of a plain string. Stored on disk: never renumber.
 const FORMAT_PLAIN: u8 = 1;

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::exec::Ctx;
-use crate::message::ShardStats;
+use crate::front::ctx::Ctx;
+use crate::shard::ShardStats;
 
 /// The Redis version whose command semantics Shoal follows; tools parse `redis_version`.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";

@@ -11,7 +11,7 @@
 use rkyv::rancor;
 
 use super::{Decoder, FrameBuf, FrameError, HEADER_LEN, PAYLOAD_ALIGN, open, seal, start};
-use crate::message::{
+use crate::mesh::message::{
     ArchivedPeerMessage, ArchivedShardOp, ArchivedShardReply, PeerMessage, ShardOp, ShardReply,
 };
 
@@ -132,7 +132,7 @@ fn splitmix(state: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{PeerBody, PutEntry, ReplicaReply, ReplicaRequest};
+    use crate::mesh::message::{PeerBody, PutEntry, ReplicaReply, ReplicaRequest};
     use proptest::prelude::*;
 
     /// Mode-1 inputs carrying real archived messages: the fuzzer's seeds.

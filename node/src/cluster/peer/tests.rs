@@ -10,8 +10,8 @@ use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::*;
-use crate::frame::{self, FrameBuf};
-use crate::port::BIND_RETRY;
+use crate::mesh::frame::{self, FrameBuf};
+use crate::server::port::BIND_RETRY;
 
 /// How long any awaited condition may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);

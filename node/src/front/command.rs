@@ -8,26 +8,7 @@ use shoal_cluster::consistency::Consistency;
 use shoal_cluster::vv::VersionVector;
 use shoal_engine::types::KEY_LEN_MAX;
 
-/// Condition of a SET.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub enum Cond {
-    Always,
-    /// Only if the key does not exist.
-    Nx,
-    /// Only if the key exists.
-    Xx,
-}
-
-/// What a SET does to the key's time to live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub enum Expiry {
-    /// No TTL (a plain SET clears an existing one).
-    Never,
-    /// Keep the TTL the key has (KEEPTTL).
-    Keep,
-    /// Expire at this time, ms since the Unix epoch.
-    At(u64),
-}
+use crate::shard::store::{Cond, ExpireCond, Expiry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetOpts {
@@ -43,16 +24,6 @@ impl SetOpts {
     pub fn is_blind(&self) -> bool {
         self.cond == Cond::Always && !self.get && self.expiry != Expiry::Keep
     }
-}
-
-/// EXPIRE's condition flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub enum ExpireCond {
-    Always,
-    Nx,
-    Xx,
-    Gt,
-    Lt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,7 +380,7 @@ fn parse_vwrite<'a>(
     let mut w = None;
     while let [opt, arg, tail @ ..] = opts {
         if opt.eq_ignore_ascii_case(b"context") && context.is_none() {
-            let vv = crate::context::parse(arg)
+            let vv = crate::front::context::parse(arg)
                 .map_err(|e| Refusal(format!("ERR invalid context: {e}")))?;
             context = Some(vv);
         } else if opt.eq_ignore_ascii_case(b"w") && w.is_none() {
@@ -697,7 +668,7 @@ mod tests {
             actor: 1,
             counter: 2,
         });
-        let ctx = crate::context::to_text(&vv);
+        let ctx = crate::front::context::to_text(&vv);
         assert_eq!(
             p(&[b"vset", b"k", b"v", b"w", b"2", b"context", ctx.as_bytes()]).unwrap(),
             Command::VSet {

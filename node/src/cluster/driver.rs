@@ -38,15 +38,15 @@ use shoal_cluster::replica;
 use shoal_cluster::ring::{Ring, shard_of};
 use shoal_engine::fs::FileSystem;
 
+use crate::cluster::peer::{Inbound, Peers};
 use crate::config::ClusterConfig;
-use crate::frame::FrameBuf;
-use crate::mesh::{Mesh, encode};
-use crate::message::{
+use crate::mesh::frame::FrameBuf;
+use crate::mesh::message::{
     ArchivedPeerMessage, PeerBody, PeerMessage, ReplicaReply, ReplicaRequest, ShardOp, ShardReply,
 };
-use crate::peer::{Inbound, Peers};
+use crate::mesh::{Mesh, encode};
+use crate::shard::store::{Store, Value};
 use crate::shard::{Counters, Shard};
-use crate::store::{Store, Value};
 
 /// How often a shard fires the coordinator's expired deadlines: a request fails at most
 /// this long after its timeout, which is small next to any sensible timeout.
@@ -203,7 +203,7 @@ impl Driver {
     /// A message the transport accepted but could not deliver: for a request, the replica
     /// counts as failed now (replies are the other coordinator's deadline's business).
     fn dropped(self: &Rc<Self>, node: NodeId, frame: &FrameBuf) {
-        let Ok((req_id, payload)) = crate::frame::open(frame) else {
+        let Ok((req_id, payload)) = crate::mesh::frame::open(frame) else {
             return;
         };
         if let Ok(PeerMessage {

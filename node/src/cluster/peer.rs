@@ -1,11 +1,11 @@
-//! The transport between Shoal nodes: sealed [`crate::frame`] frames over one-way TCP.
+//! The transport between Shoal nodes: sealed [`crate::mesh::frame`] frames over one-way TCP.
 //!
 //! **Ports.** Shard `s` of a node listens on `base.port() + s` (see [`PeerAddr`]) with
 //! [`listen`] and reads what arrives with [`serve`].
 //!
 //! **Wire.** A connection carries frames in one direction only, back to back with nothing in
 //! between: `[len|version u32][crc32c u32][request id u64][payload]` as laid out in
-//! [`crate::frame`]. A shard's [`Peers`] keeps one outbound connection per (peer node, peer
+//! [`crate::mesh::frame`]. A shard's [`Peers`] keeps one outbound connection per (peer node, peer
 //! shard) that it only writes; a shard reads only the connections it accepted. A reply is
 //! just another message, sent over the replier's own outbound connection (payloads name
 //! their sender), so the transport needs no request/reply correlation and never waits for an
@@ -53,7 +53,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use shoal_cluster::NodeId;
 
-use crate::frame::{Decoder, FrameBuf, HEADER_LEN};
+use crate::mesh::frame::{Decoder, FrameBuf, HEADER_LEN};
 
 /// Connect timeout: a connect on a LAN takes well under a millisecond; one that has not
 /// finished in 500 ms is to a node as good as down for requests with ~1 s deadlines.
@@ -705,11 +705,11 @@ impl Inbound {
     }
 }
 
-/// Binds a peer listener for one shard without SO_REUSEPORT ([`crate::port::claim`], then the
+/// Binds a peer listener for one shard without SO_REUSEPORT ([`crate::server::port::claim`], then the
 /// socket goes to glommio), so a port another process holds is [`PeerError::PortInUse`] rather
 /// than a silently shared port. Call on the executor that will serve it.
 pub fn listen(addr: SocketAddr) -> Result<TcpListener, PeerError> {
-    let listener = crate::port::claim(addr).map_err(|source| match source.kind() {
+    let listener = crate::server::port::claim(addr).map_err(|source| match source.kind() {
         io::ErrorKind::AddrInUse => PeerError::PortInUse { addr },
         _ => PeerError::Listen { addr, source },
     })?;

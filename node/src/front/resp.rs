@@ -2,7 +2,7 @@
 //!
 //! Replies are encoded by hand rather than built as frames: one buffer per read batch, no
 //! allocation per reply. Requests are decoded with the `redis-protocol` crate (see
-//! [`crate::conn`]).
+//! [`crate::front::conn`]).
 
 /// The protocol a connection speaks; `HELLO 3` switches to RESP3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

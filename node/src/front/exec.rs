@@ -19,38 +19,18 @@ use std::time::Instant;
 use shoal_cluster::consistency::Consistency;
 use shoal_cluster::message::WriteContext;
 use shoal_cluster::vv::VersionVector;
-use shoal_engine::Clock;
 
-use crate::command::{self, Command, CommandSub, Expiry, Limits, Refusal, Ttl};
-use crate::config::Config;
-use crate::driver::{self, Driver, Pending};
-use crate::info;
-use crate::mesh::{Mesh, PendingReply};
-use crate::message::{PutEntry, ShardOp, ShardReply, ShardStats};
-use crate::resp::{Proto, Reply};
-use crate::shard::{Counters, Shard};
-use crate::store::Value;
-
-/// What a shard's engine and its connections share.
-pub struct Ctx {
-    pub shard: Rc<Shard>,
-    pub mesh: Rc<Mesh>,
-    pub config: Rc<Config>,
-    pub clock: std::sync::Arc<dyn Clock>,
-    pub started: Instant,
-    /// The cluster driver; `None` when standalone.
-    pub driver: Option<Rc<Driver>>,
-}
-
-/// Per-connection state that commands change.
-#[derive(Debug)]
-pub struct Session {
-    pub id: u64,
-    /// QUIT was received: reply, then close.
-    pub quit: bool,
-    /// Read and write levels set by CONSISTENCY (`None`: the node's defaults).
-    pub levels: Option<(Consistency, Consistency)>,
-}
+use crate::cluster::driver::{self, Driver, Pending};
+use crate::front::command::{self, Command, CommandSub, Limits, Refusal, Ttl};
+use crate::front::ctx::{Ctx, Session};
+use crate::front::info;
+use crate::front::resp::{Proto, Reply};
+use crate::mesh::PendingReply;
+use crate::mesh::apply::apply;
+use crate::mesh::message::{PutEntry, ShardOp, ShardReply};
+use crate::shard::Counters;
+use crate::shard::ShardStats;
+use crate::shard::store::{Expiry, Value};
 
 const NEEDS_CLUSTER: &str =
     "ERR VGET, VSET, VDEL and CONSISTENCY need cluster mode ([[nodes]] in the config file)";
@@ -152,7 +132,7 @@ impl Ctx {
 
     async fn route(&self, to: usize, op: ShardOp) -> ShardReply {
         if to == self.shard.id {
-            return self.shard.apply(op).await;
+            return apply(&self.shard, op).await;
         }
         match self.send(to, &op).await {
             Ok(p) => p
@@ -182,7 +162,7 @@ impl Ctx {
         }
         let pending = self.send_remote(remote, &mut results).await;
         if let Some(op) = local {
-            results[me] = Some(take(self.shard.apply(op).await));
+            results[me] = Some(take(apply(&self.shard, op).await));
         }
         collect(pending, &mut results, take).await;
         results
@@ -507,7 +487,7 @@ impl Ctx {
                         let empty = VersionVector::new();
                         let context = set.as_ref().map_or(&empty, |s| s.context());
                         reply.array(1 + values.len());
-                        reply.bulk(crate::context::to_text(context).as_bytes());
+                        reply.bulk(crate::front::context::to_text(context).as_bytes());
                         for v in values {
                             reply.bulk(v);
                         }
@@ -524,7 +504,9 @@ impl Ctx {
                 let context = WriteContext::Given(context.clone());
                 let value = value.map(<[u8]>::to_vec);
                 match driver::written(d.write(key, value, context, level.unwrap_or(w)).await) {
-                    Ok(written) => reply.bulk(crate::context::to_text(&written.context).as_bytes()),
+                    Ok(written) => {
+                        reply.bulk(crate::front::context::to_text(&written.context).as_bytes())
+                    }
                     Err(e) => reply.error(&e),
                 }
             }
@@ -773,7 +755,7 @@ impl Ctx {
         let shown: Vec<&[u8]> = keys
             .iter()
             .map(|(_, k)| k.as_slice())
-            .filter(|k| !type_mismatch && pattern.is_none_or(|p| crate::glob::matches(p, k)))
+            .filter(|k| !type_mismatch && pattern.is_none_or(|p| crate::front::glob::matches(p, k)))
             .collect();
         reply.array(shown.len());
         for k in shown {
