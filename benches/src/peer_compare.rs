@@ -20,8 +20,8 @@ use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
+use shoal_cluster::frame::{self, FrameBuf};
 use shoal_node::cluster::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
-use shoal_node::mesh::frame::{self, FrameBuf};
 
 /// Bytes the raw sender copies into one write, as `Peers` batches queued frames.
 const RAW_BATCH_BYTES: usize = peer::WRITE_BATCH_BYTES;
@@ -169,7 +169,7 @@ pub fn stream_peers(run: Stream) -> Result<StreamResult, CompareError> {
             let started = Instant::now();
             for _ in 0..run.frames {
                 loop {
-                    match peers.send(2, 0, template.clone()) {
+                    match peers.send(2, 0, template.clone()).map_err(|r| r.error) {
                         Ok(()) => break,
                         // Wait for the writer to drain some (spinning on yields would
                         // take the CPU the kernel needs for the loopback traffic).

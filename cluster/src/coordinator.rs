@@ -110,7 +110,8 @@ struct ReadOp {
 
 #[derive(Debug)]
 struct WriteOp {
-    context: WriteContext,
+    /// The wire form of the client's [`WriteContext`].
+    context: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
     /// Replicas asked to mint the write so far (a prefix of `replicas`); all but the last
     /// answered `Failed`.
@@ -204,7 +205,7 @@ impl Coordinator {
             needed,
             deadline: now + timeout,
             kind: Kind::Write(WriteOp {
-                context,
+                context: context.encode(),
                 value,
                 asked: 0,
                 minted: None,

@@ -6,10 +6,14 @@
 //! - [`partition`]: keys → Q partitions; [`ring`]: partitions → preference lists of nodes.
 //! - [`vv`], [`dvv`]: version vectors and dotted version vector sets (what replicas store).
 //! - [`consistency`]: ONE / QUORUM / ALL / n.
-//! - [`message`], [`coordinator`], [`replica`]: the quorum read/write protocol.
+//! - [`coordinator`] (a client request through its replicas) and [`replica`] (what a replica
+//!   does with a request): the quorum read/write protocol as pure state machines.
+//! - [`frame`] and [`message`]: the wire, framed and checksummed.
+//! - [`endpoint`]: one shard's whole protocol as one object, which the node and the
+//!   simulator drive alike: client requests, frames, storage completions and time in;
+//!   frames, storage operations, client outcomes and the next deadline out.
 //!
-//! Membership is static for now: the node builds a [`ring::Ring`] from its configured member
-//! list. Gossip will produce the same member list and rebuild the ring the same way.
+//! Membership is static: the node builds a [`ring::Ring`] from its configured member list.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -17,7 +21,9 @@ mod codec;
 pub mod consistency;
 pub mod coordinator;
 pub mod dvv;
+pub mod endpoint;
 pub mod error;
+pub mod frame;
 pub mod message;
 pub mod partition;
 pub mod replica;

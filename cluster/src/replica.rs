@@ -54,7 +54,13 @@ pub fn handle(local: NodeId, stored: Option<&[u8]>, request: &Request) -> Handle
             Err(_) => failed,
         },
         Request::Update { context, value, .. } => {
-            match apply_update(local, stored, context, value.clone()) {
+            let context = match context {
+                None => Ok(WriteContext::Local),
+                Some(bytes) => VersionVector::decode(bytes).map(WriteContext::Given),
+            };
+            let applied =
+                context.and_then(|context| apply_update(local, stored, &context, value.clone()));
+            match applied {
                 Ok(applied) => Handled {
                     reply: Reply::Updated {
                         dot: applied.dot,
@@ -129,7 +135,7 @@ mod tests {
     fn update_then_replicate_then_read() {
         let update = Request::Update {
             key: b"k".to_vec(),
-            context: WriteContext::Given(VersionVector::new()),
+            context: WriteContext::Given(VersionVector::new()).encode(),
             value: Some(b"v".to_vec()),
         };
         let h = handle(1, None, &update);
@@ -172,6 +178,19 @@ mod tests {
         let c_set = DvvSet::decode(&c.versions).unwrap();
         assert_eq!(c_set.values().collect::<Vec<_>>(), vec![None]);
         assert!(c.superseded.contains(a.dot) && c.superseded.contains(b.dot));
+    }
+
+    #[test]
+    fn a_damaged_context_fails_without_storing() {
+        let mut context = VersionVector::new().encode();
+        context[3] ^= 1;
+        let update = Request::Update {
+            key: b"k".to_vec(),
+            context: Some(context),
+            value: Some(b"v".to_vec()),
+        };
+        let h = handle(1, None, &update);
+        assert_eq!((h.reply, h.store), (Reply::Failed, None));
     }
 
     #[test]

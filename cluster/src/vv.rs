@@ -37,7 +37,19 @@ const _: () = assert!(
 );
 
 /// One write: the `counter`-th write coordinated by replica `actor` for a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct Dot {
     pub actor: NodeId,
     pub counter: u64,

@@ -1,10 +1,14 @@
-//! Deterministic simulation of a Shoal cluster: seeded network (delay, reordering, loss,
-//! partitions), node crashes and restarts, virtual time, clients driving coordinators.
+//! Deterministic simulation of a Shoal cluster: the nodes' own [`Endpoint`]s (one per shard)
+//! over a seeded network (delay, reordering, loss, partitions, undeliverable frames) and
+//! seeded storage (latency, writes lost or kept by a crash), node crashes and restarts,
+//! virtual time, and clients issuing reads and writes through random shards.
 //!
 //! Checks, per seed:
 //! - W + R > N: a successful read sees every write acknowledged before it was issued.
 //! - After healing, a read with R = N sees every acknowledged write, unless a later write
 //!   that had seen it superseded it; afterwards every replica holds identical bytes.
+//! - A write supersedes only what it saw: its context, or for a SET without one what the
+//!   minting replica stored (the simulator recognises a mint in the storage writes).
 //! - No false siblings: a client chaining writes through contexts ends with one version
 //!   (when all of its writes were acknowledged: a failed write may still land later).
 //!
@@ -17,11 +21,15 @@ use std::time::Duration;
 
 use shoal_cluster::NodeId;
 use shoal_cluster::consistency::Consistency;
-use shoal_cluster::coordinator::{Coordinator, Outcome};
+use shoal_cluster::coordinator::Outcome;
 use shoal_cluster::dvv::DvvSet;
-use shoal_cluster::message::{Reply, ReqId, Request, WriteContext};
-use shoal_cluster::replica;
-use shoal_cluster::ring::{Member, Ring};
+use shoal_cluster::endpoint::{
+    Address, Completion, Config, Endpoint, Event, StorageAction, StorageOp,
+};
+use shoal_cluster::frame::FrameBuf;
+use shoal_cluster::message::{ReqId, WriteContext};
+use shoal_cluster::partition::partition_of;
+use shoal_cluster::ring::{Member, Ring, shard_of};
 use shoal_cluster::vv::{Dot, VersionVector};
 
 const N: u32 = 3;
@@ -36,6 +44,10 @@ const CHAIN_CLIENTS: usize = 2;
 const MIXED_CLIENTS: usize = 3;
 /// The client index of the checker's own reads after healing.
 const FINAL_CLIENT: usize = usize::MAX;
+/// Longest a storage operation takes.
+const STORAGE_DELAY_MAX_MS: u64 = 3;
+/// Delay of a frame between two shards of one node (the shard mesh never loses one).
+const MESH_DELAY: Duration = Duration::from_micros(50);
 
 /// SplitMix64: small, seedable, good enough for choosing faults.
 struct Rng(u64);
@@ -62,22 +74,31 @@ impl Rng {
     }
 }
 
-enum Payload {
-    Request(Request),
-    Reply(Reply),
-}
-
-struct Message {
-    from: NodeId,
-    to: NodeId,
-    req_id: ReqId,
-    payload: Payload,
+/// Something due at a point of virtual time.
+enum Due {
+    /// A frame arriving at `to`.
+    Frame {
+        from: Address,
+        to: Address,
+        frame: FrameBuf,
+    },
+    /// The transport gives up on a frame `from` sent to `to`.
+    Undeliverable {
+        from: Address,
+        to: Address,
+        frame: FrameBuf,
+    },
+    /// A storage operation of `at` finishing.
+    Storage { at: Address, op: StorageOp },
 }
 
 struct Node {
-    store: BTreeMap<Vec<u8>, Vec<u8>>,
-    coordinator: Coordinator,
+    /// One endpoint and one store per shard.
+    endpoints: Vec<Endpoint>,
+    stores: Vec<BTreeMap<Vec<u8>, Vec<u8>>>,
     up: bool,
+    /// Bumped at every crash: what was due for an earlier incarnation is void.
+    incarnation: u64,
 }
 
 #[derive(Clone)]
@@ -88,7 +109,7 @@ enum Op {
 
 struct Pending {
     client: usize,
-    node: NodeId,
+    at: Address,
     issued: Duration,
     op: Op,
 }
@@ -115,26 +136,32 @@ struct Faults {
 }
 
 struct Sim {
-    seed: u64,
     rng: Rng,
     now: Duration,
     ring: Ring,
+    shards: BTreeMap<NodeId, u16>,
     nodes: BTreeMap<NodeId, Node>,
-    queue: BTreeMap<(Duration, u64), Message>,
+    /// `(due, sequence) → (incarnation of the node it is due at, what)`.
+    queue: BTreeMap<(Duration, u64), (u64, Due)>,
     seq: u64,
     cut: BTreeSet<(NodeId, NodeId)>,
     faults: Faults,
     healed: bool,
-    next_req: ReqId,
-    pending: BTreeMap<ReqId, Pending>,
+    /// Client requests in flight, by coordinating shard and request id.
+    pending: BTreeMap<(Address, ReqId), Pending>,
     clients: Vec<Client>,
     acked: BTreeMap<Vec<u8>, Vec<Acked>>,
-    /// Per key, every context an applied write superseded: the only legitimate way for an
+    /// What each issued write may supersede, by its value (values are unique per write);
+    /// deletes have no value and are kept per key.
+    write_contexts: BTreeMap<Vec<u8>, WriteContext>,
+    delete_contexts: BTreeMap<Vec<u8>, Vec<VersionVector>>,
+    /// Per key, every context a minted write superseded: the only legitimate way for an
     /// acknowledged write to stop being a sibling.
     superseded: BTreeMap<Vec<u8>, VersionVector>,
     /// Chain keys with a failed (outcome unknown) write.
     chain_voided: BTreeSet<Vec<u8>>,
     last_chain_dot: BTreeMap<Vec<u8>, Dot>,
+    next_value: u64,
     /// The outcome of the current final read.
     final_outcome: Option<Outcome>,
     events: u64,
@@ -149,6 +176,7 @@ struct Stats {
     writes_failed: u64,
     quorum_reads_checked: u64,
     chains_checked: u64,
+    frames: u64,
 }
 
 macro_rules! check {
@@ -176,22 +204,38 @@ fn shared_key(i: usize) -> Vec<u8> {
     format!("shared-{i}").into_bytes()
 }
 
+fn endpoints(id: NodeId, ring: &Ring, shards: &BTreeMap<NodeId, u16>) -> Vec<Endpoint> {
+    (0..shards[&id])
+        .map(|shard| {
+            Endpoint::new(Config {
+                me: id,
+                shard,
+                ring: ring.clone(),
+                shards: shards.clone(),
+                timeout: REQUEST_TIMEOUT,
+            })
+        })
+        .collect()
+}
+
 impl Sim {
     fn new(seed: u64) -> Sim {
         let mut rng = Rng(seed);
         let node_count = 3 + rng.below(2) as NodeId;
         let members: Vec<Member> = (1..=node_count).map(Member::new).collect();
         let ring = Ring::new(&members, PARTITIONS, N).unwrap();
+        let shards: BTreeMap<NodeId, u16> = (1..=node_count)
+            .map(|id| (id, 1 + rng.below(2) as u16))
+            .collect();
         let nodes = (1..=node_count)
             .map(|id| {
-                (
-                    id,
-                    Node {
-                        store: BTreeMap::new(),
-                        coordinator: Coordinator::new(),
-                        up: true,
-                    },
-                )
+                let node = Node {
+                    endpoints: endpoints(id, &ring, &shards),
+                    stores: vec![BTreeMap::new(); usize::from(shards[&id])],
+                    up: true,
+                    incarnation: 0,
+                };
+                (id, node)
             })
             .collect();
         // A quarter of the seeds run without loss, crashes or partitions: there every
@@ -204,68 +248,83 @@ impl Sim {
             partition_per_mille: if calm { 0 } else { rng.below(30) },
         };
         Sim {
-            seed,
             rng,
             now: Duration::ZERO,
             ring,
+            shards,
             nodes,
             queue: BTreeMap::new(),
             seq: 0,
             cut: BTreeSet::new(),
             faults,
             healed: false,
-            next_req: 1,
             pending: BTreeMap::new(),
             clients: (0..CHAIN_CLIENTS + MIXED_CLIENTS)
                 .map(|_| Client::default())
                 .collect(),
             acked: BTreeMap::new(),
+            write_contexts: BTreeMap::new(),
+            delete_contexts: BTreeMap::new(),
             superseded: BTreeMap::new(),
             chain_voided: BTreeSet::new(),
             last_chain_dot: BTreeMap::new(),
+            next_value: 1,
             final_outcome: None,
             events: 0,
             stats: Stats::default(),
         }
     }
 
-    fn send(&mut self, message: Message) {
-        let local = message.from == message.to;
-        if !local && !self.healed && self.rng.chance(self.faults.loss_per_mille) {
-            return;
-        }
-        let delay = if local {
-            Duration::ZERO
-        } else {
-            self.rng.millis(0, self.faults.delay_max_ms)
-        };
-        self.seq += 1;
-        self.queue.insert((self.now + delay, self.seq), message);
+    fn endpoint(&mut self, at: Address) -> &mut Endpoint {
+        &mut self.nodes.get_mut(&at.node).unwrap().endpoints[usize::from(at.shard)]
     }
 
-    /// Sends what `node`'s coordinator produced and hands its results to clients.
-    fn drain(&mut self, id: NodeId) -> Result<(), String> {
-        loop {
-            let node = self.nodes.get_mut(&id).unwrap();
-            let Some(t) = node.coordinator.poll_transmit() else {
-                break;
-            };
-            self.send(Message {
-                from: id,
-                to: t.to,
-                req_id: t.req_id,
-                payload: Payload::Request(t.request),
-            });
+    fn schedule(&mut self, after: Duration, node: NodeId, due: Due) {
+        self.seq += 1;
+        let incarnation = self.nodes[&node].incarnation;
+        self.queue
+            .insert((self.now + after, self.seq), (incarnation, due));
+    }
+
+    /// Puts a frame on the network: lost, delayed, or (to a dead node) reported back as
+    /// undeliverable, as the peer transport does when a connect fails.
+    fn send(&mut self, from: Address, to: Address, frame: FrameBuf) {
+        self.stats.frames += 1;
+        if from.node == to.node {
+            self.schedule(MESH_DELAY, to.node, Due::Frame { from, to, frame });
+            return;
         }
-        loop {
-            let node = self.nodes.get_mut(&id).unwrap();
-            let Some(done) = node.coordinator.poll_result() else {
-                break;
-            };
-            let Some(pending) = self.pending.remove(&done.req_id) else {
-                return Err(format!("result for unknown request {}", done.req_id));
-            };
-            self.complete(pending, done.outcome)?;
+        if !self.healed && self.rng.chance(self.faults.loss_per_mille) {
+            return;
+        }
+        let delay = self.rng.millis(0, self.faults.delay_max_ms);
+        if !self.nodes[&to.node].up && self.rng.chance(500) {
+            self.schedule(delay, from.node, Due::Undeliverable { from, to, frame });
+            return;
+        }
+        self.schedule(delay, to.node, Due::Frame { from, to, frame });
+    }
+
+    /// Takes everything `at`'s endpoint produced: frames onto the network, storage
+    /// operations into storage, outcomes to their clients.
+    fn drain(&mut self, at: Address) -> Result<(), String> {
+        while let Some(t) = self.endpoint(at).poll_transmit() {
+            self.send(at, t.to, t.frame);
+        }
+        while let Some(op) = self.endpoint(at).poll_storage() {
+            let delay = self.rng.millis(0, STORAGE_DELAY_MAX_MS);
+            self.schedule(delay, at.node, Due::Storage { at, op });
+        }
+        while let Some(event) = self.endpoint(at).poll_event() {
+            match event {
+                Event::Completed { req_id, outcome } => {
+                    let Some(pending) = self.pending.remove(&(at, req_id)) else {
+                        return Err(format!("result for unknown request {req_id} at {at:?}"));
+                    };
+                    self.complete(pending, outcome)?;
+                }
+                Event::ManySiblings { .. } => {}
+            }
         }
         Ok(())
     }
@@ -323,70 +382,108 @@ impl Sim {
         Ok(())
     }
 
-    /// A replica serves a request, as the node does around its engine.
-    fn serve(&mut self, to: NodeId, from: NodeId, req_id: ReqId, request: Request) {
-        let node = self.nodes.get_mut(&to).unwrap();
-        let key = request.key().to_vec();
-        let stored = node.store.get(&key).cloned();
-        let handled = replica::handle(to, stored.as_deref(), &request);
-        if let (Request::Update { context, .. }, Reply::Updated { .. }) = (&request, &handled.reply)
-        {
-            let superseded = match context {
-                WriteContext::Given(vv) => vv.clone(),
-                WriteContext::Local => stored
-                    .map(|b| DvvSet::decode(&b).unwrap().context().clone())
-                    .unwrap_or_default(),
-            };
-            self.superseded
-                .entry(key.clone())
-                .or_default()
-                .merge(&superseded);
+    /// Runs a storage operation of `at`, as the node does against its engine. A write that
+    /// mints (adds a sibling of its own node's actor that the stored versions had not seen)
+    /// is checked to supersede only what its request allowed.
+    fn storage(&mut self, at: Address, op: StorageOp) -> Result<(), String> {
+        let store = &mut self.nodes.get_mut(&at.node).unwrap().stores[usize::from(at.shard)];
+        match op.action {
+            StorageAction::Read => {
+                let stored = store.get(&op.key).cloned();
+                let completion = Completion::Read(stored.as_deref());
+                let now = self.now;
+                self.endpoint(at).handle_storage(now, op.token, completion);
+            }
+            StorageAction::Write(versions) => {
+                let old = store.insert(op.key.clone(), versions.clone());
+                self.record_mint(at.node, &op.key, old.as_deref(), &versions)?;
+                let now = self.now;
+                self.endpoint(at)
+                    .handle_storage(now, op.token, Completion::Written);
+            }
         }
-        if let Some(bytes) = handled.store {
-            node.store.insert(key, bytes);
+        self.drain(at)
+    }
+
+    fn record_mint(
+        &mut self,
+        node: NodeId,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<(), String> {
+        let old = old.map(|b| DvvSet::decode(b).unwrap()).unwrap_or_default();
+        let new = DvvSet::decode(new).unwrap();
+        let Some(minted) = new
+            .siblings()
+            .iter()
+            .find(|s| s.dot.actor == node && !old.context().contains(s.dot))
+        else {
+            return Ok(());
+        };
+        let allowed = match &minted.value {
+            Some(value) => match self.write_contexts.get(value) {
+                Some(WriteContext::Local) => old.context().clone(),
+                Some(WriteContext::Given(vv)) => vv.clone(),
+                None => return Err(format!("minted value {value:?} was never written")),
+            },
+            None => {
+                let mut any = VersionVector::new();
+                for vv in self.delete_contexts.get(key).into_iter().flatten() {
+                    any.merge(vv);
+                }
+                any
+            }
+        };
+        for s in old.siblings() {
+            let kept = new.siblings().iter().any(|n| n.dot == s.dot);
+            check!(
+                kept || allowed.contains(s.dot),
+                "write {:?} of {key:?} superseded {:?}, which it had not seen",
+                minted.dot,
+                s.dot
+            );
         }
-        self.send(Message {
-            from: to,
-            to: from,
-            req_id,
-            payload: Payload::Reply(handled.reply),
-        });
+        self.superseded
+            .entry(key.to_vec())
+            .or_default()
+            .merge(&allowed);
+        Ok(())
     }
 
     fn issue(
         &mut self,
         client: usize,
-        node: NodeId,
+        at: Address,
         op: Op,
-        request: impl FnOnce(&mut Coordinator, ReqId, &[NodeId]),
+        start: impl FnOnce(&mut Endpoint) -> ReqId,
     ) {
-        let req_id = self.next_req;
-        self.next_req += 1;
-        let key = match &op {
-            Op::Read { key, .. } | Op::Write { key, .. } => key.clone(),
-        };
-        // The coordinator puts itself first when it is a replica.
-        let mut replicas = self.ring.preference_list_for_key(&key).to_vec();
-        if let Some(i) = replicas.iter().position(|&n| n == node) {
-            replicas[..=i].rotate_right(1);
-        }
         if let Some(c) = self.clients.get_mut(client) {
             c.busy = true;
         }
-        self.pending.insert(
-            req_id,
-            Pending {
-                client,
-                node,
-                issued: self.now,
-                op,
-            },
-        );
-        let coordinator = &mut self.nodes.get_mut(&node).unwrap().coordinator;
-        request(coordinator, req_id, &replicas);
+        let req_id = start(self.endpoint(at));
+        let pending = Pending {
+            client,
+            at,
+            issued: self.now,
+            op,
+        };
+        self.pending.insert((at, req_id), pending);
     }
 
-    /// Idle clients start their next request through a random live node.
+    fn random_shard(&mut self, node: NodeId) -> Address {
+        let shard = self.rng.below(u64::from(self.shards[&node])) as u16;
+        Address { node, shard }
+    }
+
+    fn new_value(&mut self, context: WriteContext) -> Vec<u8> {
+        let value = self.next_value.to_le_bytes().to_vec();
+        self.next_value += 1;
+        self.write_contexts.insert(value.clone(), context);
+        value
+    }
+
+    /// Idle clients start their next request through a random shard of a random live node.
     fn start_requests(&mut self) -> Result<(), String> {
         if self.now >= FAULT_PHASE {
             return Ok(());
@@ -405,37 +502,19 @@ impl Sim {
                 continue;
             }
             let node = up[self.rng.below(up.len() as u64) as usize];
+            let at = self.random_shard(node);
             let now = self.now;
             let level = level(&mut self.rng);
-            if client < CHAIN_CLIENTS {
+            let (key, context, value) = if client < CHAIN_CLIENTS {
                 let key = chain_key(client);
                 let ctx = self.clients[client]
                     .context
                     .get(&key)
                     .cloned()
                     .unwrap_or_default();
-                let value = Some(self.next_req.to_le_bytes().to_vec());
-                let w = level.required(N);
-                self.issue(
-                    client,
-                    node,
-                    Op::Write {
-                        key: key.clone(),
-                        w,
-                    },
-                    |c, id, reps| {
-                        c.put(
-                            now,
-                            id,
-                            key,
-                            value,
-                            WriteContext::Given(ctx),
-                            reps,
-                            level,
-                            REQUEST_TIMEOUT,
-                        );
-                    },
-                );
+                let context = WriteContext::Given(ctx);
+                let value = Some(self.new_value(context.clone()));
+                (key, context, value)
             } else {
                 let key = shared_key(self.rng.below(SHARED_KEYS as u64) as usize);
                 let seen = self.clients[client]
@@ -443,42 +522,45 @@ impl Sim {
                     .get(&key)
                     .cloned()
                     .unwrap_or_default();
-                let value = Some(self.next_req.to_le_bytes().to_vec());
-                let (context, value) = match self.rng.below(6) {
+                let context = match self.rng.below(6) {
                     0 | 1 => {
-                        let r = level.required(N);
-                        self.issue(
-                            client,
-                            node,
-                            Op::Read {
-                                key: key.clone(),
-                                r,
-                            },
-                            |c, id, reps| {
-                                c.get(now, id, key, reps, level, REQUEST_TIMEOUT);
-                            },
-                        );
+                        let op = Op::Read {
+                            key: key.clone(),
+                            r: level.required(N),
+                        };
+                        self.issue(client, at, op, |e| e.read(now, &key, level));
+                        self.drain(at)?;
                         continue;
                     }
-                    2 => (WriteContext::Given(VersionVector::new()), value),
-                    3 => (WriteContext::Given(seen), value),
-                    4 => (WriteContext::Local, value),
-                    _ => (WriteContext::Given(seen), None),
+                    2 => WriteContext::Given(VersionVector::new()),
+                    3 => WriteContext::Given(seen.clone()),
+                    4 => WriteContext::Local,
+                    _ => {
+                        self.delete_contexts
+                            .entry(key.clone())
+                            .or_default()
+                            .push(seen.clone());
+                        let op = Op::Write {
+                            key: key.clone(),
+                            w: level.required(N),
+                        };
+                        let context = WriteContext::Given(seen);
+                        self.issue(client, at, op, |e| e.write(now, &key, None, context, level));
+                        self.drain(at)?;
+                        continue;
+                    }
                 };
-                let w = level.required(N);
-                self.issue(
-                    client,
-                    node,
-                    Op::Write {
-                        key: key.clone(),
-                        w,
-                    },
-                    |c, id, reps| {
-                        c.put(now, id, key, value, context, reps, level, REQUEST_TIMEOUT);
-                    },
-                );
-            }
-            self.drain(node)?;
+                let value = Some(self.new_value(context.clone()));
+                (key, context, value)
+            };
+            let op = Op::Write {
+                key: key.clone(),
+                w: level.required(N),
+            };
+            self.issue(client, at, op, |e| {
+                e.write(now, &key, value, context, level)
+            });
+            self.drain(at)?;
         }
         Ok(())
     }
@@ -492,7 +574,7 @@ impl Sim {
         for &id in &ids {
             let up = self.nodes[&id].up;
             if up && self.rng.chance(self.faults.crash_per_mille) {
-                self.crash(id);
+                self.crash(id)?;
             } else if !up && self.rng.chance(200) {
                 self.nodes.get_mut(&id).unwrap().up = true;
             }
@@ -512,19 +594,41 @@ impl Sim {
         Ok(())
     }
 
-    /// Loses the node's coordinator state; its store is durable and survives.
-    fn crash(&mut self, id: NodeId) {
+    /// Loses the node's endpoints (a fresh incarnation starts empty); its stores survive.
+    /// A write the store had not finished lands or not, as an interrupted fdatasync may.
+    fn crash(&mut self, id: NodeId) -> Result<(), String> {
+        let in_flight: Vec<(Duration, u64)> = self
+            .queue
+            .iter()
+            .filter(|(_, (_, due))| matches!(due, Due::Storage { at, .. } if at.node == id))
+            .map(|(&k, _)| k)
+            .collect();
+        for k in in_flight {
+            let Some((_, Due::Storage { at, op })) = self.queue.remove(&k) else {
+                continue;
+            };
+            if let StorageAction::Write(versions) = op.action {
+                if self.rng.chance(500) {
+                    let node = self.nodes.get_mut(&id).unwrap();
+                    let store = &mut node.stores[usize::from(at.shard)];
+                    let old = store.insert(op.key.clone(), versions.clone());
+                    self.record_mint(id, &op.key, old.as_deref(), &versions)?;
+                }
+            }
+        }
+        let endpoints = endpoints(id, &self.ring, &self.shards);
         let node = self.nodes.get_mut(&id).unwrap();
         node.up = false;
-        node.coordinator = Coordinator::new();
-        let lost: Vec<ReqId> = self
+        node.incarnation += 1;
+        node.endpoints = endpoints;
+        let lost: Vec<(Address, ReqId)> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.node == id)
-            .map(|(&r, _)| r)
+            .filter(|(_, p)| p.at.node == id)
+            .map(|(&k, _)| k)
             .collect();
-        for req_id in lost {
-            let pending = self.pending.remove(&req_id).unwrap();
+        for k in lost {
+            let pending = self.pending.remove(&k).unwrap();
             self.clients[pending.client].busy = false;
             match pending.op {
                 Op::Write { key, .. } => {
@@ -536,6 +640,7 @@ impl Sim {
                 Op::Read { .. } => self.stats.reads_failed += 1,
             }
         }
+        Ok(())
     }
 
     fn heal(&mut self) {
@@ -544,6 +649,13 @@ impl Sim {
         for node in self.nodes.values_mut() {
             node.up = true;
         }
+    }
+
+    fn addresses(&self) -> Vec<Address> {
+        self.shards
+            .iter()
+            .flat_map(|(&node, &n)| (0..n).map(move |shard| Address { node, shard }))
+            .collect()
     }
 
     /// Runs until `until` (or until nothing is left to do after the fault phase).
@@ -556,15 +668,15 @@ impl Sim {
                 self.events < EVENTS_MAX,
                 "no progress after {EVENTS_MAX} events"
             );
-            let next_message = self.queue.keys().next().map(|&(at, _)| at);
+            let next_due = self.queue.keys().next().map(|&(at, _)| at);
             let next_timer = self
                 .nodes
                 .values()
                 .filter(|n| n.up)
-                .filter_map(|n| n.coordinator.poll_timeout())
+                .flat_map(|n| n.endpoints.iter().filter_map(Endpoint::poll_timeout))
                 .min();
             let ticking = until.is_some_and(|u| next_tick < u);
-            let next = [next_message, next_timer, ticking.then_some(next_tick)]
+            let next = [next_due, next_timer, ticking.then_some(next_tick)]
                 .into_iter()
                 .flatten()
                 .min();
@@ -580,41 +692,51 @@ impl Sim {
                 self.start_requests()?;
                 continue;
             }
-            if next_message == Some(next) {
-                let (_, message) = self.queue.pop_first().unwrap();
-                self.deliver(message)?;
+            if next_due == Some(next) {
+                let (_, (incarnation, due)) = self.queue.pop_first().unwrap();
+                self.handle(incarnation, due)?;
                 continue;
             }
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let node = self.nodes.get_mut(&id).unwrap();
-                if node.up {
-                    node.coordinator.handle_timeout(self.now);
-                    self.drain(id)?;
+            for at in self.addresses() {
+                if self.nodes[&at.node].up {
+                    let now = self.now;
+                    self.endpoint(at).handle_timeout(now);
+                    self.drain(at)?;
                 }
             }
         }
     }
 
-    fn deliver(&mut self, message: Message) -> Result<(), String> {
-        let Message {
-            from,
-            to,
-            req_id,
-            payload,
-        } = message;
-        if !self.nodes[&to].up || self.cut.contains(&(from, to)) {
-            return Ok(());
-        }
-        match payload {
-            Payload::Request(request) => self.serve(to, from, req_id, request),
-            Payload::Reply(reply) => {
-                let node = self.nodes.get_mut(&to).unwrap();
-                node.coordinator.handle_reply(from, req_id, reply);
-                self.drain(to)?;
+    fn handle(&mut self, incarnation: u64, due: Due) -> Result<(), String> {
+        let now = self.now;
+        match due {
+            Due::Frame { from, to, frame } => {
+                let node = &self.nodes[&to.node];
+                if !node.up || self.cut.contains(&(from.node, to.node)) {
+                    return Ok(());
+                }
+                let sender = self.endpoint(to).handle_frame(now, &frame);
+                check!(
+                    sender == Ok(from.node),
+                    "frame from {from:?} read as {sender:?}"
+                );
+                self.drain(to)
+            }
+            Due::Undeliverable { from, to, frame } => {
+                if self.nodes[&from.node].incarnation != incarnation {
+                    return Ok(());
+                }
+                self.endpoint(from).handle_undeliverable(now, to, &frame);
+                self.drain(from)
+            }
+            Due::Storage { at, op } => {
+                check!(
+                    self.nodes[&at.node].incarnation == incarnation,
+                    "storage of a crashed incarnation still due"
+                );
+                self.storage(at, op)
             }
         }
-        Ok(())
     }
 
     /// Heals, reads every key with R = N, and checks what survived.
@@ -631,20 +753,16 @@ impl Sim {
             .collect();
         for key in keys {
             let node = 1 + self.rng.below(self.nodes.len() as u64) as NodeId;
+            let at = self.random_shard(node);
             let now = self.now;
-            let k = key.clone();
-            self.issue(
-                FINAL_CLIENT,
-                node,
-                Op::Read {
-                    key: key.clone(),
-                    r: N,
-                },
-                |c, id, reps| {
-                    c.get(now, id, k, reps, Consistency::All, REQUEST_TIMEOUT);
-                },
-            );
-            self.drain(node)?;
+            let op = Op::Read {
+                key: key.clone(),
+                r: N,
+            };
+            self.issue(FINAL_CLIENT, at, op, |e| {
+                e.read(now, &key, Consistency::All)
+            });
+            self.drain(at)?;
             self.run(None)?;
             let Some(result) = self.final_outcome.take() else {
                 return Err(format!("final read of {key:?} never completed"));
@@ -668,11 +786,15 @@ impl Sim {
                 );
             }
             // Read repair has run: every replica holds the same bytes.
+            let partition = partition_of(&key, PARTITIONS);
             let copies: BTreeSet<Option<&Vec<u8>>> = self
                 .ring
-                .preference_list_for_key(&key)
+                .preference_list(partition)
                 .iter()
-                .map(|id| self.nodes[id].store.get(&key))
+                .map(|id| {
+                    let shard = shard_of(partition, u32::from(self.shards[id])) as usize;
+                    self.nodes[id].stores[shard].get(&key)
+                })
                 .collect();
             check!(
                 copies.len() == 1,
@@ -697,7 +819,6 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     let mut sim = Sim::new(seed);
     sim.run(Some(FAULT_PHASE))?;
     sim.final_checks()?;
-    let _ = sim.seed;
     Ok(sim.stats)
 }
 
@@ -723,6 +844,7 @@ fn simulated_clusters_keep_acknowledged_writes() {
                 total.writes_failed += s.writes_failed;
                 total.quorum_reads_checked += s.quorum_reads_checked;
                 total.chains_checked += s.chains_checked;
+                total.frames += s.frames;
             }
             Err(e) => panic!("seed {seed}: {e} (rerun with SIM_SEED={seed})"),
         }

@@ -1,9 +1,12 @@
-//! Requests between the shards of one node over glommio channel meshes.
+//! Messages between the shards of one node over glommio channel meshes.
 //!
-//! Two full meshes carry [`crate::mesh::frame`] frames: one for requests, one for replies. Each
-//! shard drains its reply channels in tasks that never send, so replies always make progress
-//! and two shards forwarding to each other cannot deadlock on full channels. Each request
-//! runs in its own task on the owning shard, so writes from many peers share one group commit.
+//! Three full meshes carry [`shoal_cluster::frame`] frames. Two carry [`message::ShardOp`]
+//! requests and their replies: each shard drains its reply channels in tasks that never
+//! send, so replies always make progress and two shards forwarding to each other cannot
+//! deadlock on full channels, and each request runs in its own task on the owning shard, so
+//! writes from many shards share one group commit. The third carries the cluster protocol's
+//! frames one way, from one shard's endpoint to another's ([`Mesh::post`]); its receivers go
+//! to the cluster driver ([`MeshReceivers::take_cluster`]).
 //!
 //! A frame's checksum is verified before `rkyv::access` validates the archive; a frame that
 //! fails either is dropped with an error log (the caller's pending reply then fails when the
@@ -12,10 +15,12 @@
 //! rarer operations are deserialized first.
 
 pub mod apply;
-pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod message;
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -23,9 +28,10 @@ use std::task::{Context, Poll, Waker};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::shared_channel::ConnectedReceiver;
+use glommio::{GlommioError, ResourceType};
 use rkyv::rancor;
+use shoal_cluster::frame::{self, FrameBuf, FrameError, PAYLOAD_LEN_MAX};
 
-use self::frame::{FrameBuf, FrameError};
 use crate::mesh::message::{ArchivedShardOp, ArchivedShardReply, ShardOp, ShardReply};
 use crate::shard::Shard;
 use crate::u64map::U64Map;
@@ -33,7 +39,30 @@ use crate::u64map::U64Map;
 /// Frames in flight per direction between two shards before a sender waits.
 pub const MESH_CHANNEL_FRAMES: usize = 1024;
 
+const _: () = assert!(
+    PAYLOAD_LEN_MAX >= shoal_engine::types::VALUE_LEN_MAX * 2,
+    "a frame holds the largest value with room for its metadata"
+);
+
 pub type MeshFrames = MeshBuilder<FrameBuf, Full>;
+
+/// The node's meshes, built once and joined by every shard.
+#[derive(Clone)]
+pub struct MeshBuilders {
+    requests: MeshFrames,
+    replies: MeshFrames,
+    cluster: MeshFrames,
+}
+
+impl MeshBuilders {
+    pub fn new(shards: usize) -> MeshBuilders {
+        MeshBuilders {
+            requests: MeshFrames::full(shards, MESH_CHANNEL_FRAMES),
+            replies: MeshFrames::full(shards, MESH_CHANNEL_FRAMES),
+            cluster: MeshFrames::full(shards, MESH_CHANNEL_FRAMES),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -63,38 +92,94 @@ pub struct Mesh {
     me: usize,
     requests: Senders<FrameBuf>,
     replies: Senders<FrameBuf>,
+    cluster: Senders<FrameBuf>,
     pending: RefCell<Pending>,
     next_id: Cell<u64>,
+    /// Per shard, cluster frames waiting for room in its channel, oldest first; a task
+    /// drains a non-empty backlog.
+    backlog: RefCell<Vec<VecDeque<FrameBuf>>>,
 }
 
 impl Mesh {
-    /// Joins both meshes (every shard must) and returns this shard's end and its id.
-    pub async fn join(
-        requests: MeshFrames,
-        replies: MeshFrames,
-    ) -> Result<(Mesh, MeshReceivers), MeshError> {
-        let (req_tx, mut req_rx) = requests.join().await.map_err(|_| MeshError::Closed(0))?;
-        let (rep_tx, mut rep_rx) = replies.join().await.map_err(|_| MeshError::Closed(0))?;
+    /// Joins the meshes (every shard must) and returns this shard's end and its receivers.
+    pub async fn join(builders: MeshBuilders) -> Result<(Mesh, MeshReceivers), MeshError> {
+        let (req_tx, mut req_rx) = builders
+            .requests
+            .join()
+            .await
+            .map_err(|_| MeshError::Closed(0))?;
+        let (rep_tx, mut rep_rx) = builders
+            .replies
+            .join()
+            .await
+            .map_err(|_| MeshError::Closed(0))?;
+        let (cl_tx, mut cl_rx) = builders
+            .cluster
+            .join()
+            .await
+            .map_err(|_| MeshError::Closed(0))?;
         let me = req_tx.peer_id();
-        debug_assert_eq!(
-            me,
-            rep_tx.peer_id(),
-            "both meshes are joined in the same order"
-        );
+        debug_assert_eq!(me, rep_tx.peer_id(), "meshes are joined in the same order");
+        debug_assert_eq!(me, cl_tx.peer_id(), "meshes are joined in the same order");
         let receivers = MeshReceivers {
             requests: req_rx.streams(),
             replies: rep_rx.streams(),
+            cluster: cl_rx.streams(),
         };
+        let shards = req_tx.nr_consumers();
         Ok((
             Mesh {
                 me,
                 requests: req_tx,
                 replies: rep_tx,
+                cluster: cl_tx,
                 pending: RefCell::new(Pending::default()),
                 next_id: Cell::new(1),
+                backlog: RefCell::new(vec![VecDeque::new(); shards]),
             },
             receivers,
         ))
+    }
+
+    /// Posts a cluster frame to shard `to` without waiting: a full channel keeps it in a
+    /// backlog that a task feeds in order as room appears. Frames to a shard that has stopped
+    /// are dropped (the node is stopping).
+    pub fn post(self: &Rc<Self>, to: usize, frame: FrameBuf) {
+        debug_assert_ne!(to, self.me, "a shard's own frames stay in its endpoint");
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog[to].is_empty() {
+            match self.cluster.try_send_to(to, frame) {
+                Ok(()) => return,
+                Err(GlommioError::WouldBlock(ResourceType::Channel(frame))) => {
+                    backlog[to].push_back(frame);
+                }
+                Err(_) => {
+                    tracing::debug!(to, "cluster frame to a stopped shard dropped");
+                    return;
+                }
+            }
+            let mesh = Rc::clone(self);
+            glommio::spawn_local(async move { mesh.feed_backlog(to).await }).detach();
+        } else {
+            backlog[to].push_back(frame);
+        }
+    }
+
+    async fn feed_backlog(&self, to: usize) {
+        loop {
+            let Some(frame) = self.backlog.borrow_mut()[to].pop_front() else {
+                return;
+            };
+            if self.cluster.send_to(to, frame).await.is_err() {
+                let dropped = std::mem::take(&mut self.backlog.borrow_mut()[to]);
+                tracing::debug!(
+                    to,
+                    frames = dropped.len() + 1,
+                    "cluster frames to a stopped shard dropped"
+                );
+                return;
+            }
+        }
     }
 
     /// This shard's position in the mesh: its shard number.
@@ -155,8 +240,8 @@ impl Mesh {
     }
 }
 
-/// Archives `value` into a sealed frame with request id `id` (the mesh's and the peer transport's encoding).
-pub fn encode<T>(id: u64, value: &T) -> Result<FrameBuf, MeshError>
+/// Archives a shard operation or reply into a sealed frame with request id `id`.
+fn encode<T>(id: u64, value: &T) -> Result<FrameBuf, MeshError>
 where
     T: for<'a> rkyv::Serialize<
             rkyv::api::high::HighSerializer<
@@ -166,11 +251,7 @@ where
             >,
         >,
 {
-    let buf = frame::start(64);
-    let mut buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf)
-        .map_err(|e| MeshError::Encoding(e.to_string()))?;
-    frame::seal(&mut buf, id)?;
-    Ok(buf)
+    Ok(frame::encode(id, value)?)
 }
 
 /// A reply on its way back.
@@ -206,10 +287,18 @@ impl Drop for PendingReply {
     }
 }
 
-/// The receiving ends, consumed by [`serve`].
+/// The receiving ends, consumed by [`serve`] and the cluster driver.
 pub struct MeshReceivers {
     requests: Vec<(usize, ConnectedReceiver<FrameBuf>)>,
     replies: Vec<(usize, ConnectedReceiver<FrameBuf>)>,
+    cluster: Vec<(usize, ConnectedReceiver<FrameBuf>)>,
+}
+
+impl MeshReceivers {
+    /// The receivers of cluster frames from the other shards (empty after the first call).
+    pub fn take_cluster(&mut self) -> Vec<(usize, ConnectedReceiver<FrameBuf>)> {
+        std::mem::take(&mut self.cluster)
+    }
 }
 
 /// Spawns this shard's mesh tasks: one per peer serving its requests, one per peer taking its

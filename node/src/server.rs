@@ -30,8 +30,7 @@ use crate::cluster::driver::{self, Driver};
 use crate::cluster::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
 use crate::config::{self, ClusterConfig, Config, Fsync, Sched};
 use crate::front::ctx::Ctx;
-use crate::mesh::frame::PAYLOAD_LEN_MAX;
-use crate::mesh::{MESH_CHANNEL_FRAMES, Mesh, MeshError, MeshFrames};
+use crate::mesh::{Mesh, MeshBuilders, MeshError};
 use crate::shard::shutdown::Shutdown;
 use crate::shard::store::Store;
 use crate::shard::{OPS_SAMPLE_PERIOD, Shard};
@@ -120,8 +119,7 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
     } else {
         PoolPlacement::Unbound(n)
     };
-    let requests = MeshFrames::full(n, MESH_CHANNEL_FRAMES);
-    let replies = MeshFrames::full(n, MESH_CHANNEL_FRAMES);
+    let meshes = MeshBuilders::new(n);
     let config = Arc::new(config);
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("shoal-shard")
@@ -130,7 +128,7 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
             if let Err(e) = sched::set_current(config.sched) {
                 tracing::warn!(error = %e, sched = config.sched.as_str(), "cannot set the executor's scheduling policy; keeping the inherited one");
             }
-            let result = shard_main(&config, requests, replies, &shared).await;
+            let result = shard_main(&config, meshes, &shared).await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, "shard failed; stopping the node");
                 shared.stop.store(true, Ordering::Release);
@@ -272,11 +270,10 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 
 async fn shard_main(
     config: &Config,
-    requests: MeshFrames,
-    replies: MeshFrames,
+    meshes: MeshBuilders,
     shared: &Shared,
 ) -> Result<(), ServerError> {
-    let (mesh, receivers) = Mesh::join(requests, replies).await?;
+    let (mesh, mut receivers) = Mesh::join(meshes).await?;
     let id = mesh.me();
     let io = |source| ServerError::Io { shard: id, source };
     let dir = config.shard_dir(id);
@@ -308,20 +305,23 @@ async fn shard_main(
         .detach();
     let shard = Rc::new(Shard::new(
         id,
-        config.cluster.as_ref().map(|c| c.me),
         config.shards,
         config.partitions,
         Store::new(db.clone(), clock.clone()),
     ));
     let mesh = Rc::new(mesh);
-    crate::mesh::serve(&mesh, &shard, receivers);
     let shutdown = Rc::new(Shutdown::default());
     let driver = match &config.cluster {
         Some(cluster) => {
-            Some(start_cluster(cluster, config.partitions, &shard, &mesh, &shutdown).await?)
+            let started = start_cluster(cluster, config.partitions, &shard, &mesh, &shutdown);
+            Some(started.await?)
         }
         None => None,
     };
+    if let Some(driver) = &driver {
+        driver.serve_mesh(receivers.take_cluster());
+    }
+    crate::mesh::serve(&mesh, &shard, receivers);
     let ctx = Rc::new(Ctx {
         shard: Rc::clone(&shard),
         mesh,
@@ -423,7 +423,7 @@ async fn start_cluster(
     let stop = Rc::clone(shutdown);
     glommio::spawn_local(peer::serve(
         listener,
-        PAYLOAD_LEN_MAX,
+        shoal_cluster::frame::PAYLOAD_LEN_MAX,
         on_frame,
         async move { stop.wait().await },
     ))

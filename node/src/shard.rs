@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use shoal_cluster::NodeId;
 use shoal_cluster::partition::partition_of;
 use shoal_cluster::ring::shard_of;
 use shoal_engine::fs::DmaFs;
@@ -36,15 +35,6 @@ pub struct Counters {
     pub errors: Cell<u64>,
     pub forwarded: Cell<u64>,
     pub served_for_peers: Cell<u64>,
-    /// Cluster mode: client reads and writes this shard coordinated, how many failed for
-    /// want of replicas or time, replica requests served for other nodes, and replica
-    /// messages that could not be sent.
-    pub cluster_reads: Cell<u64>,
-    pub cluster_writes: Cell<u64>,
-    pub unavailable: Cell<u64>,
-    pub timeouts: Cell<u64>,
-    pub replica_requests: Cell<u64>,
-    pub replica_send_failures: Cell<u64>,
     latency_us: RefCell<Histogram<u64>>,
     ops_samples: RefCell<VecDeque<u64>>,
 }
@@ -62,12 +52,6 @@ impl Counters {
             errors: Cell::new(0),
             forwarded: Cell::new(0),
             served_for_peers: Cell::new(0),
-            cluster_reads: Cell::new(0),
-            cluster_writes: Cell::new(0),
-            unavailable: Cell::new(0),
-            timeouts: Cell::new(0),
-            replica_requests: Cell::new(0),
-            replica_send_failures: Cell::new(0),
             latency_us: RefCell::new(latency),
             ops_samples: RefCell::new(VecDeque::with_capacity(OPS_SAMPLES + 1)),
         }
@@ -148,6 +132,9 @@ pub struct ShardStats {
     pub pending_compaction_bytes: u64,
     pub delayed_writes: u64,
     pub stopped_writes: u64,
+    /// Cluster mode: client reads and writes this shard coordinated, how many failed for
+    /// want of replicas or time, replica requests served for other shards and nodes, and
+    /// replica requests that could not be sent.
     pub cluster_reads: u64,
     pub cluster_writes: u64,
     pub unavailable: u64,
@@ -156,33 +143,35 @@ pub struct ShardStats {
     pub replica_send_failures: u64,
 }
 
+/// Adds to a shard's statistics what a layer above the shard counts (the cluster driver),
+/// without the shard depending on that layer.
+pub type StatsSource = Box<dyn Fn(&mut ShardStats)>;
+
 pub struct Shard {
     pub id: usize,
-    /// This node's id in its cluster; `None` when standalone.
-    pub node: Option<NodeId>,
     pub shards: usize,
     pub partitions: u32,
     pub store: Store<DmaFs>,
     pub counters: Counters,
+    stats_source: RefCell<Option<StatsSource>>,
 }
 
 impl Shard {
-    pub fn new(
-        id: usize,
-        node: Option<NodeId>,
-        shards: usize,
-        partitions: u32,
-        store: Store<DmaFs>,
-    ) -> Shard {
+    pub fn new(id: usize, shards: usize, partitions: u32, store: Store<DmaFs>) -> Shard {
         debug_assert!(id < shards);
         Shard {
             id,
-            node,
             shards,
             partitions,
             store,
             counters: Counters::new(),
+            stats_source: RefCell::new(None),
         }
+    }
+
+    /// Sets the source of the statistics this shard does not count itself.
+    pub fn set_stats_source(&self, source: StatsSource) {
+        *self.stats_source.borrow_mut() = Some(source);
     }
 
     /// The shard that owns `key`.
@@ -198,7 +187,7 @@ impl Shard {
             .levels
             .iter()
             .fold((0, 0), |(t, b), l| (t + l.tables, b + l.bytes));
-        ShardStats {
+        let mut stats = ShardStats {
             shard: self.id as u32,
             partitions: (0..self.partitions)
                 .filter(|p| shard_of(*p, self.shards as u32) as usize == self.id)
@@ -237,13 +226,12 @@ impl Shard {
             pending_compaction_bytes: e.pending_compaction_bytes,
             delayed_writes: e.delayed_writes,
             stopped_writes: e.stopped_writes,
-            cluster_reads: c.cluster_reads.get(),
-            cluster_writes: c.cluster_writes.get(),
-            unavailable: c.unavailable.get(),
-            timeouts: c.timeouts.get(),
-            replica_requests: c.replica_requests.get(),
-            replica_send_failures: c.replica_send_failures.get(),
+            ..ShardStats::default()
+        };
+        if let Some(source) = &*self.stats_source.borrow() {
+            source(&mut stats);
         }
+        stats
     }
 }
 

@@ -1,4 +1,4 @@
-//! Fuzz target: see `shoal_node::mesh::frame::fuzz::frame_stream`.
+//! Fuzz target: see `shoal_node::mesh::fuzz::frame_stream`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| shoal_node::mesh::frame::fuzz::frame_stream(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shoal_node::mesh::fuzz::frame_stream(data));

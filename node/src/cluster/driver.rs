@@ -1,58 +1,49 @@
-//! The node's side of the cluster: drives one sans-IO [`Coordinator`] per shard, and serves
-//! replica requests against the shard's store.
+//! The glue around one shard's [`Endpoint`] (the cluster protocol, in `shoal_cluster`): it
+//! hands the endpoint what arrives and carries out what it asks for.
 //!
-//! The shard that receives a client request coordinates it. It asks the key's replicas (the
-//! ring's preference list, this node first when it is one, then nodes the transport
-//! believes up) and answers the client when the coordinator says so. A message to a replica
-//! takes one of three paths:
+//! - In: client requests from this shard's connections ([`Driver::read`], [`Driver::write`]),
+//!   frames from the other shards of this node (the mesh's cluster channel) and from other
+//!   nodes (the peer transport), frames the transport could not deliver, completions of the
+//!   storage operations it ran, and the time (a ticker every [`TICK`]).
+//! - Out: frames to other shards ([`Mesh::post`]) and nodes ([`Peers::send`]), reads and
+//!   durable writes of the shard's store (each in its own task, so writes from many requests
+//!   share one group commit), and outcomes for the clients waiting on [`Pending`] futures.
 //!
-//! - this node, this shard owns the key's partition: served in a local task;
-//! - this node, another shard owns it: a [`ShardOp::Replica`] over the shard mesh;
-//! - another node: a [`PeerMessage`] frame to the owning shard's peer port. The replica
-//!   answers with a message back to the sending node and shard (`from`, `from_shard`).
-//!
-//! A message that cannot be sent (peer down, queue full) counts as that replica answering
-//! `Failed` at once, so a write moves on to the next replica and a read that cannot reach R
-//! replicas fails fast with `-UNAVAILABLE` instead of waiting for its deadline. A message
-//! lost in flight is only noticed at the request's deadline (`-TIMEOUT`).
-//!
-//! Everything runs on the shard's own executor: the coordinator and the waiting clients sit
-//! in `RefCell`s that are never borrowed across an await.
+//! Everything runs on the shard's own executor: the endpoint and the waiting clients sit in
+//! `RefCell`s that are never borrowed across an await.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use rkyv::rancor;
+use glommio::channels::shared_channel::ConnectedReceiver;
 use shoal_cluster::NodeId;
 use shoal_cluster::consistency::Consistency;
-use shoal_cluster::coordinator::{Coordinator, Failure, Outcome, Transmit, Written};
-use shoal_cluster::dvv::{DvvSet, SIBLINGS_MAX, SIBLINGS_WARN};
-use shoal_cluster::message::{Reply, ReqId, Request, WriteContext};
-use shoal_cluster::partition::partition_of;
-use shoal_cluster::replica;
-use shoal_cluster::ring::{Ring, shard_of};
-use shoal_engine::fs::FileSystem;
+use shoal_cluster::coordinator::{Failure, Outcome, Written};
+use shoal_cluster::dvv::{DvvSet, SIBLINGS_MAX};
+use shoal_cluster::endpoint::{
+    self, Address, Completion, Endpoint, Event, StorageAction, StorageOp, Transmit,
+};
+use shoal_cluster::frame::FrameBuf;
+use shoal_cluster::message::{ReqId, WriteContext};
+use shoal_cluster::ring::Ring;
 
 use crate::cluster::peer::{Inbound, Peers};
 use crate::config::ClusterConfig;
-use crate::mesh::frame::FrameBuf;
-use crate::mesh::message::{
-    ArchivedPeerMessage, PeerBody, PeerMessage, ReplicaReply, ReplicaRequest, ShardOp, ShardReply,
-};
-use crate::mesh::{Mesh, encode};
-use crate::shard::store::{Store, Value};
-use crate::shard::{Counters, Shard};
+use crate::mesh::Mesh;
+use crate::shard::store::Value;
+use crate::shard::{Shard, ShardStats};
+use crate::u64map::U64Map;
 
-/// How often a shard fires the coordinator's expired deadlines: a request fails at most
-/// this long after its timeout, which is small next to any sensible timeout.
+/// How often a shard fires the endpoint's expired deadlines: a request fails at most this
+/// long after its timeout, which is small next to any sensible timeout.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// A client request's answer, once the coordinator has one.
+/// A client request's answer, once the endpoint has one.
 #[derive(Default)]
 struct Waiter {
     outcome: Option<Outcome>,
@@ -61,15 +52,12 @@ struct Waiter {
 
 /// One shard's cluster driver.
 pub struct Driver {
-    me: NodeId,
+    endpoint: RefCell<Endpoint>,
     shard: Rc<Shard>,
     mesh: Rc<Mesh>,
     peers: Rc<Peers>,
-    ring: Ring,
     config: ClusterConfig,
-    coordinator: RefCell<Coordinator>,
-    waiters: RefCell<HashMap<ReqId, Waiter>>,
-    next_req: Cell<ReqId>,
+    waiters: RefCell<U64Map<Waiter>>,
     epoch: Instant,
 }
 
@@ -81,22 +69,37 @@ impl Driver {
         mesh: Rc<Mesh>,
         peers: Rc<Peers>,
     ) -> Rc<Driver> {
-        let driver = Rc::new(Driver {
+        let shards: BTreeMap<NodeId, u16> = config
+            .members
+            .iter()
+            .map(|m| (m.id, m.shards as u16))
+            .collect();
+        let endpoint = Endpoint::new(endpoint::Config {
             me: config.me,
-            shard,
+            shard: shard.id as u16,
+            ring,
+            shards,
+            timeout: config.timeout,
+        });
+        let driver = Rc::new(Driver {
+            endpoint: RefCell::new(endpoint),
+            shard: Rc::clone(&shard),
             mesh,
             peers: Rc::clone(&peers),
-            ring,
             config,
-            coordinator: RefCell::new(Coordinator::new()),
-            waiters: RefCell::new(HashMap::new()),
-            next_req: Cell::new(1),
+            waiters: RefCell::new(U64Map::default()),
             epoch: Instant::now(),
         });
         let weak = Rc::downgrade(&driver);
-        peers.on_dropped(Rc::new(move |node, frame| {
+        peers.on_dropped(Rc::new(move |node, shard, frame| {
             if let Some(driver) = weak.upgrade() {
-                driver.dropped(node, frame);
+                driver.undeliverable(Address { node, shard }, frame);
+            }
+        }));
+        let weak = Rc::downgrade(&driver);
+        shard.set_stats_source(Box::new(move |stats| {
+            if let Some(driver) = weak.upgrade() {
+                driver.add_stats(stats);
             }
         }));
         driver
@@ -106,21 +109,14 @@ impl Driver {
         &self.config
     }
 
-    pub fn ring(&self) -> &Ring {
-        &self.ring
-    }
-
-    pub fn peers(&self) -> &Peers {
-        &self.peers
+    /// Whether this shard believes `node` is up.
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.endpoint.borrow().is_up(node)
     }
 
     /// Client requests in progress (reads finishing their repair included).
     pub fn in_flight(&self) -> usize {
-        self.coordinator.borrow().in_flight()
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.shard.counters
+        self.endpoint.borrow().in_flight()
     }
 
     fn now(&self) -> Duration {
@@ -130,15 +126,9 @@ impl Driver {
     /// Starts a read of `key` from R replicas; the returned future yields the merged versions
     /// (`None`: no replica has the key). Requests started before awaiting run together.
     pub fn read(self: &Rc<Self>, key: &[u8], r: Consistency) -> Pending {
-        let req_id = self.register();
-        let replicas = self.replicas(key);
-        Counters::add(&self.counters().cluster_reads, 1);
-        let (now, timeout) = (self.now(), self.config.timeout);
-        self.coordinator
-            .borrow_mut()
-            .get(now, req_id, key.to_vec(), &replicas, r, timeout);
-        self.pump();
-        self.pending(req_id)
+        let now = self.now();
+        let req_id = self.endpoint.borrow_mut().read(now, key, r);
+        self.started(req_id)
     }
 
     /// Starts a write of `value` (`None`: delete) superseding `context`, acknowledged by W
@@ -150,267 +140,172 @@ impl Driver {
         context: WriteContext,
         w: Consistency,
     ) -> Pending {
-        let req_id = self.register();
-        let replicas = self.replicas(key);
-        Counters::add(&self.counters().cluster_writes, 1);
-        let (now, timeout) = (self.now(), self.config.timeout);
-        self.coordinator.borrow_mut().put(
-            now,
-            req_id,
-            key.to_vec(),
-            value,
-            context,
-            &replicas,
-            w,
-            timeout,
-        );
-        self.pump();
-        self.pending(req_id)
-    }
-
-    /// Fires expired deadlines; called every [`TICK`].
-    pub fn tick(self: &Rc<Self>) {
         let now = self.now();
-        self.coordinator.borrow_mut().handle_timeout(now);
+        let req_id = self
+            .endpoint
+            .borrow_mut()
+            .write(now, key, value, context, w);
+        self.started(req_id)
+    }
+
+    /// Registers the waiter of a request the endpoint just started, then carries out what
+    /// the endpoint asked for (which may already have finished the request).
+    fn started(self: &Rc<Self>, req_id: ReqId) -> Pending {
+        let previous = self.waiters.borrow_mut().insert(req_id, Waiter::default());
+        debug_assert!(previous.is_none(), "request ids are not reused");
         self.pump();
-    }
-
-    /// A frame from another node's shard.
-    pub fn handle_inbound(self: &Rc<Self>, inbound: Inbound) {
-        let message = match decode_peer(inbound.payload()) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "undecodable peer message dropped");
-                return;
-            }
-        };
-        self.peers.heard_from(message.from);
-        let req_id = inbound.request_id();
-        match message.body {
-            PeerBody::Reply(reply) => self.on_reply(message.from, req_id, reply.into()),
-            PeerBody::Request(request) => {
-                Counters::add(&self.counters().replica_requests, 1);
-                let driver = Rc::clone(self);
-                glommio::spawn_local(async move {
-                    let reply = driver.serve_here(request).await;
-                    driver.send_reply(message.from, message.from_shard, req_id, reply);
-                })
-                .detach();
-            }
-        }
-    }
-
-    /// A message the transport accepted but could not deliver: for a request, the replica
-    /// counts as failed now (replies are the other coordinator's deadline's business).
-    fn dropped(self: &Rc<Self>, node: NodeId, frame: &FrameBuf) {
-        let Ok((req_id, payload)) = crate::mesh::frame::open(frame) else {
-            return;
-        };
-        if let Ok(PeerMessage {
-            body: PeerBody::Request(_),
-            ..
-        }) = decode_peer(payload)
-        {
-            Counters::add(&self.counters().replica_send_failures, 1);
-            self.on_reply(node, req_id, Reply::Failed);
-        }
-    }
-
-    /// The key's replicas in the order the coordinator should try them: this node first (a
-    /// write is then minted without a network hop), then the reachable ones.
-    fn replicas(&self, key: &[u8]) -> Vec<NodeId> {
-        let list = self.ring.preference_list_for_key(key);
-        let mut ordered = Vec::with_capacity(list.len());
-        if list.contains(&self.me) {
-            ordered.push(self.me);
-        }
-        let others = || list.iter().copied().filter(|&n| n != self.me);
-        ordered.extend(others().filter(|&n| self.peers.is_up(n)));
-        ordered.extend(others().filter(|&n| !self.peers.is_up(n)));
-        ordered
-    }
-
-    fn register(&self) -> ReqId {
-        let id = self.next_req.get();
-        self.next_req.set(id + 1);
-        self.waiters.borrow_mut().insert(id, Waiter::default());
-        id
-    }
-
-    fn pending(self: &Rc<Self>, req_id: ReqId) -> Pending {
         Pending {
             driver: Rc::clone(self),
             req_id,
         }
     }
 
-    fn on_reply(self: &Rc<Self>, from: NodeId, req_id: ReqId, reply: Reply) {
-        self.coordinator
-            .borrow_mut()
-            .handle_reply(from, req_id, reply);
+    /// Fires expired deadlines; called every [`TICK`].
+    pub fn tick(self: &Rc<Self>) {
+        let now = self.now();
+        self.endpoint.borrow_mut().handle_timeout(now);
         self.pump();
     }
 
-    /// Sends everything the coordinator wants sent and hands finished requests to their
-    /// waiters. A send that fails at once is fed back as that replica's `Failed`, which may
-    /// make more to send.
-    fn pump(self: &Rc<Self>) {
-        let mut failed = Vec::new();
-        loop {
-            loop {
-                let next = self.coordinator.borrow_mut().poll_transmit();
-                let Some(t) = next else { break };
-                let (to, req_id) = (t.to, t.req_id);
-                if !self.dispatch(t) {
-                    failed.push((to, req_id));
-                }
-            }
-            if failed.is_empty() {
-                break;
-            }
-            Counters::add(&self.counters().replica_send_failures, failed.len() as u64);
-            let mut c = self.coordinator.borrow_mut();
-            for (to, req_id) in failed.drain(..) {
-                c.handle_reply(to, req_id, Reply::Failed);
-            }
-        }
-        loop {
-            let next = self.coordinator.borrow_mut().poll_result();
-            let Some(done) = next else { break };
-            if let Outcome::Read(Err(f)) | Outcome::Write(Err(f)) = &done.outcome {
-                let c = self.counters();
-                match f {
-                    Failure::Unavailable { .. } => Counters::add(&c.unavailable, 1),
-                    Failure::Timeout { .. } => Counters::add(&c.timeouts, 1),
-                }
-            }
-            let mut waiters = self.waiters.borrow_mut();
-            // No waiter: the client went away; the outcome is dropped.
-            if let Some(w) = waiters.get_mut(&done.req_id) {
-                w.outcome = Some(done.outcome);
-                if let Some(waker) = w.waker.take() {
-                    waker.wake();
-                }
-            }
-        }
+    /// A frame from another node's shard.
+    pub fn handle_inbound(self: &Rc<Self>, inbound: Inbound) {
+        self.handle_frame(inbound.frame());
     }
 
-    /// Starts delivering one message; false when it cannot be sent at all.
-    fn dispatch(self: &Rc<Self>, t: Transmit) -> bool {
-        let request = ReplicaRequest::from(t.request);
-        if t.to == self.me {
+    /// Feeds the frames other shards of this node post, until the node stops.
+    pub fn serve_mesh(self: &Rc<Self>, receivers: Vec<(usize, ConnectedReceiver<FrameBuf>)>) {
+        for (_, rx) in receivers {
             let driver = Rc::clone(self);
             glommio::spawn_local(async move {
-                let reply = driver.serve_here(request).await;
-                driver.on_reply(driver.me, t.req_id, reply.into());
+                while let Some(frame) = rx.recv().await {
+                    driver.handle_frame(&frame);
+                }
             })
             .detach();
-            return true;
-        }
-        let Some(member) = self.config.member(t.to) else {
-            return false;
-        };
-        let partition = partition_of(request.key(), self.ring.partitions());
-        let shard = shard_of(partition, member.shards as u32) as u16;
-        let message = PeerMessage {
-            from: self.me,
-            from_shard: self.shard.id as u16,
-            body: PeerBody::Request(request),
-        };
-        match encode(t.req_id, &message) {
-            Ok(frame) => self.peers.send(t.to, shard, frame).is_ok(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a replica request");
-                false
-            }
         }
     }
 
-    /// Serves a replica request on this node: here, or on the shard owning the key.
-    async fn serve_here(&self, request: ReplicaRequest) -> ReplicaReply {
-        let owner = self.shard.owner(request.key());
-        if owner == self.shard.id {
-            return serve_replica(&self.shard.store, self.me, request).await;
+    fn handle_frame(self: &Rc<Self>, frame: &[u8]) {
+        let now = self.now();
+        let handled = self.endpoint.borrow_mut().handle_frame(now, frame);
+        match handled {
+            Ok(from) => self.peers.heard_from(from),
+            Err(e) => tracing::warn!(error = %e, "undecodable cluster frame dropped"),
         }
-        Counters::add(&self.shard.counters.forwarded, 1);
-        match self.mesh.call(owner, &ShardOp::Replica(request)).await {
-            Ok(ShardReply::Replica(reply)) => reply,
-            Ok(other) => {
-                tracing::error!(?other, "unexpected reply to a replica request");
-                ReplicaReply::Failed
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "replica request to shard {owner} failed");
-                ReplicaReply::Failed
-            }
+        self.pump();
+    }
+
+    /// A frame the transport accepted but could not deliver.
+    fn undeliverable(self: &Rc<Self>, to: Address, frame: &[u8]) {
+        let now = self.now();
+        self.endpoint
+            .borrow_mut()
+            .handle_undeliverable(now, to, frame);
+        self.pump();
+    }
+
+    /// Carries out everything the endpoint asked for. A frame the transport refuses at once
+    /// goes back to the endpoint, which may then ask for more.
+    fn pump(self: &Rc<Self>) {
+        loop {
+            let next = self.endpoint.borrow_mut().poll_transmit();
+            let Some(transmit) = next else { break };
+            self.transmit(transmit);
+        }
+        loop {
+            let next = self.endpoint.borrow_mut().poll_storage();
+            let Some(op) = next else { break };
+            let driver = Rc::clone(self);
+            glommio::spawn_local(async move { driver.run_storage(op).await }).detach();
+        }
+        loop {
+            let next = self.endpoint.borrow_mut().poll_event();
+            let Some(event) = next else { break };
+            self.on_event(event);
         }
     }
 
-    fn send_reply(&self, to: NodeId, shard: u16, req_id: ReqId, reply: ReplicaReply) {
-        let message = PeerMessage {
-            from: self.me,
-            from_shard: self.shard.id as u16,
-            body: PeerBody::Reply(reply),
-        };
-        let sent = match encode(req_id, &message) {
-            Ok(frame) => self.peers.send(to, shard, frame).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = sent {
-            // The coordinator counts this replica as silent and decides at its deadline.
-            tracing::debug!(to, error = %e, "replica reply not sent");
+    fn transmit(self: &Rc<Self>, Transmit { to, frame }: Transmit) {
+        if to.node == self.config.me {
+            self.mesh.post(usize::from(to.shard), frame);
+            return;
+        }
+        if let Err(refused) = self.peers.send(to.node, to.shard, frame) {
+            tracing::debug!(to = to.node, error = %refused.error, "cluster frame refused by the transport");
+            let now = self.now();
+            self.endpoint
+                .borrow_mut()
+                .handle_undeliverable(now, to, &refused.frame);
         }
     }
-}
 
-/// Serves one replica request against `store` as replica `me`: reads the key's versions,
-/// applies the request, stores the result durably, and only then answers.
-pub async fn serve_replica<F: FileSystem>(
-    store: &Store<F>,
-    me: NodeId,
-    request: ReplicaRequest,
-) -> ReplicaReply {
-    let request = match request.into_request() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "replica request with a damaged context");
-            return ReplicaReply::Failed;
-        }
-    };
-    let served = match &request {
-        Request::Get { key } => store
-            .versions(key)
-            .await
-            .map(|stored| replica::handle(me, stored.as_ref().map(Value::bytes), &request).reply),
-        _ => {
-            store
-                .update_versions(request.key(), |stored| {
-                    let handled = replica::handle(me, stored, &request);
-                    if handled.siblings > SIBLINGS_WARN {
-                        tracing::warn!(
-                            key = %String::from_utf8_lossy(request.key()),
-                            siblings = handled.siblings,
-                            cap = SIBLINGS_MAX,
-                            "key has many siblings: writers are not passing contexts back"
-                        );
+    async fn run_storage(self: Rc<Self>, op: StorageOp) {
+        let store = &self.shard.store;
+        let now;
+        match op.action {
+            StorageAction::Read => {
+                let stored = store.versions(&op.key).await;
+                now = self.now();
+                let mut endpoint = self.endpoint.borrow_mut();
+                match &stored {
+                    Ok(value) => {
+                        let completion = Completion::Read(value.as_ref().map(Value::bytes));
+                        endpoint.handle_storage(now, op.token, completion);
                     }
-                    (handled.reply, handled.store)
-                })
-                .await
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica read failed");
+                        endpoint.handle_storage(now, op.token, Completion::Failed);
+                    }
+                }
+            }
+            StorageAction::Write(versions) => {
+                let written = store.write_versions(&op.key, &versions).await;
+                now = self.now();
+                let completion = match written {
+                    Ok(()) => Completion::Written,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica write failed");
+                        Completion::Failed
+                    }
+                };
+                self.endpoint
+                    .borrow_mut()
+                    .handle_storage(now, op.token, completion);
+            }
         }
-    };
-    match served {
-        Ok(reply) => reply.into(),
-        Err(e) => {
-            tracing::warn!(error = %e, "replica request failed");
-            ReplicaReply::Failed
+        self.pump();
+    }
+
+    fn on_event(&self, event: Event) {
+        match event {
+            Event::Completed { req_id, outcome } => {
+                let mut waiters = self.waiters.borrow_mut();
+                // No waiter: the client went away; the outcome is dropped.
+                if let Some(w) = waiters.get_mut(&req_id) {
+                    w.outcome = Some(outcome);
+                    if let Some(waker) = w.waker.take() {
+                        waker.wake();
+                    }
+                }
+            }
+            Event::ManySiblings { key, siblings } => tracing::warn!(
+                key = %String::from_utf8_lossy(&key),
+                siblings,
+                cap = SIBLINGS_MAX,
+                "key has many siblings: writers are not passing contexts back"
+            ),
         }
     }
-}
 
-fn decode_peer(payload: &[u8]) -> Result<PeerMessage, rancor::Error> {
-    let archived = rkyv::access::<ArchivedPeerMessage, rancor::Error>(payload)?;
-    rkyv::deserialize::<PeerMessage, rancor::Error>(archived)
+    fn add_stats(&self, stats: &mut ShardStats) {
+        let s = self.endpoint.borrow().stats();
+        stats.cluster_reads = s.reads;
+        stats.cluster_writes = s.writes;
+        stats.unavailable = s.unavailable;
+        stats.timeouts = s.timeouts;
+        stats.replica_requests = s.replica_requests;
+        stats.replica_send_failures = s.send_failures;
+    }
 }
 
 /// A client request in flight; resolves to its outcome. Dropping it abandons the answer,

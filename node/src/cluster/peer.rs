@@ -1,11 +1,11 @@
-//! The transport between Shoal nodes: sealed [`crate::mesh::frame`] frames over one-way TCP.
+//! The transport between Shoal nodes: sealed [`shoal_cluster::frame`] frames over one-way TCP.
 //!
 //! **Ports.** Shard `s` of a node listens on `base.port() + s` (see [`PeerAddr`]) with
 //! [`listen`] and reads what arrives with [`serve`].
 //!
 //! **Wire.** A connection carries frames in one direction only, back to back with nothing in
 //! between: `[len|version u32][crc32c u32][request id u64][payload]` as laid out in
-//! [`crate::mesh::frame`]. A shard's [`Peers`] keeps one outbound connection per (peer node, peer
+//! [`shoal_cluster::frame`]. A shard's [`Peers`] keeps one outbound connection per (peer node, peer
 //! shard) that it only writes; a shard reads only the connections it accepted. A reply is
 //! just another message, sent over the replier's own outbound connection (payloads name
 //! their sender), so the transport needs no request/reply correlation and never waits for an
@@ -53,7 +53,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use shoal_cluster::NodeId;
 
-use crate::mesh::frame::{Decoder, FrameBuf, HEADER_LEN};
+use shoal_cluster::frame::{Decoder, FrameBuf, HEADER_LEN};
 
 /// Connect timeout: a connect on a LAN takes well under a millisecond; one that has not
 /// finished in 500 ms is to a node as good as down for requests with ~1 s deadlines.
@@ -171,9 +171,17 @@ pub struct Peers {
     dropped_hook: RefCell<Option<DroppedHook>>,
 }
 
-/// Sees each frame that was queued for a node but dropped unsent because its connection
-/// failed.
-pub type DroppedHook = Rc<dyn Fn(NodeId, &FrameBuf)>;
+/// Sees each frame that was queued for a node's shard but dropped unsent because its
+/// connection failed.
+pub type DroppedHook = Rc<dyn Fn(NodeId, u16, &FrameBuf)>;
+
+/// A frame [`Peers::send`] refused, handed back with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Refused {
+    pub error: PeerError,
+    pub frame: FrameBuf,
+}
 
 struct State {
     members: HashMap<NodeId, PeerAddr>,
@@ -247,12 +255,7 @@ impl Peers {
     /// Queues a sealed frame for `shard` of `node`; never waits. Fails at once when the node
     /// or shard is unknown, the connection is in backoff after a failed connect or write, or
     /// its queue is full, so the caller can count the replica as failed immediately.
-    pub fn send(
-        self: &Rc<Self>,
-        node: NodeId,
-        shard: u16,
-        frame: FrameBuf,
-    ) -> Result<(), PeerError> {
+    pub fn send(self: &Rc<Self>, node: NodeId, shard: u16, frame: FrameBuf) -> Result<(), Refused> {
         let result = self.enqueue(node, shard, frame);
         if result.is_err() {
             self.state.borrow_mut().stats.frames_rejected += 1;
@@ -260,16 +263,15 @@ impl Peers {
         result
     }
 
-    fn enqueue(
-        self: &Rc<Self>,
-        node: NodeId,
-        shard: u16,
-        frame: FrameBuf,
-    ) -> Result<(), PeerError> {
-        let link = self.link(node, shard)?;
+    fn enqueue(self: &Rc<Self>, node: NodeId, shard: u16, frame: FrameBuf) -> Result<(), Refused> {
+        let link = match self.link(node, shard) {
+            Ok(link) => link,
+            Err(error) => return Err(Refused { error, frame }),
+        };
         match link.phase.get() {
             Phase::Backoff(until) if Instant::now() < until => {
-                return Err(PeerError::Backoff { node, shard });
+                let error = PeerError::Backoff { node, shard };
+                return Err(Refused { error, frame });
             }
             Phase::Idle | Phase::Backoff(_) => {
                 link.phase.set(Phase::Active);
@@ -288,7 +290,8 @@ impl Peers {
         if !queue.is_empty()
             && (queue.len() >= self.options.queue_frames || bytes > self.options.queue_bytes)
         {
-            return Err(PeerError::QueueFull { node, shard });
+            let error = PeerError::QueueFull { node, shard };
+            return Err(Refused { error, frame });
         }
         queue.push_back(frame);
         link.queued_bytes.set(bytes);
@@ -333,11 +336,11 @@ impl Peers {
         *self.dropped_hook.borrow_mut() = Some(hook);
     }
 
-    fn report_dropped(&self, node: NodeId, frames: VecDeque<FrameBuf>) {
+    fn report_dropped(&self, node: NodeId, shard: u16, frames: VecDeque<FrameBuf>) {
         let hook = self.dropped_hook.borrow().clone();
         if let Some(hook) = hook {
             for frame in &frames {
-                hook(node, frame);
+                hook(node, shard, frame);
             }
         }
     }
@@ -465,7 +468,7 @@ impl Peers {
             state.backed_off.insert(link.node, now);
             dropped
         };
-        self.report_dropped(link.node, dropped);
+        self.report_dropped(link.node, link.shard, dropped);
     }
 }
 
@@ -702,6 +705,11 @@ impl Inbound {
     /// The payload: 16-aligned and checksum-verified, ready for `rkyv::access`.
     pub fn payload(&self) -> &[u8] {
         &self.frame[HEADER_LEN..]
+    }
+
+    /// The whole frame, header included.
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
     }
 }
 

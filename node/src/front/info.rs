@@ -226,7 +226,7 @@ fn cluster(
         sum(|s| s.replica_send_failures),
     )?;
     for m in &c.members {
-        let up = m.id == c.me || d.peers().is_up(m.id);
+        let up = d.is_up(m.id);
         writeln!(
             out,
             "shoal_member_{}:peer={},weight={},rack={},dc={},up={}\r",

@@ -64,12 +64,6 @@ pub async fn apply(shard: &Shard, op: ShardOp) -> ShardReply {
             .map(|(keys, expires)| ShardReply::Counted { keys, expires }),
         ShardOp::Flush => store.flush().await.map(|()| ShardReply::Done),
         ShardOp::Stats => Ok(ShardReply::Stats(Box::new(shard.stats()))),
-        ShardOp::Replica(request) => Ok(match shard.node {
-            Some(me) => {
-                ShardReply::Replica(crate::cluster::driver::serve_replica(store, me, request).await)
-            }
-            None => ShardReply::Error("ERR this node is not a cluster member".to_owned()),
-        }),
     };
     reply(shard, result)
 }

@@ -198,30 +198,19 @@ impl<F: FileSystem> Store<F> {
         }
     }
 
-    /// Read-modify-write of `key`'s versions under its exclusive lock: `change` sees the
-    /// stored versions and returns its result and, if the key must change, the new versions,
-    /// which are durable (as the engine's durability says) when this returns.
-    pub async fn update_versions<R>(
-        &self,
-        key: &[u8],
-        change: impl FnOnce(Option<&[u8]>) -> (R, Option<Vec<u8>>),
-    ) -> Result<R> {
-        let _guard = self.locks.exclusive(vec![key_hash(key)]).await;
-        let stored = self.versions(key).await?;
-        let (result, new) = change(stored.as_ref().map(Value::bytes));
-        if let Some(versions) = new {
-            let mut batch = WriteBatch::new();
-            batch.put_entry(
-                engine_key(key),
-                Entry {
-                    kind: shoal_engine::ValueKind::Put,
-                    expires_at_ms: NO_EXPIRY,
-                    value: engine_value(FORMAT_VERSIONS, &versions),
-                },
-            );
-            self.db.write(batch).await?;
-        }
-        Ok(result)
+    /// Stores `versions` as `key`'s cluster versions, durably as the engine's durability
+    /// says when this returns. The cluster endpoint orders the writes of one key itself.
+    pub async fn write_versions(&self, key: &[u8], versions: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put_entry(
+            engine_key(key),
+            Entry {
+                kind: shoal_engine::ValueKind::Put,
+                expires_at_ms: NO_EXPIRY,
+                value: engine_value(FORMAT_VERSIONS, versions),
+            },
+        );
+        Ok(self.db.write(batch).await?)
     }
 
     /// Blind writes `(key, value, expires_at_ms)` as one atomic batch.

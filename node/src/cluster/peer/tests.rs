@@ -10,8 +10,8 @@ use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::*;
-use crate::mesh::frame::{self, FrameBuf};
 use crate::server::port::BIND_RETRY;
+use shoal_cluster::frame::{self, FrameBuf};
 
 /// How long any awaited condition may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
@@ -171,7 +171,7 @@ fn frames_arrive_in_order_on_every_shard() {
                     continue;
                 }
                 let payload = id.to_le_bytes().repeat(1 + (id % 7) as usize);
-                match a.send(2, s, frame_of(id, &payload)) {
+                match a.send(2, s, frame_of(id, &payload)).map_err(|r| r.error) {
                     Ok(()) => next[s as usize] += 1,
                     Err(PeerError::QueueFull { .. }) => {
                         glommio::executor().yield_task_queue_now().await
@@ -221,7 +221,7 @@ fn a_gone_listener_fails_sends_fast_and_delivery_resumes_when_it_returns() {
             .await
         );
         assert!(matches!(
-            a.send(2, 0, frame_of(0, b"refused")),
+            a.send(2, 0, frame_of(0, b"refused")).map_err(|r| r.error),
             Err(PeerError::Backoff { node: 2, shard: 0 })
         ));
         let stats = a.stats();
@@ -269,7 +269,7 @@ fn hearing_from_a_node_ends_the_backoff_of_its_links() {
             wait_until(|| {
                 id += 1;
                 matches!(
-                    a.send(2, 0, frame_of(id, b"refused")),
+                    a.send(2, 0, frame_of(id, b"refused")).map_err(|r| r.error),
                     Err(PeerError::Backoff { node: 2, shard: 0 })
                 )
             })
@@ -325,7 +325,7 @@ fn a_peer_that_never_reads_fails_sends_without_blocking() {
         assert!(
             wait_until(|| {
                 id += 1;
-                match a.send(2, 0, frame_of(id, &payload)) {
+                match a.send(2, 0, frame_of(id, &payload)).map_err(|r| r.error) {
                     Ok(()) => {}
                     Err(PeerError::QueueFull { .. }) => full += 1,
                     Err(PeerError::Backoff { .. }) => backoff += 1,
@@ -407,11 +407,11 @@ fn unknown_targets_and_removed_members() {
         let b = Receiver::start(2, free_base(2), 2);
         let a = Peers::new(1, vec![b.addr], PeerOptions::default());
         assert!(matches!(
-            a.send(3, 0, frame_of(1, b"")),
+            a.send(3, 0, frame_of(1, b"")).map_err(|r| r.error),
             Err(PeerError::UnknownNode(3))
         ));
         assert!(matches!(
-            a.send(2, 2, frame_of(1, b"")),
+            a.send(2, 2, frame_of(1, b"")).map_err(|r| r.error),
             Err(PeerError::UnknownShard { node: 2, shard: 2 })
         ));
         assert!(!a.is_up(3));
@@ -420,7 +420,7 @@ fn unknown_targets_and_removed_members() {
 
         a.set_members(vec![]);
         assert!(matches!(
-            a.send(2, 1, frame_of(2, b"")),
+            a.send(2, 1, frame_of(2, b"")).map_err(|r| r.error),
             Err(PeerError::UnknownNode(2))
         ));
         assert!(!a.is_up(2));
@@ -461,7 +461,7 @@ fn frames_dropped_unsent_reach_the_hook() {
         );
         let seen: Rc<RefCell<Vec<(NodeId, u64)>>> = Rc::default();
         let record = Rc::clone(&seen);
-        a.on_dropped(Rc::new(move |node, frame: &FrameBuf| {
+        a.on_dropped(Rc::new(move |node, _shard, frame: &FrameBuf| {
             let (id, _) = frame::open(frame).unwrap();
             record.borrow_mut().push((node, id));
         }));

@@ -1,4 +1,4 @@
-//! Entry point for fuzzing the frame stream reader (the `node/fuzz` crate, run with
+//! Entry point for fuzzing the frame stream reader and the messages frames carry (the `node/fuzz` crate, run with
 //! `cargo +nightly fuzz run frame_stream`), and for replaying inputs that once broke it as
 //! unit tests in stable `cargo test`. It takes arbitrary bytes and must not panic, hang or
 //! allocate more than one frame; what it asserts is below.
@@ -6,14 +6,17 @@
 //! Input: byte 0 picks the mode (bit 0) and seeds the chunk sizes (bits 1..8); the rest is
 //! - mode 0: the raw byte stream, as a peer would send it (damage, bad lengths, garbage);
 //! - mode 1: payloads `[len u16 le][bytes]...`, sealed into valid frames here, so that the
-//!   checksum lets arbitrary bytes through to `rkyv::access` of the node's messages.
+//!   checksum lets arbitrary bytes through to `rkyv::access` of the mesh's and the
+//!   cluster's messages.
 
 use rkyv::rancor;
 
-use super::{Decoder, FrameBuf, FrameError, HEADER_LEN, PAYLOAD_ALIGN, open, seal, start};
-use crate::mesh::message::{
-    ArchivedPeerMessage, ArchivedShardOp, ArchivedShardReply, PeerMessage, ShardOp, ShardReply,
+use shoal_cluster::frame::{
+    Decoder, FrameBuf, FrameError, HEADER_LEN, PAYLOAD_ALIGN, open, seal, start,
 };
+use shoal_cluster::message::{ArchivedEnvelope, Envelope};
+
+use crate::mesh::message::{ArchivedShardOp, ArchivedShardReply, ShardOp, ShardReply};
 
 /// Payload limit of the fuzzed decoder: above any mode-1 payload (`u16::MAX`), small enough
 /// that a header declaring a large frame does not slow the fuzzer down.
@@ -60,11 +63,11 @@ pub fn frame_stream(data: &[u8]) {
             let op = rkyv::deserialize::<ShardOp, rancor::Error>(op);
             assert!(op.is_ok(), "a validated ShardOp archive must deserialize");
         }
-        if let Ok(message) = rkyv::access::<ArchivedPeerMessage, rancor::Error>(payload) {
-            let message = rkyv::deserialize::<PeerMessage, rancor::Error>(message);
+        if let Ok(message) = rkyv::access::<ArchivedEnvelope, rancor::Error>(payload) {
+            let message = rkyv::deserialize::<Envelope, rancor::Error>(message);
             assert!(
                 message.is_ok(),
-                "a validated PeerMessage archive must deserialize"
+                "a validated cluster Envelope archive must deserialize"
             );
         }
         if let Ok(reply) = rkyv::access::<ArchivedShardReply, rancor::Error>(payload) {
@@ -132,8 +135,10 @@ fn splitmix(state: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::message::{PeerBody, PutEntry, ReplicaReply, ReplicaRequest};
+    use crate::mesh::message::PutEntry;
     use proptest::prelude::*;
+    use shoal_cluster::message::{Body, Reply, Request};
+    use shoal_cluster::vv::Dot;
 
     /// Mode-1 inputs carrying real archived messages: the fuzzer's seeds.
     fn seeds() -> Vec<Vec<u8>> {
@@ -160,21 +165,23 @@ mod tests {
             ShardReply::Error("boom".into()),
         ];
         let messages = [
-            PeerMessage {
+            Envelope {
                 from: 7,
                 from_shard: 1,
-                body: PeerBody::Request(ReplicaRequest::Update {
+                body: Body::Request(Request::Update {
                     key: b"k".to_vec(),
                     context: Some(vec![1, 2, 3]),
                     value: Some(b"v".to_vec()),
                 }),
             },
-            PeerMessage {
+            Envelope {
                 from: 9,
                 from_shard: 0,
-                body: PeerBody::Reply(ReplicaReply::Updated {
-                    actor: 9,
-                    counter: 3,
+                body: Body::Reply(Reply::Updated {
+                    dot: Dot {
+                        actor: 9,
+                        counter: 3,
+                    },
                     versions: vec![4, 5],
                 }),
             },
@@ -228,7 +235,7 @@ mod tests {
         let (stream, _) = seal_payloads(&seeds()[7][1..]);
         let (frames, _) = decode(&stream, &mut |left| left);
         let (_, payload) = open(&frames[0]).unwrap();
-        assert!(rkyv::access::<ArchivedPeerMessage, rancor::Error>(payload).is_ok());
+        assert!(rkyv::access::<ArchivedEnvelope, rancor::Error>(payload).is_ok());
     }
 
     #[test]

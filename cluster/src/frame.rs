@@ -1,4 +1,5 @@
-//! The message frame shared by the shard mesh and (later) the peer transport between nodes.
+//! The message frame: how Shoal cuts its messages out of a byte stream and checks them.
+//! Peer connections between nodes and the shard mesh inside a node carry the same frames.
 //!
 //! Layout (format version 1; integers little-endian):
 //!
@@ -19,9 +20,6 @@
 
 use rkyv::util::AlignedVec;
 
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz;
-
 /// Frame format version, in the top bits of the first header word. Never reuse a value.
 pub const FRAME_VERSION: u32 = 1;
 /// Header bytes before the payload: `len_version u32 + crc u32 + request_id u64`.
@@ -30,12 +28,16 @@ pub const HEADER_LEN: usize = 4 + 4 + 8;
 pub const PAYLOAD_ALIGN: usize = 16;
 const LEN_BITS: u32 = 28;
 const LEN_MASK: u32 = (1 << LEN_BITS) - 1;
-/// Largest payload: 256 MiB - 1, room for a 64 MiB engine value and its metadata.
+/// Largest payload: 256 MiB - 1, the most the length field holds; a node checks that its
+/// largest value and its metadata fit.
 pub const PAYLOAD_LEN_MAX: usize = LEN_MASK as usize;
 
 const _: () = assert!(HEADER_LEN % PAYLOAD_ALIGN == 0);
 const _: () = assert!(FRAME_VERSION < (1 << (32 - LEN_BITS)));
-const _: () = assert!(PAYLOAD_LEN_MAX >= shoal_engine::types::VALUE_LEN_MAX * 2);
+
+/// Payload bytes [`encode`] reserves up front: most messages (a key, a small value, versions)
+/// fit without the buffer growing.
+const ENCODE_CAPACITY: usize = 64;
 
 /// A frame being built or received: header and payload in one aligned buffer.
 pub type FrameBuf = AlignedVec<PAYLOAD_ALIGN>;
@@ -55,6 +57,8 @@ pub enum FrameError {
     TooLong(usize),
     #[error("payload is not aligned to {PAYLOAD_ALIGN} bytes")]
     Misaligned,
+    #[error("payload cannot be archived: {0}")]
+    Encoding(String),
 }
 
 /// A new buffer with room for the header; the payload is appended after it.
@@ -78,6 +82,24 @@ pub fn seal(buf: &mut FrameBuf, request_id: u64) -> Result<(), FrameError> {
     header[4..8].copy_from_slice(&crc.to_le_bytes());
     header[8..16].copy_from_slice(&id);
     Ok(())
+}
+
+/// Archives `value` into a sealed frame with request id `id`.
+pub fn encode<T>(id: u64, value: &T) -> Result<FrameBuf, FrameError>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                FrameBuf,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    let buf = start(ENCODE_CAPACITY);
+    let mut buf = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, buf)
+        .map_err(|e| FrameError::Encoding(e.to_string()))?;
+    seal(&mut buf, id)?;
+    Ok(buf)
 }
 
 /// Checks a whole frame and returns its request id and payload.
