@@ -260,13 +260,7 @@ impl Reactor {
                 let source =
                     self.new_source(raw, SourceType::Read(PollableStatus::Pollable, None), None);
                 self.sys.read_dma(&source, 0, alignment as usize);
-                let res = source.collect_rw().await;
-                if let Ok(0) = res {
-                    // Shoal patch: an empty/sparse file's read never reached the device, so it
-                    // says nothing about polling support: don't cache it.
-                    return false;
-                }
-                let iopoll = if let Err(err) = res {
+                let iopoll = if let Err(err) = source.collect_rw().await {
                     if let Some(libc::ENOTSUP) = err.raw_os_error() {
                         false
                     } else {
@@ -333,39 +327,24 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
+        let stats = StatsCollection {
+            fulfilled: Some(|result, stats, op_count| {
+                if let Ok(result) = result {
+                    stats.file_writes += op_count;
+                    stats.file_bytes_written += *result as u64 * op_count;
+                }
+            }),
+            reused: None,
+            latency: None,
+        };
 
         let source = self.new_source(
             raw,
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
-            Some(dma_write_stats()),
+            Some(stats),
         );
         self.sys.write_dma(&source, pos);
         source
-    }
-
-    /// Shoal patch: a DMA write and an fdatasync of the same file, queued as one io_uring link
-    /// chain (see `DmaFile::write_at_then_fdatasync`). Returns the write's source and the
-    /// sync's; no sync for a pollable write, which cannot be linked to one: the caller must
-    /// then sync once the write has completed.
-    pub(crate) fn write_dma_then_fdatasync(
-        &self,
-        raw: RawFd,
-        buf: DmaSource,
-        pos: u64,
-        pollable: PollableStatus,
-    ) -> (Source, Option<Source>) {
-        let write = self.new_source(
-            raw,
-            SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
-            Some(dma_write_stats()),
-        );
-        let sync = self.new_source(raw, SourceType::FdataSync, None);
-        if self.sys.write_dma_then_fdatasync(&write, pos, &sync) {
-            (write, Some(sync))
-        } else {
-            self.sys.write_dma(&write, pos);
-            (write, None)
-        }
     }
 
     pub(crate) fn copy_file_range(
@@ -916,19 +895,5 @@ impl Reactor {
 impl fmt::Debug for Reactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad("Reactor { .. }")
-    }
-}
-
-// Shoal patch: shared by `write_dma` and `write_dma_then_fdatasync`.
-fn dma_write_stats() -> StatsCollection {
-    StatsCollection {
-        fulfilled: Some(|result, stats, op_count| {
-            if let Ok(result) = result {
-                stats.file_writes += op_count;
-                stats.file_bytes_written += *result as u64 * op_count;
-            }
-        }),
-        reused: None,
-        latency: None,
     }
 }

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -452,25 +452,12 @@ fn transmute_error(res: io::Result<u32>) -> io::Result<usize> {
         })
 }
 
-/// Shoal patch: whether the source's queued/submitted/fulfilled timestamps are ever read. Only
-/// the latency statistics of an executor built with `record_io_latencies` read them, yet stock
-/// glommio read the clock at each of the three points for every source, and once per
-/// `submit_one_event` call even with nothing to submit: 5% of a busy shard's CPU was
-/// `clock_gettime`.
-fn records_latency(src: &InnerSource) -> bool {
-    src.stats_collection.is_some_and(|s| s.latency.is_some())
-}
-
 fn record_stats<Ring: UringCommon>(
     ring: &mut Ring,
     src: &mut InnerSource,
     res: &io::Result<usize>,
 ) {
-    // Shoal patch: read the clock only for a source whose latency is recorded (see
-    // `records_latency`); it was read for every completion.
-    if records_latency(src) {
-        src.wakers.fulfilled_at = Some(Instant::now());
-    }
+    src.wakers.fulfilled_at = Some(Instant::now());
     if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
         if let Some(handle) = src.task_queue {
@@ -516,6 +503,7 @@ fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
+    now: Instant,
 ) -> SmallVec<[UringDescriptor; 1]> {
     queue
         .drain(chain)
@@ -523,10 +511,7 @@ fn extract_one_chain(
             if op.user_data > 0 {
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
-                    // Shoal patch: see `records_latency`.
-                    if records_latency(&x) {
-                        x.wakers.submitted_at = Some(Instant::now());
-                    }
+                    x.wakers.submitted_at = Some(now);
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
                         EnqueuedStatus::Enqueued => {
@@ -652,7 +637,6 @@ pub(crate) trait UringCommon {
     fn submission_queue(&mut self) -> ReactorQueue;
     fn submit_sqes(&mut self) -> io::Result<usize>;
     fn waiting_kernel_submission(&self) -> usize;
-    #[allow(dead_code)] // Shoal: unused upstream too
     fn in_kernel(&self) -> usize;
     fn waiting_kernel_collection(&self) -> usize;
     fn needs_kernel_enter(&self) -> bool;
@@ -871,10 +855,11 @@ impl UringCommon for PollRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
+        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain);
+                let ops = extract_one_chain(source_map, queue, chain, now);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -919,14 +904,7 @@ impl SleepableRing {
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
         Ok(SleepableRing {
-            // Shoal patch: COOP_TASKRUN defers completion task_work to the executor's next
-            // kernel entry instead of interrupting it with an IPI per completion (a VM exit on
-            // virtual machines); TASKRUN_FLAG tells peeks when such work is pending.
-            ring: iou::IoUring::new_with_flags(
-                size as _,
-                iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
-                iou::SetupFeatures::empty(),
-            )?,
+            ring: iou::IoUring::new(size as _)?,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1209,10 +1187,11 @@ impl UringCommon for SleepableRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
+        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain);
+                let ops = extract_one_chain(source_map, queue, chain, now);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1410,7 +1389,17 @@ impl Reactor {
     }
 
     pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
-        let op = write_dma_op(source, pos);
+        let op = match &*source.source_type() {
+            SourceType::Write(
+                PollableStatus::NonPollable(DirectIo::Disabled),
+                IoBuffer::DmaSource(buf),
+            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
+                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
+                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            },
+            x => panic!("Unexpected source type for write: {:?}", x),
+        };
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
@@ -1547,45 +1536,6 @@ impl Reactor {
             op,
             &mut self.source_map.borrow_mut(),
         );
-    }
-
-    /// Shoal patch: queues the write with `IO_LINK` and the fdatasync right behind it, so the
-    /// kernel starts the flush the moment the write completes, from the write's completion,
-    /// rather than when the executor next polls its rings and runs the task that awaited the
-    /// write. A failed or short write cancels the sync (ECANCELED). Returns false, queuing
-    /// nothing, for a pollable write: it goes to the poll ring, which cannot run fdatasync.
-    pub(crate) fn write_dma_then_fdatasync(&self, write: &Source, pos: u64, sync: &Source) -> bool {
-        if !matches!(
-            &*write.source_type(),
-            SourceType::Write(PollableStatus::NonPollable(_), _)
-        ) {
-            return false;
-        }
-        let op = write_dma_op(write, pos);
-        let mut ring = self.main_ring.borrow_mut();
-        let mut source_map = self.source_map.borrow_mut();
-        let q = ring.submission_queue();
-        let mut queue = q.borrow_mut();
-        for (source, args, flags) in [
-            (write, op, SubmissionFlags::IO_LINK),
-            (sync, UringOpDescriptor::FDataSync, SubmissionFlags::empty()),
-        ] {
-            // Shoal patch: see `records_latency`.
-            {
-                let mut inner = source.inner.borrow_mut();
-                if records_latency(&inner) {
-                    inner.wakers.queued_at = Some(Instant::now());
-                }
-            }
-            let id = source_map.add_source(source, Rc::clone(&q));
-            queue.submissions.push_back(UringDescriptor {
-                args,
-                fd: source.raw(),
-                flags,
-                user_data: to_user_data(id),
-            });
-        }
-        true
     }
 
     pub(crate) fn fdatasync(&self, source: &Source) {
@@ -1910,14 +1860,10 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // Shoal patch: a full fence here pairs with the one senders issue in
-            // `SleepNotifier::notify` between publishing a message and reading
-            // `should_notify` (Dekker: each side stores, fences, then loads the other's flag).
-            // Stock glommio used `sys_membarrier(PRIVATE_EXPEDITED)` so that senders need
-            // no fence, but that interrupts every other CPU running the process each time
-            // an executor parks: on a VM each interrupt is an exit, and the syscall was 4%
-            // of a loaded server's CPU. Senders lock the flag's cache line with a CAS anyway.
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
+            // details. This translates to `sys_membarrier()` /
+            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
+            membarrier::heavy();
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
@@ -2045,34 +1991,13 @@ impl Reactor {
     }
 }
 
-// Shoal patch: shared by `write_dma` and `write_dma_then_fdatasync`.
-fn write_dma_op(source: &Source, pos: u64) -> UringOpDescriptor {
-    match &*source.source_type() {
-        SourceType::Write(
-            PollableStatus::NonPollable(DirectIo::Disabled),
-            IoBuffer::DmaSource(buf),
-        ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-        SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-            Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-            None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-        },
-        x => panic!("Unexpected source type for write: {:?}", x),
-    }
-}
-
 fn queue_request_into_ring(
     ring: &mut (impl UringCommon + ?Sized),
     source: &Source,
     descriptor: UringOpDescriptor,
     source_map: &mut SourceMap,
 ) {
-    // Shoal patch: see `records_latency`.
-    {
-        let mut inner = source.inner.borrow_mut();
-        if records_latency(&inner) {
-            inner.wakers.queued_at = Some(Instant::now());
-        }
-    }
+    source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
 
