@@ -37,7 +37,9 @@ static inline bool sq_ring_needs_enter(struct io_uring *ring, unsigned *flags)
 
 static inline bool cq_ring_needs_flush(struct io_uring *ring)
 {
-	return IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW;
+	/* Shoal patch: with COOP_TASKRUN, pending task_work (IORING_SQ_TASKRUN, 1U << 2) only
+	 * becomes completions on a kernel entry, so a peek that sees it must enter. */
+	return IO_URING_READ_ONCE(*ring->sq.kflags) & (IORING_SQ_CQ_OVERFLOW | (1U << 2));
 }
 
 static int __io_uring_peek_cqe(struct io_uring *ring,

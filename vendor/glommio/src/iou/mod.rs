@@ -92,6 +92,8 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        const COOP_TASKRUN = 1 << 8;  /* Shoal patch: no IPI per completion */
+        const TASKRUN_FLAG = 1 << 9;  /* Shoal patch: IORING_SQ_TASKRUN set when work is pending */
     }
 }
 

@@ -904,7 +904,14 @@ impl SleepableRing {
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            // Shoal patch: COOP_TASKRUN defers completion task_work to the executor's next
+            // kernel entry instead of interrupting it with an IPI per completion (a VM exit on
+            // virtual machines); TASKRUN_FLAG tells peeks when such work is pending.
+            ring: iou::IoUring::new_with_flags(
+                size as _,
+                iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+                iou::SetupFeatures::empty(),
+            )?,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
