@@ -260,7 +260,13 @@ impl Reactor {
                 let source =
                     self.new_source(raw, SourceType::Read(PollableStatus::Pollable, None), None);
                 self.sys.read_dma(&source, 0, alignment as usize);
-                let iopoll = if let Err(err) = source.collect_rw().await {
+                let res = source.collect_rw().await;
+                if let Ok(0) = res {
+                    // Shoal patch: an empty/sparse file's read never reached the device, so it
+                    // says nothing about polling support: don't cache it.
+                    return false;
+                }
+                let iopoll = if let Err(err) = res {
                     if let Some(libc::ENOTSUP) = err.raw_os_error() {
                         false
                     } else {

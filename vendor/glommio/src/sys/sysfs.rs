@@ -139,7 +139,12 @@ impl BlockDevice {
             max_sectors_size: max_sectors_kb << 10,
             max_segment_size,
             cache,
-            iopoll: None,
+            // Shoal patch: io_poll == 0 means this queue cannot poll; every polled read would
+            // fail with EOPNOTSUPP, so don't let a probe decide otherwise.
+            iopoll: match read_to_string(queue.join("io_poll")) {
+                Ok(v) if v.trim() == "0" => Some(false),
+                _ => None,
+            },
             subcomponents,
         }
     }
