@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // Shoal patch: orders the caller's message before the read of `should_notify`; pairs
+        // with the fence the sleeper issues after setting it (see `Reactor::sleep`'s patch
+        // note in `sys/uring.rs`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
