@@ -333,24 +333,39 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
-        let stats = StatsCollection {
-            fulfilled: Some(|result, stats, op_count| {
-                if let Ok(result) = result {
-                    stats.file_writes += op_count;
-                    stats.file_bytes_written += *result as u64 * op_count;
-                }
-            }),
-            reused: None,
-            latency: None,
-        };
 
         let source = self.new_source(
             raw,
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
-            Some(stats),
+            Some(dma_write_stats()),
         );
         self.sys.write_dma(&source, pos);
         source
+    }
+
+    /// Shoal patch: a DMA write and an fdatasync of the same file, queued as one io_uring link
+    /// chain (see `DmaFile::write_at_then_fdatasync`). Returns the write's source and the
+    /// sync's; no sync for a pollable write, which cannot be linked to one: the caller must
+    /// then sync once the write has completed.
+    pub(crate) fn write_dma_then_fdatasync(
+        &self,
+        raw: RawFd,
+        buf: DmaSource,
+        pos: u64,
+        pollable: PollableStatus,
+    ) -> (Source, Option<Source>) {
+        let write = self.new_source(
+            raw,
+            SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
+            Some(dma_write_stats()),
+        );
+        let sync = self.new_source(raw, SourceType::FdataSync, None);
+        if self.sys.write_dma_then_fdatasync(&write, pos, &sync) {
+            (write, Some(sync))
+        } else {
+            self.sys.write_dma(&write, pos);
+            (write, None)
+        }
     }
 
     pub(crate) fn copy_file_range(
@@ -901,5 +916,19 @@ impl Reactor {
 impl fmt::Debug for Reactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad("Reactor { .. }")
+    }
+}
+
+// Shoal patch: shared by `write_dma` and `write_dma_then_fdatasync`.
+fn dma_write_stats() -> StatsCollection {
+    StatsCollection {
+        fulfilled: Some(|result, stats, op_count| {
+            if let Ok(result) = result {
+                stats.file_writes += op_count;
+                stats.file_bytes_written += *result as u64 * op_count;
+            }
+        }),
+        reused: None,
+        latency: None,
     }
 }

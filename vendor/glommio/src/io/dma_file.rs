@@ -312,6 +312,42 @@ impl DmaFile {
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
 
+    /// Shoal patch: writes `buf` at `pos` like [`DmaFile::write_at`], then fdatasyncs the file
+    /// like [`DmaFile::fdatasync`], both submitted at once as one io_uring link chain: the
+    /// kernel starts the flush the moment the write completes, not when this task next runs.
+    /// Returns the write's future and the sync's; await the write first. The sync covers this
+    /// write and every write completed before it; a failed or short write cancels it, and it
+    /// then fails with ECANCELED. On a pollable device, whose poll ring cannot run fdatasync,
+    /// the sync is submitted only when its future is first polled.
+    pub fn write_at_then_fdatasync(
+        &self,
+        buf: DmaBuffer,
+        pos: u64,
+    ) -> (
+        impl std::future::Future<Output = Result<usize>> + '_,
+        impl std::future::Future<Output = Result<()>> + '_,
+    ) {
+        let (write, sync) = self.file.reactor.upgrade().unwrap().write_dma_then_fdatasync(
+            self.as_raw_fd(),
+            DmaSource::Owned(buf),
+            pos,
+            self.pollable,
+        );
+        let written = async move {
+            enhanced_try!(write.collect_rw().await, "Writing", self.file).map_err(Into::into)
+        };
+        let synced = async move {
+            match sync {
+                Some(sync) => {
+                    enhanced_try!(sync.collect_rw().await, "Syncing", self.file)?;
+                    Ok(())
+                }
+                None => self.fdatasync().await,
+            }
+        };
+        (written, synced)
+    }
+
     /// Equivalent to [`DmaFile::write_at`] except that the caller retains
     /// non-mutable ownership of the underlying buffer. This can be useful if
     /// you want to asynchronously process a page concurrently with writing it.

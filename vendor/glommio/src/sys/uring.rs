@@ -1408,17 +1408,7 @@ impl Reactor {
     }
 
     pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
-        let op = match &*source.source_type() {
-            SourceType::Write(
-                PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            },
-            x => panic!("Unexpected source type for write: {:?}", x),
-        };
+        let op = write_dma_op(source, pos);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
@@ -1555,6 +1545,45 @@ impl Reactor {
             op,
             &mut self.source_map.borrow_mut(),
         );
+    }
+
+    /// Shoal patch: queues the write with `IO_LINK` and the fdatasync right behind it, so the
+    /// kernel starts the flush the moment the write completes, from the write's completion,
+    /// rather than when the executor next polls its rings and runs the task that awaited the
+    /// write. A failed or short write cancels the sync (ECANCELED). Returns false, queuing
+    /// nothing, for a pollable write: it goes to the poll ring, which cannot run fdatasync.
+    pub(crate) fn write_dma_then_fdatasync(&self, write: &Source, pos: u64, sync: &Source) -> bool {
+        if !matches!(
+            &*write.source_type(),
+            SourceType::Write(PollableStatus::NonPollable(_), _)
+        ) {
+            return false;
+        }
+        let op = write_dma_op(write, pos);
+        let mut ring = self.main_ring.borrow_mut();
+        let mut source_map = self.source_map.borrow_mut();
+        let q = ring.submission_queue();
+        let mut queue = q.borrow_mut();
+        for (source, args, flags) in [
+            (write, op, SubmissionFlags::IO_LINK),
+            (sync, UringOpDescriptor::FDataSync, SubmissionFlags::empty()),
+        ] {
+            // Shoal patch: see `records_latency`.
+            {
+                let mut inner = source.inner.borrow_mut();
+                if records_latency(&inner) {
+                    inner.wakers.queued_at = Some(Instant::now());
+                }
+            }
+            let id = source_map.add_source(source, Rc::clone(&q));
+            queue.submissions.push_back(UringDescriptor {
+                args,
+                fd: source.raw(),
+                flags,
+                user_data: to_user_data(id),
+            });
+        }
+        true
     }
 
     pub(crate) fn fdatasync(&self, source: &Source) {
@@ -2011,6 +2040,21 @@ impl Reactor {
                 poll.unwrap_or_default(),
             ))
         }
+    }
+}
+
+// Shoal patch: shared by `write_dma` and `write_dma_then_fdatasync`.
+fn write_dma_op(source: &Source, pos: u64) -> UringOpDescriptor {
+    match &*source.source_type() {
+        SourceType::Write(
+            PollableStatus::NonPollable(DirectIo::Disabled),
+            IoBuffer::DmaSource(buf),
+        ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+        SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
+            Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
+            None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+        },
+        x => panic!("Unexpected source type for write: {:?}", x),
     }
 }
 
