@@ -1495,6 +1495,11 @@ impl LocalExecutor {
                         break t.unwrap();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
+                            // Shoal patch: a spinning executor gives its core to any thread
+                            // waiting for it; with none, the call returns at once and the
+                            // spin goes on.
+                            // SAFETY: sched_yield has no preconditions.
+                            unsafe { libc::sched_yield() };
                             if pre_time.elapsed() > spin_before_park {
                                 this.parker
                                     .park()
