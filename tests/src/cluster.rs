@@ -147,8 +147,8 @@ impl Cluster {
 
     fn signal(&self, i: usize, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.nodes[i].pid()).unwrap();
-        // SAFETY: plain syscall on a child process this cluster started and still owns.
         assert_eq!(
+            // SAFETY: plain syscall on a child process this cluster started and still owns.
             unsafe { libc::kill(pid, signal) },
             0,
             "signal {signal} to {}",

@@ -1496,8 +1496,8 @@ impl LocalExecutor {
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             // Shoal patch: a spinning executor gives its core to any thread
-                            // waiting for it (see SHOAL-PATCHES.md, 6); with none, the call
-                            // returns at once and the spin goes on.
+                            // waiting for it; with none, the call returns at once and the
+                            // spin goes on.
                             // SAFETY: sched_yield has no preconditions.
                             unsafe { libc::sched_yield() };
                             if pre_time.elapsed() > spin_before_park {

@@ -455,8 +455,7 @@ fn transmute_error(res: io::Result<u32>) -> io::Result<usize> {
 /// Shoal patch: whether the source's queued/submitted/fulfilled timestamps are ever read. Only
 /// the latency statistics of an executor built with `record_io_latencies` read them, yet stock
 /// glommio read the clock at each of the three points for every source, and once per
-/// `submit_one_event` call even with nothing to submit: 5% of a busy shard's CPU was
-/// `clock_gettime`.
+/// `submit_one_event` call even with nothing to submit.
 fn records_latency(src: &InnerSource) -> bool {
     src.stats_collection.is_some_and(|s| s.latency.is_some())
 }
@@ -1915,8 +1914,8 @@ impl Reactor {
             // `should_notify` (Dekker: each side stores, fences, then loads the other's flag).
             // Stock glommio used `sys_membarrier(PRIVATE_EXPEDITED)` so that senders need
             // no fence, but that interrupts every other CPU running the process each time
-            // an executor parks: on a VM each interrupt is an exit, and the syscall was 4%
-            // of a loaded server's CPU. Senders lock the flag's cache line with a CAS anyway.
+            // an executor parks, and on a VM each interrupt is an exit. Senders lock the
+            // flag's cache line with a CAS anyway.
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
