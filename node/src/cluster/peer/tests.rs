@@ -1,6 +1,6 @@
 //! Two or more `Peers`/`serve` pairs on one glommio executor over 127.0.0.1.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::outbound::jitter;
 use super::*;
 use crate::server::port::BIND_RETRY;
 use shoal_cluster::frame::{self, FrameBuf};
