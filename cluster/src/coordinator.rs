@@ -19,6 +19,14 @@
 //! replies. The request lives on until every replica answered or the deadline passed, then
 //! each replica that answered with something other than the merge gets it as a `Put` (read
 //! repair).
+//!
+//! Invariants, checked by [`Coordinator::check_invariants`] in debug builds after every
+//! input:
+//! 1. every request in flight has exactly one deadline, and every deadline a request;
+//! 2. a request needs between 1 and its replica count answers;
+//! 3. a read's replying and failed replicas are distinct replicas of its key;
+//! 4. a write has asked at most its replica count to mint, and has asked one once minted;
+//! 5. a minted write's acknowledging and failed replicas are distinct replicas of its key.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -171,6 +179,7 @@ impl Coordinator {
                 kind: Kind::Read(ReadOp::default()),
             },
         );
+        self.check_invariants();
     }
 
     /// Starts a write of `value` (`None`: delete) superseding `context`, acknowledged after
@@ -213,6 +222,7 @@ impl Coordinator {
         };
         self.ask_next(req_id, &mut op);
         self.insert(req_id, op);
+        self.check_invariants();
     }
 
     /// A replica's reply. Replies to finished or unknown requests, and from nodes that were
@@ -233,6 +243,7 @@ impl Coordinator {
         if !done {
             self.insert(req_id, op);
         }
+        self.check_invariants();
     }
 
     /// Fires every deadline at or before `now`.
@@ -246,6 +257,7 @@ impl Coordinator {
                 self.expire(req_id, &op);
             }
         }
+        self.check_invariants();
     }
 
     /// The next message to send.
@@ -264,6 +276,51 @@ impl Coordinator {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// The rules in the module docs; a no-op in release builds.
+    pub fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        // 1.
+        assert_eq!(
+            self.timers.len(),
+            self.ops.len(),
+            "one deadline per request"
+        );
+        for &(deadline, req_id) in &self.timers {
+            let op = self.ops.get(&req_id);
+            assert!(
+                op.is_some_and(|op| op.deadline == deadline),
+                "deadline of a live request"
+            );
+        }
+        for op in self.ops.values() {
+            // 2.
+            assert!(op.needed >= 1, "a request needs an answer");
+            assert!(
+                op.needed as usize <= op.replicas.len(),
+                "needs no more than exist"
+            );
+            match &op.kind {
+                Kind::Read(read) => {
+                    // 3.
+                    let answered = read.replies.iter().map(|(n, _)| n).chain(&read.failed);
+                    assert_distinct_replicas(answered, &op.replicas);
+                }
+                Kind::Write(write) => {
+                    // 4.
+                    assert!(write.asked <= op.replicas.len(), "asked only replicas");
+                    if let Some(minted) = &write.minted {
+                        assert!(write.asked >= 1, "a mint was asked for");
+                        // 5.
+                        let answered = minted.acked.iter().chain(&minted.failed);
+                        assert_distinct_replicas(answered, &op.replicas);
+                    }
+                }
+            }
+        }
     }
 
     fn insert(&mut self, req_id: ReqId, op: Op) {
@@ -498,6 +555,15 @@ impl Coordinator {
                 self.finish(req_id, Outcome::Write(Err(failure)));
             }
         }
+    }
+}
+
+/// Asserts that `answered` names distinct members of `replicas`.
+fn assert_distinct_replicas<'a>(answered: impl Iterator<Item = &'a NodeId>, replicas: &[NodeId]) {
+    let mut seen = BTreeSet::new();
+    for node in answered {
+        assert!(replicas.contains(node), "an answer from a replica");
+        assert!(seen.insert(*node), "one answer per replica");
     }
 }
 
