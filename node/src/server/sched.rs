@@ -4,10 +4,9 @@
 //! kernel makes io_uring's worker threads (`iou-wrk-<tid>`, which run the executor's fdatasyncs
 //! among other blocking operations) as copies of the executor's thread, so they inherit that
 //! policy, and a worker that cannot preempt its busy executor holds up every durable write
-//! until the executor parks or its time slice ends: measured on 2 cores, one connection's
-//! SETs fell from ~3.7K/s to ~2.9K/s and 50 connections' pipelined SETs from ~450K/s to
-//! ~405K/s. No flag makes Linux reset SCHED_BATCH in new threads, so each shard puts its
-//! workers back to SCHED_OTHER on its ticker ([`IoWorkers`]).
+//! until the executor parks or its time slice ends. No flag makes Linux reset SCHED_BATCH in
+//! new threads, so each shard puts its workers back to SCHED_OTHER on its ticker
+//! ([`IoWorkers`]).
 
 use std::collections::HashSet;
 
