@@ -407,11 +407,6 @@ impl Config {
     pub fn shard_memory_budget(&self) -> Option<u64> {
         self.memory_budget.map(|b| b / self.shards as u64)
     }
-
-    /// The directory of shard `n`.
-    pub fn shard_dir(&self, n: usize) -> PathBuf {
-        self.data_dir.join(format!("shard-{n}"))
-    }
 }
 
 /// Builds the cluster section from `[[nodes]]` and `[replication]`; `None` without members.

@@ -10,11 +10,11 @@
 //! In cluster mode each shard also listens for other nodes on `peer_listen`'s port + its
 //! shard number, and runs a [`Driver`] that coordinates its clients' requests.
 
+pub mod layout;
 pub mod port;
 pub mod sched;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,6 +25,7 @@ use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use shoal_engine::fs::DmaFs;
 use shoal_engine::{Db, Durability, GlommioTimer, Options, SystemClock};
 
+use self::layout::{Layout, LayoutError};
 use self::port::{BIND_RETRY, BIND_RETRY_STEP};
 use crate::cluster::driver::{self, Driver};
 use crate::cluster::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
@@ -43,8 +44,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 /// Share of CPU the engine's background flushes get against requests (requests get 1000).
 const BACKGROUND_SHARES: usize = 250;
-/// File recording the data directory's shard and partition counts.
-const LAYOUT_FILE: &str = "SHOAL-LAYOUT";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -57,8 +56,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("data directory {dir}: {what}")]
-    Layout { dir: PathBuf, what: String },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     #[error("shard {shard}: cannot open its engine: {source}")]
     Engine {
         shard: usize,
@@ -103,7 +102,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 }
 
 fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), ServerError> {
-    config.data_dir = prepare_data_dir(&config)?;
+    let layout = Layout {
+        shards: config.shards,
+        partitions: config.partitions,
+        node: config
+            .cluster
+            .as_ref()
+            .and_then(|c| c.member(c.me))
+            .map(|m| m.name.clone()),
+    };
+    config.data_dir = layout.prepare(&config.data_dir)?;
     config.listen = claim_port(config.listen)?;
     tracing::info!(
         listen = %config.listen,
@@ -169,55 +177,6 @@ fn claim_port(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
         })
 }
 
-/// Creates the data directory and returns its absolute path (glommio's directory sync fails
-/// with EBADF on relative paths). Records the shard and partition counts on first start and
-/// refuses to start with others: data placed by one layout is not found under another.
-fn prepare_data_dir(config: &Config) -> Result<PathBuf, ServerError> {
-    let layout_err = |what: String| ServerError::Layout {
-        dir: config.data_dir.clone(),
-        what,
-    };
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| layout_err(e.to_string()))?;
-    let dir = std::fs::canonicalize(&config.data_dir).map_err(|e| layout_err(e.to_string()))?;
-    let path = dir.join(LAYOUT_FILE);
-    // A cluster member's data carries its node id in every version vector: it must not be
-    // reopened as another member, nor as a standalone node (which stores plain strings).
-    let node = match &config.cluster {
-        Some(c) => c
-            .member(c.me)
-            .map_or(String::new(), |m| format!("node={}\n", m.name)),
-        None => String::new(),
-    };
-    let want = format!(
-        "shards={}\npartitions={}\n{node}",
-        config.shards, config.partitions
-    );
-    match std::fs::read_to_string(&path) {
-        Ok(have) if have == want => Ok(dir),
-        Ok(have) => Err(layout_err(format!(
-            "was created with {}, not {} (shards and partitions cannot change)",
-            have.trim().replace('\n', ", "),
-            want.trim().replace('\n', ", ")
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_durably(&path, want.as_bytes()).map_err(|e| layout_err(e.to_string()))?;
-            Ok(dir)
-        }
-        Err(e) => Err(layout_err(e.to_string())),
-    }
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
 /// Blocks SIGINT/SIGTERM in every thread (executors inherit the mask) and waits for them in a
 /// dedicated thread: the first sets the stop flag, a second exits at once.
 fn block_stop_signals(shared: &Arc<Shared>) {
@@ -276,7 +235,7 @@ async fn shard_main(
     let (mesh, mut receivers) = Mesh::join(meshes).await?;
     let id = mesh.me();
     let io = |source| ServerError::Io { shard: id, source };
-    let dir = config.shard_dir(id);
+    let dir = layout::shard_dir(&config.data_dir, id);
     let fs = DmaFs::new(&dir).await.map_err(io)?;
     let clock = Arc::new(SystemClock);
     let options = Options {

@@ -585,7 +585,7 @@ fn relative_data_dir_and_layout_check() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("shards and partitions cannot change"),
+        stderr.contains("shards, partitions and the node cannot change"),
         "{stderr}"
     );
 }
