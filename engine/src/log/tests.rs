@@ -1,12 +1,14 @@
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures_lite::future::block_on;
 use proptest::prelude::*;
 
+use super::segment::{parse_segment_name, segment_path};
 use super::*;
-use crate::fs::{FaultError, FaultFs, FaultOp, FaultRule, StdFs};
+use crate::fs::{FaultError, FaultFs, FaultOp, FaultRule, File, StdFs, align_up};
 
 /// `StdFs` that counts fdatasyncs and fails writes or syncs on demand.
 #[derive(Default)]
