@@ -1,139 +1,15 @@
 //! Compaction: merging tables of one level into the next, dropping what no reader can see.
 //!
 //! [`picker`] chooses the work from the table set; [`retention`] decides version by version
-//! what survives and with which sequence number it is stored; this module streams the merged
+//! what survives and with which sequence number it is stored; [`run`] streams the merged
 //! inputs through those rules into new tables of the output level. Installing the result
 //! (manifest edit, then the new version, then deleting the inputs once unused) is the
-//! database's part (`db.rs`).
-//!
-//! The merge is cooperative: it yields to the executor every [`YIELD_EVERY_ENTRIES`]
-//! entries, so on a shard requests keep being served while it runs, and it gives up at those
-//! points when the database closes.
+//! database's part (`db/compact.rs`).
 
 pub mod picker;
 pub mod retention;
-
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use crate::Result;
-use crate::error::IoContext;
-use crate::fs::FileSystem;
-use crate::iter::{MergeIter, Source};
-use crate::manifest::TableMeta;
-use crate::sstable::{Table, TableBuilder, TableIter, TableOptions};
+pub mod run;
 
 pub use picker::{Choice, Job, Shape};
 pub use retention::{Retention, RetentionStats};
-
-/// Entries merged between yields to the executor: a few hundred microseconds of work.
-pub const YIELD_EVERY_ENTRIES: u64 = 256;
-
-/// Where and how output tables are written.
-pub struct OutputSpec<'a, F: FileSystem> {
-    pub fs: &'a Arc<F>,
-    pub dir: &'a Path,
-    pub table_options: TableOptions,
-    pub target_file_bytes: u64,
-    pub level: u32,
-}
-
-/// Merges `inputs` (any order: sequence numbers order the versions) through `retention` into
-/// tables of `spec.level`, cut at the first key boundary past the target size. Every output
-/// is durable (data and directory entry) when this returns. `next_number` allocates file
-/// numbers; `cancelled` is polled at each yield and ends the merge with `Ok(None)`. Outputs
-/// are removed again on error or cancellation (not being in the manifest, they would also be
-/// removed at the next open).
-pub async fn merge<F: FileSystem>(
-    spec: &OutputSpec<'_, F>,
-    inputs: Vec<Arc<Table<F::File>>>,
-    retention: &mut Retention,
-    mut next_number: impl FnMut() -> u64,
-    cancelled: impl Fn() -> bool,
-) -> Result<Option<Vec<TableMeta>>> {
-    let mut created: Vec<PathBuf> = Vec::new();
-    let result = merge_into(
-        spec,
-        inputs,
-        retention,
-        &mut next_number,
-        &cancelled,
-        &mut created,
-    )
-    .await;
-    if !matches!(result, Ok(Some(_))) {
-        for path in &created {
-            let _ = spec.fs.remove(path).await;
-        }
-    }
-    result
-}
-
-async fn merge_into<F: FileSystem>(
-    spec: &OutputSpec<'_, F>,
-    inputs: Vec<Arc<Table<F::File>>>,
-    retention: &mut Retention,
-    next_number: &mut impl FnMut() -> u64,
-    cancelled: &impl Fn() -> bool,
-    created: &mut Vec<PathBuf>,
-) -> Result<Option<Vec<TableMeta>>> {
-    let sources = inputs
-        .into_iter()
-        .map(|t| Source::Table(TableIter::without_cache_fill(t)))
-        .collect();
-    let mut merged: MergeIter<F> = MergeIter::new(sources);
-    let mut outputs = Vec::new();
-    let mut building: Option<(TableBuilder<F::File>, u64)> = None;
-    let mut last_key: Vec<u8> = Vec::new();
-    let mut seen = 0u64;
-    while let Some((key, seq, entry)) = merged.next().await? {
-        seen += 1;
-        if seen % YIELD_EVERY_ENTRIES == 0 {
-            if cancelled() {
-                return Ok(None);
-            }
-            futures_lite::future::yield_now().await;
-        }
-        let Some(entry) = retention.decide(&key, seq, entry) else {
-            continue;
-        };
-        // Cut only between user keys: all versions of a key stay in one table.
-        let full = building
-            .as_ref()
-            .is_some_and(|(b, _)| b.estimated_size() >= spec.target_file_bytes);
-        if full && key != last_key {
-            if let Some((builder, number)) = building.take() {
-                outputs.push(finish(builder, number, spec.level).await?);
-            }
-        }
-        if building.is_none() {
-            let number = next_number();
-            let path = crate::fs::numbered_path(spec.dir, number, crate::table_cache::TABLE_EXT);
-            let file = spec.fs.create(&path).await.at(&path)?;
-            created.push(path);
-            building = Some((TableBuilder::new(file, spec.table_options), number));
-        }
-        if let Some((builder, _)) = building.as_mut() {
-            builder
-                .add(&key, retention.output_seq(seq, &entry), &entry)
-                .await?;
-        }
-        last_key = key;
-    }
-    if let Some((builder, number)) = building.take() {
-        outputs.push(finish(builder, number, spec.level).await?);
-    }
-    if !outputs.is_empty() {
-        spec.fs.sync_dir(spec.dir).await.at(spec.dir)?;
-    }
-    Ok(Some(outputs))
-}
-
-async fn finish<F: crate::fs::File>(
-    builder: TableBuilder<F>,
-    number: u64,
-    level: u32,
-) -> Result<TableMeta> {
-    let props = builder.finish().await?;
-    Ok(TableMeta::from_properties(number, level, &props))
-}
+pub use run::{OutputSpec, YIELD_EVERY_ENTRIES, merge, open_inputs};

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Db;
+use crate::Result;
 use crate::compaction::{self, Choice, Job, OutputSpec, Retention, picker};
 use crate::fs::FileSystem;
 use crate::manifest::TableMeta;
 use crate::stats::Counters;
 use crate::version::{TableHandle, Version};
-use crate::{Error, Result};
 
 impl<F: FileSystem> Db<F> {
     /// Runs compactions until every level is within its target, then deletes the replaced
@@ -76,17 +76,7 @@ impl<F: FileSystem> Db<F> {
     async fn merge(&self, job: &Job, version: &Version<F>) -> Result<bool> {
         let inner = &*self.inner;
         let started = Instant::now();
-        let mut readers = Vec::new();
-        for meta in job.tables() {
-            let handle = version.find(meta.number).ok_or_else(|| {
-                Error::corruption(
-                    &inner.dir,
-                    0,
-                    format!("compaction input {} is not in the version", meta.number),
-                )
-            })?;
-            readers.push(handle.reader().await?);
-        }
+        let readers = compaction::open_inputs(job, version, &inner.dir).await?;
         let (snapshots, horizon) = inner.snapshots.view(|| inner.visible());
         let mut retention = Retention::new(
             snapshots,
