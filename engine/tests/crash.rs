@@ -106,8 +106,7 @@ async fn contents(db: &Db<FaultFs>) -> Model {
 fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
     block_on(async {
         let fs = FaultFs::new();
-        let dir = std::path::Path::new("/db");
-        let mut db = Db::open(fs.clone(), dir, options(durability))
+        let mut db = Db::open(fs.clone(), DIR, options(durability))
             .await
             .expect("open");
         let mut model = Model::new();
@@ -126,20 +125,7 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
                     model.remove(&key(k));
                 }
                 Op::Batch(writes) => {
-                    let mut batch = WriteBatch::new();
-                    for (k, v) in writes {
-                        match v {
-                            Some(n) => {
-                                let v = value(step, n);
-                                batch.put(key(k), v.clone());
-                                model.insert(key(k), v);
-                            }
-                            None => {
-                                batch.delete(key(k));
-                                model.remove(&key(k));
-                            }
-                        }
-                    }
+                    let batch = batch(step, writes, &mut model);
                     db.write(batch).await.expect("write batch");
                 }
                 Op::Flush => db.flush().await.expect("flush"),
@@ -150,7 +136,7 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
                 }
                 Op::Reopen => {
                     db.close().await.expect("close");
-                    db = Db::open(fs.clone(), dir, options(durability))
+                    db = Db::open(fs.clone(), DIR, options(durability))
                         .await
                         .expect("reopen");
                     candidates.clear();
@@ -158,36 +144,10 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
                 Op::Crash(seed)
                 | Op::FailedFlushThenCrash(seed, _)
                 | Op::FailedCompactionThenCrash(seed, _) => {
-                    if let Op::FailedCompactionThenCrash(_, n) = op {
-                        // Fails a table write or the manifest's sync; either way nothing
-                        // acknowledged may be lost or resurrected.
-                        let (fault_op, path) = if n % 2 == 0 {
-                            (FaultOp::Write, ".sst")
-                        } else {
-                            (FaultOp::Sync, "manifest")
-                        };
-                        db.flush().await.expect("flush");
-                        fs.inject(
-                            FaultRule::new(fault_op, FaultError::Eio)
-                                .on_path(path)
-                                .after(n / 2),
-                        );
-                        let _ = db.compact().await;
-                        fs.clear_faults();
-                    }
-                    if let Op::FailedFlushThenCrash(_, n) = op {
-                        fs.inject(
-                            FaultRule::new(FaultOp::Write, FaultError::Eio)
-                                .on_path(".sst")
-                                .after(n),
-                        );
-                        // The flush may fail or, with little data, succeed: both are fine.
-                        let _ = db.flush().await;
-                        fs.clear_faults();
-                    }
+                    fail_part_way(&db, &fs, &op).await;
                     fs.crash(seed);
                     drop(db);
-                    db = Db::open(fs.clone(), dir, options(durability))
+                    db = Db::open(fs.clone(), DIR, options(durability))
                         .await
                         .expect("recover");
                     let recovered = contents(&db).await;
@@ -223,6 +183,63 @@ fn run(ops: Vec<Op>, durability: Durability) -> Result<(), TestCaseError> {
         prop_assert_eq!(contents(&db).await, model);
         Ok(())
     })
+}
+
+const DIR: &str = "/db";
+
+/// The batch of `writes` at `step` (`None`: a delete), applied to `model` as well.
+fn batch(step: usize, writes: Vec<(u8, Option<usize>)>, model: &mut Model) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for (k, v) in writes {
+        match v {
+            Some(n) => {
+                let v = value(step, n);
+                batch.put(key(k), v.clone());
+                model.insert(key(k), v);
+            }
+            None => {
+                batch.delete(key(k));
+                model.remove(&key(k));
+            }
+        }
+    }
+    batch
+}
+
+/// What a crash `op` does before the power goes: for `FailedFlushThenCrash` and
+/// `FailedCompactionThenCrash`, a flush or compaction that fails part-way; nothing for a
+/// plain `Crash`.
+async fn fail_part_way(db: &Db<FaultFs>, fs: &FaultFs, op: &Op) {
+    match *op {
+        Op::FailedCompactionThenCrash(_, n) => {
+            // Fails a table write or the manifest's sync; either way nothing acknowledged may
+            // be lost or resurrected.
+            let (fault_op, path) = if n % 2 == 0 {
+                (FaultOp::Write, ".sst")
+            } else {
+                (FaultOp::Sync, "manifest")
+            };
+            db.flush().await.expect("flush");
+            fs.inject(
+                FaultRule::new(fault_op, FaultError::Eio)
+                    .on_path(path)
+                    .after(n / 2),
+            );
+            let _ = db.compact().await;
+            fs.clear_faults();
+        }
+        Op::FailedFlushThenCrash(_, n) => {
+            fs.inject(
+                FaultRule::new(FaultOp::Write, FaultError::Eio)
+                    .on_path(".sst")
+                    .after(n),
+            );
+            // The flush may fail or, with little data, succeed: both are fine.
+            let _ = db.flush().await;
+            fs.clear_faults();
+        }
+        _ => {}
+    }
 }
 
 proptest! {

@@ -376,6 +376,16 @@ struct Writer {
     rng: u32,
 }
 
+/// A version of a key new to the list, checked and hashed by [`SkipList::insert`].
+struct NewNode<'a> {
+    key: &'a [u8],
+    key_len: u16,
+    hash: u64,
+    seq: SeqNo,
+    value_len: u32,
+    entry: &'a Entry,
+}
+
 pub struct SkipList {
     head: *mut Node,
     /// Height of the tallest tower in use; readers may see a stale value, which only costs
@@ -552,8 +562,6 @@ impl SkipList {
         let key_len = u16::try_from(key.len()).expect("key length checked against KEY_LEN_MAX");
         let value_len =
             u32::try_from(entry.value.len()).expect("value length checked against VALUE_LEN_MAX");
-        let expires = entry.expires_at_ms != NO_EXPIRY;
-        let flags = if expires { HAS_EXPIRY } else { 0 };
         let hash = xxh3_64(key);
         let mut preds = [self.head; MAX_HEIGHT];
         let existing = match self.index.get(hash, key_prefix(key), key) {
@@ -566,40 +574,75 @@ impl SkipList {
                     .map(|n| n as *const Node)
             }
         };
-        if let Some(node) = existing {
+        match existing {
             // SAFETY: `node` is a published node in the arena; only this writer changes its
             // chain head.
-            let node = unsafe { &*node };
-            let newest = Cursor::newest(node).seq();
-            assert!(
-                seq > newest,
-                "memtable version {seq} of a key whose newest is {newest}: sequence numbers \
-                 must grow"
-            );
-            let version = w.arena.alloc(Version::size(expires, entry.value.len())) as *mut Version;
-            self.publish_usage(&w.arena);
-            // SAFETY: `version` is a fresh, aligned allocation of exactly the version's size,
-            // written completely here before the Release store publishes it.
-            unsafe {
-                version.write(Version {
-                    older: node.newest(),
+            Some(node) => self.chain_version(&mut w, unsafe { &*node }, seq, value_len, entry),
+            None => {
+                let new = NewNode {
+                    key,
+                    key_len,
+                    hash,
                     seq,
                     value_len,
-                    kind: entry.kind,
-                    flags,
-                });
-                let mut at = (version as *mut u8).add(size_of::<Version>());
-                if expires {
-                    (at as *mut u64).write(entry.expires_at_ms);
-                    at = at.add(EXPIRY_BYTES);
-                }
-                ptr::copy_nonoverlapping(entry.value.as_ptr(), at, entry.value.len());
+                    entry,
+                };
+                self.link_node(&mut w, new, &preds);
             }
-            node.newer.store(version, AtomicOrdering::Release);
-            self.len.fetch_add(1, AtomicOrdering::Relaxed);
-            return;
         }
+        self.len.fetch_add(1, AtomicOrdering::Relaxed);
+    }
 
+    /// Adds a version at the front of `node`'s chain: an overwrite, with no search of the list.
+    fn chain_version(
+        &self,
+        w: &mut Writer,
+        node: &Node,
+        seq: SeqNo,
+        value_len: u32,
+        entry: &Entry,
+    ) {
+        let newest = Cursor::newest(node).seq();
+        assert!(
+            seq > newest,
+            "memtable version {seq} of a key whose newest is {newest}: sequence numbers \
+             must grow"
+        );
+        let expires = entry.expires_at_ms != NO_EXPIRY;
+        let version = w.arena.alloc(Version::size(expires, entry.value.len())) as *mut Version;
+        self.publish_usage(&w.arena);
+        // SAFETY: `version` is a fresh, aligned allocation of exactly the version's size,
+        // written completely here before the Release store publishes it.
+        unsafe {
+            version.write(Version {
+                older: node.newest(),
+                seq,
+                value_len,
+                kind: entry.kind,
+                flags: if expires { HAS_EXPIRY } else { 0 },
+            });
+            let mut at = (version as *mut u8).add(size_of::<Version>());
+            if expires {
+                (at as *mut u64).write(entry.expires_at_ms);
+                at = at.add(EXPIRY_BYTES);
+            }
+            ptr::copy_nonoverlapping(entry.value.as_ptr(), at, entry.value.len());
+        }
+        node.newer.store(version, AtomicOrdering::Release);
+    }
+
+    /// Adds a node for a key new to the list after `preds` (the last node before it on every
+    /// level), and records it in the index.
+    fn link_node(&self, w: &mut Writer, new: NewNode<'_>, preds: &[*mut Node; MAX_HEIGHT]) {
+        let NewNode {
+            key,
+            key_len,
+            hash,
+            seq,
+            value_len,
+            entry,
+        } = new;
+        let expires = entry.expires_at_ms != NO_EXPIRY;
         let height = random_height(&mut w.rng);
         let list_height = self.height.load(AtomicOrdering::Relaxed);
         if height > list_height {
@@ -621,7 +664,7 @@ impl SkipList {
                 value_len,
                 key_len,
                 kind: entry.kind,
-                shape: height as u8 | flags,
+                shape: height as u8 | if expires { HAS_EXPIRY } else { 0 },
                 tower: [],
             });
             let n = &*node;
@@ -642,7 +685,6 @@ impl SkipList {
             }
             self.index.insert(hash, n);
         }
-        self.len.fetch_add(1, AtomicOrdering::Relaxed);
     }
 
     fn publish_usage(&self, arena: &Arena) {
