@@ -38,12 +38,13 @@ mod write;
 
 pub use read::Snapshot;
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use event_listener::Event;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::batch;
 use crate::budget::MemoryPlan;
@@ -86,6 +87,7 @@ struct Inner<F: FileSystem> {
     manifest: Manifest<F>,
     cache: Arc<BlockCache>,
     tables: Arc<TableCache<F>>,
+    /// Changed only through [`Inner::lock`], which checks the invariants.
     state: Mutex<State<F>>,
     /// Readers read at this sequence number: every write at or below it is durable (or, with
     /// `Durability::Buffered`, acknowledged).
@@ -147,6 +149,78 @@ impl<F: FileSystem> SuperVersion<F> {
 impl<F: FileSystem> Inner<F> {
     fn visible(&self) -> SeqNo {
         self.visible_seq.load(Ordering::Acquire)
+    }
+
+    /// The state, locked; checked when released (see [`Locked`]).
+    fn lock(&self) -> Locked<'_, F> {
+        Locked {
+            inner: self,
+            state: self.state.lock(),
+        }
+    }
+}
+
+/// The database's state, locked ([`Inner::lock`]). Every change to the state is made through
+/// one, and releasing it checks [`Locked::check_invariants`] in debug builds, so each
+/// transition is checked as it completes.
+struct Locked<'a, F: FileSystem> {
+    inner: &'a Inner<F>,
+    state: MutexGuard<'a, State<F>>,
+}
+
+impl<F: FileSystem> Deref for Locked<'_, F> {
+    type Target = State<F>;
+
+    fn deref(&self) -> &State<F> {
+        &self.state
+    }
+}
+
+impl<F: FileSystem> DerefMut for Locked<'_, F> {
+    fn deref_mut(&mut self) -> &mut State<F> {
+        &mut self.state
+    }
+}
+
+impl<F: FileSystem> Drop for Locked<'_, F> {
+    fn drop(&mut self) {
+        // Not while unwinding: a second panic would abort and hide the first.
+        if cfg!(debug_assertions) && !std::thread::panicking() {
+            self.check_invariants();
+        }
+    }
+}
+
+impl<F: FileSystem> Locked<'_, F> {
+    /// Panics unless the state keeps the database's rules:
+    ///
+    /// 1. Readers see only what was written: `visible_seq <= last_seq`.
+    /// 2. The tables hold nothing newer than the last write: `manifest.last_seq <= last_seq`.
+    /// 3. No file number is handed out twice: `manifest.next_file <= next_file`.
+    /// 4. No memtable holds a sequence number past `last_seq`.
+    /// 5. The memtables cover the log in order: each starts at or after the record the one
+    ///    frozen before it starts at, the active one last.
+    /// 6. The log the manifest keeps starts at or before the oldest memtable, so every write
+    ///    not yet in a table is replayed at the next open.
+    /// 7. The active memtable starts at or before the log's next record.
+    /// 8. Compaction has one cursor per level.
+    fn check_invariants(&self) {
+        let st = &*self.state;
+        let sv = &*st.current;
+        assert!(self.inner.visible() <= st.last_seq);
+        assert!(st.manifest.last_seq <= st.last_seq);
+        assert!(st.manifest.next_file <= st.next_file);
+        let memtables = || sv.imm.iter().chain(std::iter::once(&sv.mem));
+        for m in memtables() {
+            assert!(m.max_seq() <= st.last_seq);
+        }
+        for (older, newer) in memtables().zip(memtables().skip(1)) {
+            assert!(older.first_record() <= newer.first_record());
+        }
+        let oldest = sv.imm.first().unwrap_or(&sv.mem);
+        assert!(st.manifest.log_start <= oldest.first_record());
+        assert!(sv.mem.first_record() <= self.inner.log.next_record());
+        assert!(st.cursors.len() == LEVELS as usize);
     }
 }
 
@@ -227,6 +301,9 @@ impl<F: FileSystem> Db<F> {
                 options,
             }),
         };
+        if cfg!(debug_assertions) {
+            db.inner.lock().check_invariants();
+        }
         Ok(db)
     }
 
@@ -317,7 +394,7 @@ impl<F: FileSystem> Db<F> {
         let c = &inner.counters;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let sv = self.current();
-        let last_seq = inner.state.lock().last_seq;
+        let last_seq = inner.lock().last_seq;
         let meta_levels = sv.version.meta_levels();
         let levels: Vec<LevelStats> = (0..LEVELS)
             .map(|l| {
@@ -413,7 +490,7 @@ impl<F: FileSystem> Db<F> {
     }
 
     fn current(&self) -> Arc<SuperVersion<F>> {
-        Arc::clone(&self.inner.state.lock().current)
+        Arc::clone(&self.inner.lock().current)
     }
 
     /// Records a table-set change in the manifest and, once it is durable, makes it the
@@ -431,7 +508,7 @@ impl<F: FileSystem> Db<F> {
         let inner = &*self.inner;
         let _editing = inner.manifest_lock.lock().await;
         let (edit, state_after) = {
-            let st = inner.state.lock();
+            let st = inner.lock();
             let mut state_after = st.manifest.clone();
             let edit = Edit::Change {
                 added: added.iter().map(|h| h.meta.clone()).collect(),
@@ -446,7 +523,7 @@ impl<F: FileSystem> Db<F> {
             (edit, state_after)
         };
         inner.manifest.record(&edit, &state_after).await?;
-        let mut st = inner.state.lock();
+        let mut st = inner.lock();
         st.manifest = state_after;
         for t in st.current.version.tables() {
             let moved = added.iter().any(|a| a.meta.number == t.meta.number);
@@ -580,4 +657,114 @@ async fn remove_orphan_tables<F: FileSystem>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::FaultFs;
+
+    /// What `check_invariants` says of a database's state, after three writes, once
+    /// `break_rule` has changed it; `None` when it passes.
+    fn invariant_failure(break_rule: impl FnOnce(&mut Locked<'_, FaultFs>)) -> Option<String> {
+        let options = Options {
+            durability: Durability::Buffered,
+            ..Options::default()
+        };
+        let db = futures_lite::future::block_on(async {
+            let db = Db::open(FaultFs::new(), Path::new("/db"), options).await?;
+            for key in [b"a", b"b", b"c"] {
+                db.put(key, b"value").await?;
+            }
+            Ok::<_, Error>(db)
+        })
+        .unwrap();
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut st = db.inner.lock();
+            break_rule(&mut st);
+            st.check_invariants();
+        }));
+        checked.err().map(|panic| match panic.downcast::<String>() {
+            Ok(message) => *message,
+            Err(panic) => panic
+                .downcast::<&str>()
+                .map_or_else(|_| String::new(), |m| m.to_string()),
+        })
+    }
+
+    /// Replaces the memtables: `imm` frozen (oldest first) and `mem` active.
+    fn set_memtables(st: &mut Locked<'_, FaultFs>, imm: Vec<Memtable>, mem: Memtable) {
+        let version = Arc::clone(&st.current.version);
+        st.current = Arc::new(SuperVersion {
+            mem: Arc::new(mem),
+            imm: imm.into_iter().map(Arc::new).collect(),
+            version,
+            pending_compaction_bytes: 0,
+        });
+    }
+
+    /// A memtable starting at log record `first_record` that holds sequence number `seq`.
+    fn memtable(first_record: u64, seq: SeqNo) -> Memtable {
+        let m = Memtable::new(first_record, 1 << 20);
+        m.insert(b"k", seq, &crate::types::Entry::put(b"v".to_vec()));
+        m
+    }
+
+    type Break = Box<dyn FnOnce(&mut Locked<'_, FaultFs>)>;
+
+    /// Each numbered rule of `Locked::check_invariants` fires when broken, and a database
+    /// that has been written to keeps them all.
+    #[test]
+    fn check_invariants_fires_on_each_broken_rule() {
+        assert_eq!(invariant_failure(|_| {}), None);
+        let cases: Vec<(&str, Break)> = vec![
+            (
+                "visible() <= st.last_seq",
+                Box::new(|st| {
+                    let beyond = st.last_seq + 1;
+                    st.inner.visible_seq.store(beyond, Ordering::Release);
+                }),
+            ),
+            (
+                "manifest.last_seq <= st.last_seq",
+                Box::new(|st| st.manifest.last_seq = st.last_seq + 1),
+            ),
+            (
+                "manifest.next_file <= st.next_file",
+                Box::new(|st| st.manifest.next_file = st.next_file + 1),
+            ),
+            (
+                "max_seq() <= st.last_seq",
+                Box::new(|st| {
+                    let beyond = st.last_seq + 1;
+                    set_memtables(st, Vec::new(), memtable(0, beyond));
+                }),
+            ),
+            (
+                "older.first_record() <= newer.first_record()",
+                Box::new(|st| set_memtables(st, vec![memtable(1, 1)], memtable(0, 2))),
+            ),
+            (
+                "manifest.log_start <= oldest.first_record()",
+                Box::new(|st| st.manifest.log_start = 1),
+            ),
+            (
+                "mem.first_record() <= self.inner.log.next_record()",
+                Box::new(|st| set_memtables(st, Vec::new(), memtable(4, 1))),
+            ),
+            (
+                "cursors.len() == LEVELS",
+                Box::new(|st| {
+                    st.cursors.pop();
+                }),
+            ),
+        ];
+        for (rule, break_rule) in cases {
+            let failure = invariant_failure(break_rule);
+            assert!(
+                failure.as_deref().is_some_and(|f| f.contains(rule)),
+                "breaking `{rule}` gave {failure:?}"
+            );
+        }
+    }
 }

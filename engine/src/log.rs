@@ -40,12 +40,13 @@ pub use record::{HeaderState, SegmentHeader};
 pub use segment::{FREE_EXT, Preallocation, SEGMENT_EXT};
 
 use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use event_listener::Event;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{FileSystem, WRITE_ALIGN};
@@ -102,6 +103,7 @@ pub struct Log<F: FileSystem> {
     dir: PathBuf,
     segment_bytes: u64,
     preallocation: Preallocation,
+    /// Changed only through [`Log::lock`], which checks the invariants.
     state: Mutex<State<F>>,
     /// Fired when the writer is handed back, a round publishes, the log fails, a spare
     /// settles, or a release ends.
@@ -201,6 +203,88 @@ impl<A: FnMut()> Drop for OnCancel<A> {
     }
 }
 
+/// The log's state, locked ([`Log::lock`]). Every change to the state is made through one,
+/// and releasing it checks [`Locked::check_invariants`] in debug builds, so each transition
+/// is checked as it completes.
+struct Locked<'a, F: FileSystem> {
+    log: &'a Log<F>,
+    state: MutexGuard<'a, State<F>>,
+}
+
+impl<F: FileSystem> Deref for Locked<'_, F> {
+    type Target = State<F>;
+
+    fn deref(&self) -> &State<F> {
+        &self.state
+    }
+}
+
+impl<F: FileSystem> DerefMut for Locked<'_, F> {
+    fn deref_mut(&mut self) -> &mut State<F> {
+        &mut self.state
+    }
+}
+
+impl<F: FileSystem> Drop for Locked<'_, F> {
+    fn drop(&mut self) {
+        // Not while unwinding: a second panic would abort and hide the first.
+        if cfg!(debug_assertions) && !std::thread::panicking() {
+            self.check_invariants();
+        }
+    }
+}
+
+impl<F: FileSystem> Locked<'_, F> {
+    /// Panics unless the state keeps the log's rules:
+    ///
+    /// 1. At most [`SYNC_ROUNDS_MAX`] rounds are in flight.
+    /// 2. No round has published that was not numbered: `published_round < next_round`.
+    /// 3. Until a failure, every numbered round not yet published is in flight.
+    /// 4. Nothing is durable that no round took: `durable <= syncing`.
+    /// 5. No round took a record not yet appended: `syncing < next_record`.
+    /// 6. Everything appended and not yet taken is buffered: `unwritten_bytes` is at most the
+    ///    bytes of the sealed parts and the tail.
+    /// 7. The tail starts on a block boundary, as every write must.
+    /// 8. The tail fits in its segment.
+    /// 9. The sealed parts are of the segments just before the tail's, in order.
+    /// 10. The active segment is not past the one being appended to.
+    /// 11. The writer, when no leader holds it, is on the active segment.
+    /// 12. The newest live segment is the one being appended to.
+    /// 13. Live segments are in number order, each starting at or after the previous one's
+    ///     first record.
+    /// 14. At most [`FREE_SEGMENTS_MAX`] free files are kept.
+    fn check_invariants(&self) {
+        let st = &*self.state;
+        assert!(st.rounds_in_flight <= SYNC_ROUNDS_MAX);
+        assert!(st.published_round < st.next_round);
+        if st.failed.is_none() {
+            let unpublished = st.next_round - 1 - st.published_round;
+            assert!(unpublished <= st.rounds_in_flight as u64);
+        }
+        assert!(st.durable <= st.syncing);
+        assert!(st.syncing.is_none_or(|s| s < st.next_record));
+        let buffered: usize =
+            st.sealed.iter().map(|p| p.bytes.len()).sum::<usize>() + st.tail.bytes.len();
+        assert!(st.unwritten_bytes <= buffered as u64);
+        assert!(st.tail.start % WRITE_ALIGN as u64 == 0);
+        assert!(st.tail.end() <= self.log.segment_bytes);
+        for (i, part) in st.sealed.iter().enumerate() {
+            let before_tail = (st.sealed.len() - i) as u64;
+            assert!(part.segment_no + before_tail == st.tail.segment_no);
+        }
+        assert!(st.active_no <= st.tail.segment_no);
+        if let Some(writer) = &st.writer {
+            assert!(writer.segment_no == st.active_no);
+        }
+        assert!(st.segments.back().map(|s| s.number) == Some(st.tail.segment_no));
+        for (older, newer) in st.segments.iter().zip(st.segments.iter().skip(1)) {
+            assert!(older.number < newer.number);
+            assert!(older.first_record <= newer.first_record);
+        }
+        assert!(st.free.len() <= FREE_SEGMENTS_MAX);
+    }
+}
+
 impl<F: FileSystem> Log<F> {
     /// Opens (creating if needed, durably within its parent) the log in `dir`, replays every
     /// valid record from `from` in order, calling `apply(record_no, payload)`, then prepares
@@ -253,7 +337,7 @@ impl<F: FileSystem> Log<F> {
             bytes: segment_bytes,
         });
         tracing::debug!(dir = %dir.display(), next_record, active_no, "log opened");
-        Ok(Log {
+        let log = Log {
             fs,
             dir,
             segment_bytes,
@@ -287,7 +371,11 @@ impl<F: FileSystem> Log<F> {
             changed: Event::new(),
             published: Event::new(),
             data_syncs: AtomicU64::new(0),
-        })
+        };
+        if cfg!(debug_assertions) {
+            log.lock().check_invariants();
+        }
+        Ok(log)
     }
 
     /// Buffers one record; no I/O, no await, so the DB can call it while holding its own lock
@@ -304,7 +392,7 @@ impl<F: FileSystem> Log<F> {
                 self.segment_bytes
             )));
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         if let Some(cause) = &st.failed {
             return Err(Error::WritesDisabled(cause.clone()));
         }
@@ -355,7 +443,7 @@ impl<F: FileSystem> Log<F> {
     /// publishing, so without one only the caller of that leader waits for the zero-fill.
     pub async fn prepare_spare(&self) -> Result<bool> {
         let number = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             let wanted =
                 st.tail.segment_no > st.active_no || st.tail.end() > self.segment_bytes / 2;
             if st.failed.is_some() || !matches!(st.spare, Spare::None) || !wanted {
@@ -365,7 +453,7 @@ impl<F: FileSystem> Log<F> {
             st.active_no + 1
         };
         let file = self.prepare_claimed(number).await?;
-        self.state.lock().spare = Spare::Ready(file);
+        self.lock().spare = Spare::Ready(file);
         self.changed.notify(usize::MAX);
         Ok(true)
     }
@@ -376,7 +464,7 @@ impl<F: FileSystem> Log<F> {
     pub async fn release_before(&self, record_no: u64) -> Result<()> {
         let count = loop {
             let listener = {
-                let mut st = self.state.lock();
+                let mut st = self.lock();
                 if !st.releasing {
                     st.releasing = true;
                     let active_no = st.active_no;
@@ -395,7 +483,7 @@ impl<F: FileSystem> Log<F> {
         let mut result = Ok(());
         for _ in 0..count {
             let (number, recycle) = {
-                let st = self.state.lock();
+                let st = self.lock();
                 let Some(front) = st.segments.front() else {
                     break;
                 };
@@ -411,7 +499,7 @@ impl<F: FileSystem> Log<F> {
             if result.is_err() {
                 break;
             }
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             let removed = st.segments.pop_front();
             debug_assert_eq!(removed.map(|s| s.number), Some(number));
             if recycle {
@@ -425,12 +513,12 @@ impl<F: FileSystem> Log<F> {
 
     /// Number the next appended record will get.
     pub fn next_record(&self) -> u64 {
-        self.state.lock().next_record
+        self.lock().next_record
     }
 
     /// The highest record known durable, if any.
     pub fn durable_record(&self) -> Option<u64> {
-        self.state.lock().durable
+        self.lock().durable
     }
 
     /// fdatasyncs of record data so far (for stats).
@@ -440,7 +528,7 @@ impl<F: FileSystem> Log<F> {
 
     /// Bytes of live segments on disk, the spare and free files included (for stats).
     pub fn disk_bytes(&self) -> u64 {
-        let st = self.state.lock();
+        let st = self.lock();
         let live: u64 = st
             .segments
             .iter()
@@ -459,11 +547,11 @@ impl<F: FileSystem> Log<F> {
     /// file taken then is left to the next open, which finds it again or sees it renamed).
     async fn prepare_claimed(&self, number: u64) -> Result<F::File> {
         let reset = || {
-            self.state.lock().spare = Spare::None;
+            self.lock().spare = Spare::None;
             self.changed.notify(usize::MAX);
         };
         let guard = OnCancel(Some(reset));
-        let free = self.state.lock().free.pop();
+        let free = self.lock().free.pop();
         let result = match free {
             Some(f) => reuse_free(&*self.fs, &self.dir, f, number).await,
             None => {
@@ -485,8 +573,16 @@ impl<F: FileSystem> Log<F> {
     }
 
     fn end_release(&self) {
-        self.state.lock().releasing = false;
+        self.lock().releasing = false;
         self.changed.notify(usize::MAX);
+    }
+
+    /// The state, locked; checked when released (see [`Locked`]).
+    fn lock(&self) -> Locked<'_, F> {
+        Locked {
+            log: self,
+            state: self.state.lock(),
+        }
     }
 }
 

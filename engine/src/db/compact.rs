@@ -36,7 +36,7 @@ impl<F: FileSystem> Db<F> {
         // The version only: a merge runs for seconds, and the whole SuperVersion would keep
         // its memtables (tens of MiB each, flushed meanwhile) alive until it ends.
         let (choice, version) = {
-            let mut st = inner.state.lock();
+            let mut st = inner.lock();
             let version = Arc::clone(&st.current.version);
             let choice = picker::pick(&version.meta_levels(), &inner.shape, &st.cursors);
             let from = match &choice {
@@ -93,7 +93,7 @@ impl<F: FileSystem> Db<F> {
             level: job.output_level,
         };
         let next_number = || {
-            let mut st = inner.state.lock();
+            let mut st = inner.lock();
             st.next_file += 1;
             st.next_file - 1
         };

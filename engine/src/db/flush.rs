@@ -27,7 +27,7 @@ impl<F: FileSystem> Db<F> {
     pub(super) fn freeze(&self) {
         let inner = &*self.inner;
         {
-            let mut st = inner.state.lock();
+            let mut st = inner.lock();
             if st.current.mem.is_empty() {
                 return;
             }
@@ -61,7 +61,7 @@ impl<F: FileSystem> Db<F> {
     async fn flush_oldest(&self) -> Result<bool> {
         let inner = &*self.inner;
         let (imm, log_start, number) = {
-            let mut st = inner.state.lock();
+            let mut st = inner.lock();
             let Some(oldest) = st.current.imm.first() else {
                 return Ok(false);
             };

@@ -47,7 +47,7 @@ impl<F: FileSystem> Db<F> {
         self.make_room().await?;
         let inner = &*self.inner;
         let (record, last_seq) = {
-            let mut st = inner.state.lock();
+            let mut st = inner.lock();
             let mem = Arc::clone(&st.current.mem);
             if batch.len() > 1 {
                 // Overwrites find their key's node through the index: start those cache
@@ -89,7 +89,7 @@ impl<F: FileSystem> Db<F> {
         if next > 0 {
             self.inner.log.sync(next - 1).await?;
         }
-        let last = self.inner.state.lock().last_seq;
+        let last = self.inner.lock().last_seq;
         self.inner.visible_seq.fetch_max(last, Ordering::AcqRel);
         Ok(())
     }
@@ -107,7 +107,7 @@ impl<F: FileSystem> Db<F> {
         let mut stalled: Option<Instant> = None;
         let (l0, pending) = loop {
             let (full, backlog, l0, pending) = {
-                let st = inner.state.lock();
+                let st = inner.lock();
                 (
                     st.current.mem.approximate_bytes() >= o.memtable_bytes,
                     st.current.imm.len(),

@@ -50,7 +50,7 @@ struct Claim<'a, F: FileSystem> {
 impl<F: FileSystem> Drop for Claim<'_, F> {
     fn drop(&mut self) {
         if let Some(writer) = self.writer.take() {
-            let mut st = self.log.state.lock();
+            let mut st = self.log.lock();
             st.writer = Some(writer);
             st.rounds_in_flight -= 1;
             drop(st);
@@ -66,7 +66,7 @@ impl<F: FileSystem> Log<F> {
     pub async fn sync(&self, record_no: u64) -> Result<()> {
         let (writer, others_in_flight) = loop {
             let listener = {
-                let mut st = self.state.lock();
+                let mut st = self.lock();
                 if record_no >= st.next_record {
                     return Err(Error::InvalidArgument(format!(
                         "sync of log record {record_no}, which was never appended"
@@ -111,7 +111,7 @@ impl<F: FileSystem> Log<F> {
             unreachable!("the claimed writer is taken only here")
         };
         let (batch, round) = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             let batch = take_batch(&mut st, true);
             st.syncing = st.syncing.max(batch.last_record);
             let round = st.next_round;
@@ -126,7 +126,7 @@ impl<F: FileSystem> Log<F> {
     /// another write is in flight.
     pub async fn write_if_full(&self) -> Result<()> {
         let (writer, batch) = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             if let Some(cause) = &st.failed {
                 return Err(Error::WritesDisabled(cause.clone()));
             }
@@ -145,7 +145,7 @@ impl<F: FileSystem> Log<F> {
     /// publishes in round order and wakes every waiter.
     async fn lead_round(&self, mut writer: Writer<F>, mut batch: Batch, round: u64) -> Result<()> {
         let guard = OnCancel(Some(|| {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             st.failed = Some("a log write was cancelled mid-way".into());
             st.rounds_in_flight -= 1;
             drop(st);
@@ -163,7 +163,7 @@ impl<F: FileSystem> Log<F> {
         // Publish after every earlier round, or not at all once one failed.
         loop {
             let listener = {
-                let mut st = self.state.lock();
+                let mut st = self.lock();
                 if let Err(e) = &result {
                     if st.failed.is_none() {
                         tracing::error!(dir = %self.dir.display(), error = %e, "log write failed; writes disabled");
@@ -202,13 +202,13 @@ impl<F: FileSystem> Log<F> {
     /// Writes a buffered batch without fdatasync (see [`Log::write_if_full`]).
     async fn lead_buffered(&self, mut writer: Writer<F>, batch: Batch) -> Result<()> {
         let guard = OnCancel(Some(|| {
-            self.state.lock().failed = Some("a log write was cancelled mid-way".into());
+            self.lock().failed = Some("a log write was cancelled mid-way".into());
             self.wake_all();
         }));
         let result = self.write_parts(&mut writer, batch.parts).await;
         guard.disarm();
         {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             match &result {
                 Ok(()) => st.writer = Some(writer),
                 Err(e) => {
@@ -259,7 +259,7 @@ impl<F: FileSystem> Log<F> {
         // `dirty` stays set: until this fdatasync completes the bytes are unsynced, and a later
         // round rotating away from this segment must sync it first.
         let needs_sync = writer.dirty;
-        self.state.lock().writer = Some(writer);
+        self.lock().writer = Some(writer);
         self.changed.notify(usize::MAX);
         let synced = match syncing {
             Some(syncing) => syncing.await,
@@ -311,7 +311,7 @@ impl<F: FileSystem> Log<F> {
     async fn take_segment_file(&self, number: u64) -> Result<F::File> {
         loop {
             let listener = {
-                let mut st = self.state.lock();
+                let mut st = self.lock();
                 debug_assert_eq!(number, st.active_no + 1);
                 match std::mem::replace(&mut st.spare, Spare::Preparing) {
                     Spare::Ready(file) => {
@@ -327,7 +327,7 @@ impl<F: FileSystem> Log<F> {
         }
         let file = self.prepare_claimed(number).await?;
         {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             st.spare = Spare::None;
             st.active_no = number;
         }

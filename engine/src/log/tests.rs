@@ -221,6 +221,118 @@ fn log_is_send_and_sync() {
     check::<Log<StdFs>>();
 }
 
+/// What `check_invariants` says of a fresh log's state after `break_rule`; `None` when it
+/// passes.
+fn invariant_failure(break_rule: impl FnOnce(&mut State<FaultFs>)) -> Option<String> {
+    let (log, _) = open(
+        Arc::new(FaultFs::new()),
+        Path::new("/log"),
+        SMALL_SEGMENT,
+        ReplayFrom::Oldest,
+    )
+    .unwrap();
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut st = log.lock();
+        break_rule(&mut st);
+        st.check_invariants();
+    }));
+    checked.err().map(|panic| match panic.downcast::<String>() {
+        Ok(message) => *message,
+        Err(panic) => panic
+            .downcast::<&str>()
+            .map_or_else(|_| String::new(), |m| m.to_string()),
+    })
+}
+
+/// Each numbered rule of `Locked::check_invariants` fires when broken, and a fresh log keeps
+/// them all.
+#[test]
+fn check_invariants_fires_on_each_broken_rule() {
+    assert_eq!(invariant_failure(|_| {}), None);
+    type Break = Box<dyn FnOnce(&mut State<FaultFs>)>;
+    let cases: Vec<(&str, Break)> = vec![
+        (
+            "rounds_in_flight <= SYNC_ROUNDS_MAX",
+            Box::new(|st| st.rounds_in_flight = SYNC_ROUNDS_MAX + 1),
+        ),
+        (
+            "published_round < st.next_round",
+            Box::new(|st| st.published_round = st.next_round),
+        ),
+        (
+            "unpublished <= st.rounds_in_flight",
+            Box::new(|st| st.next_round += 1),
+        ),
+        ("durable <= st.syncing", Box::new(|st| st.durable = Some(0))),
+        (
+            "s < st.next_record",
+            Box::new(|st| {
+                st.syncing = Some(st.next_record);
+                st.durable = None;
+            }),
+        ),
+        (
+            "unwritten_bytes <= buffered",
+            Box::new(|st| st.unwritten_bytes = 1),
+        ),
+        ("tail.start % WRITE_ALIGN", Box::new(|st| st.tail.start = 1)),
+        (
+            "tail.end() <= self.log.segment_bytes",
+            Box::new(|st| st.tail.start = SMALL_SEGMENT + WRITE_ALIGN as u64),
+        ),
+        (
+            "part.segment_no + before_tail",
+            Box::new(|st| {
+                st.sealed.push(Pending {
+                    segment_no: 7,
+                    start: 0,
+                    bytes: Vec::new(),
+                })
+            }),
+        ),
+        (
+            "active_no <= st.tail.segment_no",
+            Box::new(|st| st.active_no += 1),
+        ),
+        (
+            "writer.segment_no",
+            Box::new(|st| {
+                if let Some(w) = st.writer.as_mut() {
+                    w.segment_no += 1;
+                }
+            }),
+        ),
+        ("st.segments.back()", Box::new(|st| st.segments.clear())),
+        (
+            "older.number < newer.number",
+            Box::new(|st| {
+                let newest = st.segments.back().copied().unwrap();
+                st.segments.push_front(newest);
+            }),
+        ),
+        (
+            "older.first_record <= newer.first_record",
+            Box::new(|st| {
+                let mut older = st.segments.back().copied().unwrap();
+                older.number -= 1;
+                older.first_record += 1;
+                st.segments.push_front(older);
+            }),
+        ),
+        (
+            "free.len() <= FREE_SEGMENTS_MAX",
+            Box::new(|st| st.free = vec![1; FREE_SEGMENTS_MAX + 1]),
+        ),
+    ];
+    for (rule, break_rule) in cases {
+        let failure = invariant_failure(break_rule);
+        assert!(
+            failure.as_deref().is_some_and(|f| f.contains(rule)),
+            "breaking `{rule}` gave {failure:?}"
+        );
+    }
+}
+
 #[test]
 fn append_sync_reopen_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
