@@ -55,7 +55,7 @@ impl Db {
         }
         let db = block_on(db::Db::open(StdFs, dir, options))?;
         // A thread each: with std files a worker blocks in every read and write, so one
-        // thread running both would hold flushes back behind a merge again.
+        // thread running both would hold flushes back behind a merge.
         let mut opened = Db {
             db,
             workers: Vec::new(),

@@ -22,14 +22,13 @@ use crate::options::Options;
 /// Memtables get two thirds, as RocksDB's defaults give its two 64 MiB write buffers twice
 /// the memory of a 64 MiB block cache. Large memtables are what keeps write amplification
 /// down: each L0 → L1 compaction rewrites the overlapping L1 once per L0 batch, so halving
-/// the memtables about doubles that rewrite. At 10M keys, half of a 128 MiB budget split over
-/// three memtables gave a write amplification of 6.4 against RocksDB's 2.4.
+/// the memtables about doubles that rewrite.
 pub const MEMTABLE_SHARE_PERCENT: u64 = 66;
 pub const TABLE_META_SHARE_PERCENT: u64 = 25;
 /// Frozen memtables within the budget, as RocksDB's default of two write buffers: the writer
-/// keeps writing into the active memtable while the frozen one is flushed, and a flush (zstd
-/// at ~400 MB/s) ends long before the next memtable fills (~1 s for 64 MiB at the fastest
-/// fill measured). A second frozen one would only take memory from the active one.
+/// keeps writing into the active memtable while the frozen one is flushed, and a flush, which
+/// writes out in bulk what the writers logged and inserted one entry at a time, ends before
+/// the next memtable fills. A second frozen one would only take memory from the active one.
 pub const FROZEN_MEMTABLES: usize = 1;
 /// Smallest budget accepted: each of the two memtables then gets 5.3 MiB, of which its first
 /// 2 MiB arena chunk (a huge page) and its index leave about 3 MiB for entries; below it a

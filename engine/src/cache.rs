@@ -11,7 +11,7 @@ use crate::sstable::Block;
 const BLOCK_OVERHEAD_BYTES: u64 = 96;
 /// A block's data is charged rounded up to this: an allocator serves a block from a size
 /// class, and mimalloc's (the node's allocator) are 1 KiB apart between 4 and 8 KiB, so a
-/// 4.2 KiB block holds 5 KiB. Charging the length alone let a full cache hold a third more
+/// 4.2 KiB block holds 5 KiB. Charging the length alone would let a full cache hold more
 /// than its capacity.
 const BLOCK_ALLOC_GRANULE_BYTES: u64 = 1 << 10;
 

@@ -93,7 +93,7 @@ struct Inner<F: FileSystem> {
     /// `Durability::Buffered`, acknowledged).
     visible_seq: AtomicU64,
     snapshots: Arc<SnapshotList>,
-    /// Wakes the background worker: a memtable was frozen or flushed, or the database is
+    /// Wakes the background workers: a memtable was frozen or flushed, or the database is
     /// closing.
     work: Event,
     /// Held by whoever flushes frozen memtables, so they go out one at a time, oldest first.
@@ -319,9 +319,8 @@ impl<F: FileSystem> Db<F> {
 
     /// Flushes frozen memtables as they appear, until the database closes. Apart from the
     /// compaction worker, as RocksDB keeps flush and compaction threads apart: a merge runs
-    /// for seconds, and a flush waiting behind it left writers to find the frozen memtables
-    /// at their limit and flush them themselves, stopped (a quarter of a 10M-key overwrite's
-    /// time, measured).
+    /// for seconds, and a flush waiting behind it would leave writers to find the frozen
+    /// memtables at their limit and flush them themselves, stopped.
     pub fn flush_worker(&self) -> impl std::future::Future<Output = ()> + 'static {
         // Writers that need a failed flush retry it themselves and see the error.
         self.worker("flush", |db| async move {

@@ -29,8 +29,8 @@ mod dma;
 #[cfg(feature = "dma")]
 pub use dma::{DmaFs, DmaFsFile};
 
-/// Offset and length granularity of every write. 4 KiB is safe on 4Kn disks and is the
-/// physical block size of this deployment's disks.
+/// Offset and length granularity of every write. 4 KiB is the physical block size of 4Kn
+/// disks and a whole number of 512-byte sectors, so it is safe on both.
 pub const WRITE_ALIGN: usize = 4096;
 
 /// True when `n` is a multiple of [`WRITE_ALIGN`].

@@ -412,8 +412,9 @@ mod tests {
         manifest_replay(&[]);
     }
 
-    /// Batches whose sequence numbers run past `u64::MAX` overflowed the replay's
-    /// `first_seq + i` (a panic with overflow checks, wrapped sequence numbers without).
+    /// Batches whose sequence numbers would run past `u64::MAX` are refused before the
+    /// replay's `first_seq + i` can overflow (a panic with overflow checks, wrapped sequence
+    /// numbers without); one that ends just below it is accepted.
     #[test]
     fn batch_sequence_overflow() {
         let mut two = crate::WriteBatch::new();

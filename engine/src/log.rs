@@ -73,10 +73,10 @@ pub const SYNC_ROUNDS_MAX: usize = 2;
 
 /// A round starts while another is in flight only with at least this much appended for it;
 /// less waits for the round in flight to publish. Every round costs the disk a write and a
-/// flush, which this disk runs one at a time, so a round of a few records started early takes
-/// the device from the next, fuller one. Under a steady stream of writers a block fills fast
-/// and rounds overlap; a few stragglers (unpipelined clients) join the next full round
-/// instead. Writers re-check as they sync, and a publish lets them lead regardless.
+/// flush, and where the disk serves flushes one at a time, a round of a few records started
+/// early takes the device from the next, fuller one. Under a steady stream of writers a block
+/// fills fast and rounds overlap; a few stragglers (unpipelined clients) join the next full
+/// round instead. Writers re-check as they sync, and a publish lets them lead regardless.
 pub const OVERLAP_BYTES_MIN: u64 = WRITE_ALIGN as u64;
 
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
@@ -97,7 +97,7 @@ pub enum ReplayFrom {
     Record(u64),
 }
 
-/// A durable sequence of records; shared as `Arc<Log<F>>`, all methods take `&self`.
+/// A durable sequence of records. Every method takes `&self`: one log serves all writers.
 pub struct Log<F: FileSystem> {
     fs: Arc<F>,
     dir: PathBuf,

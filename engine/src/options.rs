@@ -24,8 +24,8 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
-    /// zstd at this level (1 is fast: ~400 MB/s compress, ~875 MB/s decompress on 4 KiB blocks;
-    /// the default is [`crate::sstable::DEFAULT_ZSTD_LEVEL`]).
+    /// zstd at this level (1 is the fastest; the default is
+    /// [`crate::sstable::DEFAULT_ZSTD_LEVEL`]).
     Zstd(i32),
 }
 
@@ -132,11 +132,9 @@ pub struct Options {
     /// that misses the memtables (a bloom filter probe each), so this bounds read
     /// amplification. 6, where RocksDB and LevelDB use 4: under uniform keys the merge
     /// rewrites all of L1, so it writes 1 + L1/L0 bytes per L0 byte, and these L0 tables are
-    /// smaller than RocksDB's for the same memory (a memtable of a 192 MiB budget holds about
-    /// 360K entries of 16 + 100 bytes, RocksDB's 460K). At 10M keys, 4 → 6 took write
-    /// amplification from 2.53 / 3.12 / 2.49 to 2.46 / 2.74 / 2.76 (fill / uniform overwrite /
-    /// zipfian mix; the mix takes over the L0 tables the overwrite leaves) and the bytes the
-    /// three write from 7.75 to 7.36 GB, with the mix's reads no slower.
+    /// smaller than RocksDB's for the same memory (a memtable entry carries more overhead), so
+    /// a larger L0 batch per merge saves more rewriting of L1 than the extra bloom probes cost
+    /// reads (`docs/measurements.md` has the runs).
     pub l0_compaction_trigger: usize,
     /// L0 tables at which writes start to be delayed, a little more for each further table.
     /// Well above the compaction trigger, as RocksDB's 20: while compaction is behind, L0

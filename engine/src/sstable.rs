@@ -45,9 +45,7 @@
 //! (`RESTART_INTERVAL`); a reader accepts any spacing. Varints are LEB128 (7 bits per byte,
 //! little end first). The seq is fixed-width after the key, as RocksDB's internal key: its
 //! high bytes are zero and repeat from entry to entry, which zstd encodes as one match, where
-//! a varint seq spreads its randomness over every byte (a 4 KiB block of 16-byte keys and
-//! 100-byte half-random values compresses to 59.0 bytes per entry this way at level 3, 61.4
-//! with the version 2 layout).
+//! a varint seq spreads its randomness over every byte.
 //!
 //! This build refuses other versions ("unsupported SSTable format version N"): the project
 //! has no deployed data to carry over. Version 1 stored every key whole with a u32 offset per
@@ -122,9 +120,8 @@ use crate::types::SeqNo;
 pub const FORMAT_VERSION: u32 = 3;
 
 /// zstd level of data blocks by default. Level 3 (zstd's and RocksDB's default) finds the
-/// short repeats between entries that level 1's 6-byte minimum match skips: tables about 6%
-/// smaller, so fewer bytes for every flush and compaction to write, at about 25% less
-/// compression speed (240 against 300 MB/s on 4 KiB blocks here).
+/// short repeats between entries that level 1's 6-byte minimum match skips: smaller tables,
+/// so fewer bytes for every flush and compaction to write, for somewhat slower compression.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 /// Identifies an SSTable footer ("shoalSST" in ASCII).

@@ -16,7 +16,7 @@
 //! removes them is durable. Each table's last [`crate::version::TableHandle`] (held by the
 //! versions that list it, and so by every scan or read using such a version) puts the table
 //! on the obsolete list when it is dropped, and [`TableCache::remove_obsolete`] (run by the
-//! background task) deletes the files. A crash before that leaves files no manifest lists,
+//! compaction worker) deletes the files. A crash before that leaves files no manifest lists,
 //! which the next open deletes.
 
 use std::path::{Path, PathBuf};

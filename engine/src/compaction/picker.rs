@@ -15,13 +15,9 @@
 //! (a "trivial move"): sequential loads never rewrite data. Every other table of its level that
 //! overlaps nothing below moves with it, as RocksDB extends a trivial move.
 //!
-//! Measured at 10M keys (settled after each phase, bytes written per user byte), against the
-//! round robin pick and single-table moves: uniform overwrite 3.25 → 3.11, zipfian mix
-//! 3.09–3.70 → 2.70–3.25 (the spread is the state the overwrite leaves). Moving free tables before
-//! any merge, even while L0 waits (RocksDB moves L1 to an empty L2 mid-fill), cut the fill from
-//! 2.79 to 2.59 but raised the overwrite to 3.24 and the mix to 3.24, so it is not done.
-//! These runs predate the fix that stopped writers flushing the memtable themselves after every
-//! freeze, which inflated all three; current figures are at `Options::l0_compaction_trigger`.
+//! Free tables do not move ahead of the merges L0 waits for (RocksDB moves L1 into an empty
+//! L2 mid-fill): that writes less during a fill but more in the overwrites and mixed loads
+//! that follow (the write-amplification runs are in `docs/measurements.md`).
 //!
 //! The invariants the levels keep, which the merge relies on: within a level ≥ 1 all versions
 //! of a user key are in one table (outputs are cut only between user keys), and every version

@@ -143,8 +143,8 @@ impl Retention {
     }
 
     /// The sequence number to store for a version [`Retention::decide`] kept: 0 for a value
-    /// in the oldest stripe of a bottommost compaction, as RocksDB does (a one-byte varint
-    /// that compresses well; a random one costs tables about 10 bytes per entry). Such a
+    /// in the oldest stripe of a bottommost compaction, as RocksDB does (eight zero bytes,
+    /// which compress to almost nothing, where a random seq's low bytes do not). Such a
     /// version is the only one of its key at or below every reader's sequence number, and no
     /// deeper level holds an older one, so every reader, now or later, sees it exactly as
     /// before and every newer version still sorts above it. Tombstones and expired-value

@@ -17,7 +17,8 @@ use crate::sstable::{Table, TableBuilder, TableIter, TableOptions};
 use crate::version::Version;
 use crate::{Error, Result};
 
-/// Entries merged between yields to the executor: a few hundred microseconds of work.
+/// Entries merged between yields to the executor: few enough that requests on the shard wait
+/// little for the merge, enough that yielding costs the merge little.
 pub const YIELD_EVERY_ENTRIES: u64 = 256;
 
 /// Where and how output tables are written.

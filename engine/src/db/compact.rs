@@ -16,7 +16,7 @@ use crate::version::{TableHandle, Version};
 
 impl<F: FileSystem> Db<F> {
     /// Runs compactions until every level is within its target, then deletes the replaced
-    /// tables no reader holds. The background worker does this on its own; this is for
+    /// tables no reader holds. The compaction worker does this on its own; this is for
     /// tools and tests.
     pub async fn compact(&self) -> Result<()> {
         self.check_open()?;

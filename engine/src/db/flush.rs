@@ -23,7 +23,7 @@ impl<F: FileSystem> Db<F> {
         self.flush_frozen().await
     }
 
-    /// Starts a new memtable if the current one has data, and wakes the background worker.
+    /// Starts a new memtable if the current one has data, and wakes the flush worker.
     pub(super) fn freeze(&self) {
         let inner = &*self.inner;
         {

@@ -15,8 +15,8 @@ use crate::options::{Durability, Options};
 use crate::stats::Counters;
 
 /// Longest a write is delayed, reached just below `l0_stop_trigger` or the hard pending
-/// compaction limit. Long enough to hand a 2-core machine to compaction, short enough that a
-/// delayed client sees latency, not an outage.
+/// compaction limit. Long enough to hand the writers' cores to compaction, short enough that
+/// a delayed client sees latency, not an outage.
 const WRITE_DELAY_MAX: Duration = Duration::from_millis(2);
 
 /// Shortest backlog delay: the timer's resolution is coarser anyway, and a delay must never
@@ -95,9 +95,9 @@ impl<F: FileSystem> Db<F> {
     }
 
     /// Freezes the memtable when it is full. When it is full and too many frozen memtables
-    /// wait, flushes (or waits for the flush in progress); when L0 or the compaction backlog is at its stop
-    /// limit, compacts (or waits for the compaction in progress); past a slowdown limit,
-    /// sleeps a little.
+    /// wait, flushes (or waits for the flush in progress); when L0 or the compaction backlog
+    /// is at its stop limit, compacts (or waits for the compaction in progress); past a
+    /// slowdown limit, sleeps a little.
     async fn make_room(&self) -> Result<()> {
         let inner = &*self.inner;
         let o = &inner.options;

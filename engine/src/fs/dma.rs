@@ -1,7 +1,6 @@
 //! glommio DMA files: O_DIRECT on io_uring, the node's production file system.
 //!
-//! Must be used inside a glommio executor. Two glommio 0.9 pitfalls shape this module (see
-//! `notes/glommio.md`):
+//! Must be used inside a glommio executor. Two glommio 0.9 pitfalls shape this module:
 //! - glommio probes, per thread and device, whether polled reads work by reading offset 0 of
 //!   the first DMA file opened, and caches a wrong "yes" when that file is empty or sparse;
 //!   every later read then fails with EOPNOTSUPP. [`DmaFs::new`] first opens and reads a file

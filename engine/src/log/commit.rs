@@ -8,7 +8,7 @@
 //! with the fdatasync queued behind it, [`File::write_then_sync`]), hands the writer to the
 //! next round, awaits the fdatasync, and once every earlier round has published, publishes the
 //! new durable record number and wakes everyone. So one round's fdatasync overlaps the next
-//! round's gathering and write (on this disk, concurrent flushes cost little more than one).
+//! round's gathering and write.
 //!
 //! A round's write starts only after the previous round's write completed (it rewrites the
 //! same tail block), so its fdatasync covers every earlier round's bytes too; publishing in

@@ -11,8 +11,8 @@
 //! Why one node per key: a write to a key already in the memtable (an overwrite, the common
 //! case of a cache or a counter) finds the key's node through the hash index ([`index`]) and
 //! adds its version to the front of the node's chain, with no search of the list: a search
-//! visits some 25 nodes in random places in memory, and was a third of a server's CPU under
-//! pipelined SETs. Versions of a key are newest first, as table order wants them. The price:
+//! visits some 25 nodes in random places in memory, each a likely cache miss. Versions of a
+//! key are newest first, as table order wants them. The price:
 //! a read at an old snapshot walks the key's newer versions one by one, where a list ordered
 //! by (key, seq) would search them; reads at the latest seq, the common case, take the newest.
 //!
@@ -45,8 +45,8 @@
 //! | 0 or 8         | expires_at_ms, only with the expiry flag                         |
 //! | value length   | value                                                            |
 //!
-//! Expiry is stored only when set, and the key length is 16 bits: with 16-byte keys and
-//! 100-byte values, an always-present expiry and a 4-byte length were a tenth of the memtable.
+//! Expiry is stored only when set, and the key length is 16 bits: an always-present expiry and
+//! a 4-byte length would add 10 bytes to every node, a large share of a small entry.
 //!
 //! Concurrency: writers are serialised by a mutex (the DB inserts under its own lock anyway,
 //! so it is never contended). A node or version is fully written before a Release store

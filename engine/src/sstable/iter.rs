@@ -3,8 +3,8 @@
 //! An iterator reads ahead: a block that is not cached comes from disk with the blocks after
 //! it, in one read whose size doubles from one block up to [`READAHEAD_BYTES_MAX`] while the
 //! iterator moves on in order (a seek starts again from one block, so a short scan reads
-//! little). O_DIRECT files get no readahead from the kernel, and one small read per block left
-//! scans and compactions on the node's DMA files waiting on the disk for every block.
+//! little). O_DIRECT files get no readahead from the kernel: with one small read per block, a
+//! scan or compaction on the node's DMA files would wait on the disk for every block.
 
 use std::sync::Arc;
 

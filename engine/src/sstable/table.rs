@@ -114,7 +114,8 @@ async fn read_meta<F: File>(file: &F) -> Result<Meta> {
 }
 
 impl<F: File> Table<F> {
-    /// Reads and verifies footer, index, filter, properties. `number` identifies the table in the cache.
+    /// Reads and verifies footer, index, filter, properties. `number` identifies the table in
+    /// the cache.
     pub async fn open(file: F, number: u64, cache: Arc<BlockCache>) -> Result<Table<F>> {
         let Meta {
             index,

@@ -4,12 +4,12 @@
 //! memtables; here the index sits beside the ordered list instead of replacing it, so scans
 //! and snapshot reads keep the list.
 //!
-//! Open addressing with linear probing over a fixed array of node pointers, sized when the
-//! memtable is created. A key has one node for the list's lifetime (its versions chain to it),
-//! so a slot is filled once and never changed, and a probe that meets an empty slot has seen
-//! every slot its key could be in. The writer (under the list's mutex) stores a fully written node with Release; readers
-//! load with Acquire. When a key finds no free slot within [`PROBE_MAX`] the index stops being
-//! complete: from then on a miss proves nothing and readers fall back to the list, while hits
+//! Open addressing with linear probing over a fixed array of node pointers, sized when the memtable
+//! is created. A key has one node for the list's lifetime (its versions chain to it), so a slot is
+//! filled once and never changed, and a probe that meets an empty slot has seen every slot its key
+//! could be in. The writer (under the list's mutex) stores a fully written node with Release;
+//! readers load with Acquire. When a key finds no free slot within [`PROBE_MAX`] the index stops
+//! being complete: from then on a miss proves nothing and readers fall back to the list, while hits
 //! stay exact.
 
 use std::mem::size_of;

@@ -3,9 +3,8 @@
 //!
 //! A memtable is read by pointer chases over tens of MiB in random order. With 4 KiB pages
 //! nearly every step of a skiplist search misses the TLB as well as the cache, and in a
-//! virtual machine each TLB miss walks two page tables: profiles of a synced fill showed
-//! the skiplist search as the largest single cost. 2 MiB pages cover a 64 MiB memtable with
-//! 32 TLB entries. The mapping is lazily resident either way: a page the memtable never
+//! virtual machine each TLB miss walks two page tables. 2 MiB pages cover a 64 MiB memtable
+//! with 32 TLB entries. The mapping is lazily resident either way: a page the memtable never
 //! writes costs nothing.
 
 use std::alloc::{Layout, handle_alloc_error};
