@@ -120,7 +120,8 @@ const _: () = assert!(size_of::<Version>() == 24);
 const _: () = assert!(MAX_HEIGHT <= HEIGHT_MASK as usize);
 const _: () = assert!(KEY_LEN_MAX <= u16::MAX as usize);
 const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
-const _: () = assert!(align_of::<Node>() == 8 && align_of::<Version>() == 8);
+const _: () = assert!(align_of::<Node>() == 8);
+const _: () = assert!(align_of::<Version>() == 8);
 const _: () = assert!(size_of::<AtomicPtr<Node>>() == 8);
 
 fn expiry_bytes(expires: bool) -> usize {

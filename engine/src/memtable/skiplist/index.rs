@@ -95,10 +95,7 @@ impl HashIndex {
                     return;
                 }
                 Some(c) => {
-                    debug_assert!(
-                        c.prefix != node.prefix || c.key() != node.key(),
-                        "a key has one node"
-                    );
+                    debug_assert!(c.key() != node.key(), "a key has one node");
                     i = self.after(i);
                 }
             }
