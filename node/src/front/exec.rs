@@ -1,17 +1,18 @@
 //! Runs parsed commands: locally, or on the owning shards through the mesh, and writes the
 //! replies in request order.
 //!
-//! A pipelined batch is cut into runs. Consecutive plain reads (GET, MGET) become one
-//! `Get` per owning shard, and consecutive blind writes (SET without NX/XX/GET/KEEPTTL, MSET)
-//! one atomic `Put` per owning shard, all shards at once: a pipeline of 16 SETs costs one
+//! A pipelined batch is cut into runs. Consecutive plain reads (GET, MGET: the table's
+//! [`Flag::BatchRead`]) become one `Get` per owning shard, and consecutive blind writes (SET
+//! without NX/XX/GET/KEEPTTL, MSET: [`Flag::BlindWrite`]) one atomic `Put` per owning shard,
+//! all shards at once: a pipeline of 16 SETs costs one
 //! group commit, not 16. Every other command runs alone, in order, after the run before it
 //! has finished, so a read always sees the writes the connection sent before it.
 //!
 //! In cluster mode the same runs go through the shard's [`Driver`] instead: every key of a
 //! run is one coordinated request, all in flight together. GET returns the chosen sibling,
-//! SET supersedes what the minting replica holds, VGET/VSET/VDEL expose versions; commands
-//! that need an atomic read-modify-write of a replicated key (SET NX, EXPIRE, ...) are
-//! refused, and DBSIZE, SCAN and INFO describe this node's replicas.
+//! SET supersedes what the minting replica holds, VGET/VSET/VDEL expose versions; the table
+//! refuses what needs an atomic read-modify-write of a replicated key (SET NX, EXPIRE, ...),
+//! and DBSIZE, SCAN and INFO describe this node's replicas.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -21,7 +22,8 @@ use shoal_cluster::message::WriteContext;
 use shoal_cluster::vv::VersionVector;
 
 use crate::cluster::driver::{self, Driver, Pending};
-use crate::front::command::{self, Command, CommandSub, Limits, Refusal, Ttl};
+use crate::front::command::table::{Flag, Mode};
+use crate::front::command::{self, Command, Env, Limits, Refusal, Request, Ttl, describe};
 use crate::front::ctx::{Ctx, Session};
 use crate::front::info;
 use crate::front::resp::{Proto, Reply};
@@ -32,13 +34,6 @@ use crate::shard::Counters;
 use crate::shard::ShardStats;
 use crate::shard::store::{Expiry, Value};
 
-const NEEDS_CLUSTER: &str =
-    "ERR VGET, VSET, VDEL and CONSISTENCY need cluster mode ([[nodes]] in the config file)";
-
-fn cluster_unsupported(what: &str) -> String {
-    format!("ERR {what} is not supported in cluster mode")
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
     Read,
@@ -46,12 +41,21 @@ enum Class {
     Other,
 }
 
-fn class(cmd: &Result<Command<'_>, Refusal>) -> Class {
-    match cmd {
-        Ok(Command::Get(_) | Command::MGet(_)) => Class::Read,
-        Ok(Command::Set { opts, .. }) if opts.is_blind() => Class::BlindWrite,
-        Ok(Command::MSet(_)) => Class::BlindWrite,
-        _ => Class::Other,
+/// A request as parsed, or why it was refused.
+type Parsed<'a> = Result<Request<'a>, Refusal>;
+
+fn class(parsed: &Parsed<'_>, mode: Mode) -> Class {
+    let Ok(req) = parsed else {
+        return Class::Other;
+    };
+    if req.spec.cluster.refusal(&req.cmd, mode).is_some() {
+        Class::Other
+    } else if req.spec.has(Flag::BatchRead) {
+        Class::Read
+    } else if req.spec.has(Flag::BlindWrite) && req.cmd.is_blind() {
+        Class::BlindWrite
+    } else {
+        Class::Other
     }
 }
 
@@ -81,21 +85,30 @@ impl Ctx {
 
     /// Runs one batch of requests (each the argument list of one command) in order.
     pub async fn run_batch(&self, requests: &[&[&[u8]]], reply: &mut Reply, session: &mut Session) {
-        let now = self.clock.now_ms();
-        let limits = self.limits();
-        let cmds: Vec<Result<Command<'_>, Refusal>> = requests
+        let env = Env {
+            now_ms: self.clock.now_ms(),
+            limits: self.limits(),
+        };
+        let cmds: Vec<Parsed<'_>> = requests
             .iter()
-            .map(|args| command::parse(args, now, limits))
+            .map(|args| command::parse(args, &env))
             .collect();
+        let mode = match self.driver {
+            Some(_) => Mode::Cluster,
+            None => Mode::Standalone,
+        };
         let counters = &self.shard.counters;
         let mut i = 0;
         while i < cmds.len() && !session.quit {
             let started = Instant::now();
-            let kind = class(&cmds[i]);
+            let kind = class(&cmds[i], mode);
             let end = if kind == Class::Other {
                 i + 1
             } else {
-                i + cmds[i..].iter().take_while(|c| class(c) == kind).count()
+                i + cmds[i..]
+                    .iter()
+                    .take_while(|c| class(c, mode) == kind)
+                    .count()
             };
             let run = &cmds[i..end];
             match (kind, &self.driver) {
@@ -104,7 +117,10 @@ impl Ctx {
                 (Class::BlindWrite, Some(d)) => self.cluster_writes(d, run, reply, session).await,
                 (Class::BlindWrite, None) => self.write_run(run, reply).await,
                 (Class::Other, _) => match &cmds[i] {
-                    Ok(cmd) => self.run_one(cmd, reply, session).await,
+                    Ok(req) => match req.spec.cluster.refusal(&req.cmd, mode) {
+                        Some(refusal) => reply.error(&refusal.to_string()),
+                        None => self.run_one(&req.cmd, reply, session).await,
+                    },
                     Err(refusal) => {
                         Counters::add(&counters.errors, 1);
                         reply.error(&refusal.0);
@@ -115,7 +131,7 @@ impl Ctx {
             for c in run {
                 Counters::add(&counters.commands, 1);
                 match c {
-                    Ok(c) if c.is_write() => Counters::add(&counters.writes, 1),
+                    Ok(req) if req.is_write() => Counters::add(&counters.writes, 1),
                     Ok(_) => Counters::add(&counters.reads, 1),
                     Err(_) => {}
                 }
@@ -185,8 +201,8 @@ impl Ctx {
     }
 
     /// GET/MGET whose keys this shard owns: no grouping, no copies of keys.
-    async fn read_local(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
-        let keys: Vec<&[u8]> = run.iter().flat_map(keys_of).copied().collect();
+    async fn read_local(&self, run: &[Parsed<'_>], reply: &mut Reply) {
+        let keys: Vec<&[u8]> = run.iter().flatten().flat_map(Request::keys).collect();
         let values = match self.shard.store.get_many(&keys).await {
             Ok(values) => values,
             Err(e) => {
@@ -201,12 +217,13 @@ impl Ctx {
         reply_reads(run, values, reply);
     }
 
-    async fn read_run(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
+    async fn read_run(&self, run: &[Parsed<'_>], reply: &mut Reply) {
         let n = self.shard.shards;
         let me = self.shard.id;
         if run
             .iter()
-            .flat_map(keys_of)
+            .flatten()
+            .flat_map(Request::keys)
             .all(|k| self.shard.owner(k) == me)
         {
             return self.read_local(run, reply).await;
@@ -214,7 +231,7 @@ impl Ctx {
         let mut remote: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
         let mut local: Vec<&[u8]> = Vec::new();
         let mut slots: Vec<(usize, usize)> = Vec::new();
-        for key in run.iter().flat_map(keys_of) {
+        for key in run.iter().flatten().flat_map(Request::keys) {
             let s = self.shard.owner(key);
             if s == me {
                 slots.push((s, local.len()));
@@ -254,7 +271,7 @@ impl Ctx {
         reply_reads(run, slots.into_iter().map(value), reply);
     }
 
-    async fn write_run(&self, run: &[Result<Command<'_>, Refusal>], reply: &mut Reply) {
+    async fn write_run(&self, run: &[Parsed<'_>], reply: &mut Reply) {
         let n = self.shard.shards;
         let me = self.shard.id;
         let mut local: Vec<(&[u8], &[u8], u64)> = Vec::new();
@@ -262,15 +279,15 @@ impl Ctx {
         // Per command, the shards it wrote to, as a bit set.
         const _: () = assert!(crate::config::SHARDS_MAX <= 4 * 64);
         let mut touched: Vec<[u64; 4]> = Vec::with_capacity(run.len());
-        for cmd in run {
+        for req in run.iter().flatten() {
             let mut bits = [0u64; 4];
             let mut owner = |key: &[u8]| {
                 let s = self.shard.owner(key);
                 bits[s / 64] |= 1 << (s % 64);
                 s
             };
-            match cmd {
-                Ok(Command::Set { key, value, opts }) => {
+            match &req.cmd {
+                Command::Set { key, value, opts } => {
                     let at = match opts.expiry {
                         Expiry::At(t) => t,
                         Expiry::Never | Expiry::Keep => shoal_engine::NO_EXPIRY,
@@ -278,7 +295,7 @@ impl Ctx {
                     let s = owner(key);
                     push_put(s, me, key, value, at, &mut local, &mut remote);
                 }
-                Ok(Command::MSet(pairs)) => {
+                Command::MSet(pairs) => {
                     for pair in pairs.chunks_exact(2) {
                         let s = owner(pair[0]);
                         push_put(
@@ -390,16 +407,17 @@ impl Ctx {
     async fn cluster_reads(
         &self,
         d: &Rc<Driver>,
-        run: &[Result<Command<'_>, Refusal>],
+        run: &[Parsed<'_>],
         reply: &mut Reply,
         session: &Session,
     ) {
         let (r, _) = self.levels(d, session);
         let started: Vec<Vec<Pending>> = run
             .iter()
-            .map(|cmd| keys_of(cmd).iter().map(|k| d.read(k, r)).collect())
+            .flatten()
+            .map(|req| req.keys().map(|k| d.read(k, r)).collect())
             .collect();
-        for (cmd, pending) in run.iter().zip(started) {
+        for (req, pending) in run.iter().flatten().zip(started) {
             let mut sets = Vec::with_capacity(pending.len());
             let mut failed = None;
             for p in pending {
@@ -414,7 +432,7 @@ impl Ctx {
                 reply.error(&e);
                 continue;
             }
-            if let Ok(Command::Get(_)) = cmd {
+            if let Command::Get(_) = req.cmd {
                 reply.bulk_or_null(sets.first().and_then(|s| driver::chosen_value(s.as_ref())));
             } else {
                 reply.array(sets.len());
@@ -429,7 +447,7 @@ impl Ctx {
     async fn cluster_writes(
         &self,
         d: &Rc<Driver>,
-        run: &[Result<Command<'_>, Refusal>],
+        run: &[Parsed<'_>],
         reply: &mut Reply,
         session: &Session,
     ) {
@@ -438,12 +456,13 @@ impl Ctx {
             |key: &[u8], value: &[u8]| d.write(key, Some(value.to_vec()), WriteContext::Local, w);
         let started: Vec<Result<Vec<Pending>, String>> = run
             .iter()
-            .map(|cmd| match cmd {
-                Ok(Command::Set { key, value, opts }) if opts.expiry == Expiry::Never => {
+            .flatten()
+            .map(|req| match &req.cmd {
+                Command::Set { key, value, opts } => {
+                    debug_assert_eq!(opts.expiry, Expiry::Never, "the table refuses expiries");
                     Ok(vec![write(key, value)])
                 }
-                Ok(Command::Set { .. }) => Err(cluster_unsupported("SET with an expiry")),
-                Ok(Command::MSet(pairs)) => Ok(pairs
+                Command::MSet(pairs) => Ok(pairs
                     .chunks_exact(2)
                     .map(|pair| write(pair[0], pair[1]))
                     .collect()),
@@ -557,11 +576,6 @@ impl Ctx {
                 Ok(_) => reply.int(-1),
                 Err(e) => reply.error(&e),
             },
-            Command::Set { .. } => {
-                reply.error(&cluster_unsupported("SET with NX, XX, GET or KEEPTTL"))
-            }
-            Command::Expire { .. } => reply.error(&cluster_unsupported("EXPIRE")),
-            Command::FlushDb => reply.error(&cluster_unsupported("FLUSHDB")),
             _ => return false,
         }
         true
@@ -584,7 +598,7 @@ impl Ctx {
                 }
                 self.hello(reply, session);
             }
-            Command::Command(sub, names) => command_reply(*sub, names, reply),
+            Command::Command(sub) => describe::reply(*sub, reply),
             Command::Info(sections) => match self.broadcast(ShardOp::Stats, take_stats).await {
                 Ok(stats) => {
                     let keyspace = self.keyspace().await;
@@ -673,7 +687,8 @@ impl Ctx {
                 reply.error("ERR internal: unbatched command");
             }
             Command::VGet { .. } | Command::VSet { .. } | Command::Consistency(_) => {
-                reply.error(NEEDS_CLUSTER)
+                debug_assert!(false, "the table refuses these standalone");
+                reply.error("ERR internal: needs cluster mode");
             }
         }
     }
@@ -788,21 +803,21 @@ fn push_put<'a>(
 /// Replies to a run of GET/MGET from their keys' values, given in the run's key order; a
 /// command any of whose keys failed gets that error instead.
 fn reply_reads<'v>(
-    run: &[Result<Command<'_>, Refusal>],
+    run: &[Parsed<'_>],
     mut values: impl Iterator<Item = Result<Option<&'v [u8]>, &'v str>>,
     reply: &mut Reply,
 ) {
     let mut mine = Vec::new();
-    for cmd in run {
+    for req in run.iter().flatten() {
         mine.clear();
-        mine.extend(values.by_ref().take(keys_of(cmd).len()));
+        mine.extend(values.by_ref().take(req.keys().len()));
         if let Some(Err(e)) = mine.iter().find(|v| v.is_err()) {
             reply.error(e);
             continue;
         }
         let value = |v: &Result<Option<&'v [u8]>, &'v str>| v.ok().flatten();
-        match cmd {
-            Ok(Command::Get(_)) => reply.bulk_or_null(mine.first().and_then(value)),
+        match req.cmd {
+            Command::Get(_) => reply.bulk_or_null(mine.first().and_then(value)),
             _ => {
                 reply.array(mine.len());
                 for v in &mine {
@@ -810,14 +825,6 @@ fn reply_reads<'v>(
                 }
             }
         }
-    }
-}
-
-fn keys_of<'a>(cmd: &'a Result<Command<'a>, Refusal>) -> &'a [&'a [u8]] {
-    match cmd {
-        Ok(Command::Get(k)) => std::slice::from_ref(k),
-        Ok(Command::MGet(keys)) => keys,
-        _ => &[],
     }
 }
 
@@ -845,52 +852,5 @@ fn int_or_error(reply: &mut Reply, r: Result<i64, String>) {
     match r {
         Ok(n) => reply.int(n),
         Err(e) => reply.error(&e),
-    }
-}
-
-/// Key positions of a command for `COMMAND`: (first, last, step).
-fn key_spec(name: &str) -> (i64, i64, i64) {
-    match name {
-        "get" | "set" | "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl"
-        | "vget" | "vset" | "vdel" => (1, 1, 1),
-        "del" | "unlink" | "exists" | "mget" => (1, -1, 1),
-        "mset" => (1, -1, 2),
-        _ => (0, 0, 0),
-    }
-}
-
-fn command_entry(name: &str, arity: i32, reply: &mut Reply) {
-    let (first, last, step) = key_spec(name);
-    reply.array(6);
-    reply.bulk(name.as_bytes());
-    reply.int(i64::from(arity));
-    reply.array(0);
-    reply.int(first);
-    reply.int(last);
-    reply.int(step);
-}
-
-fn command_reply(sub: CommandSub, names: &[&[u8]], reply: &mut Reply) {
-    match sub {
-        CommandSub::All => {
-            reply.array(command::COMMANDS.len());
-            for (name, arity) in command::COMMANDS {
-                command_entry(name, *arity, reply);
-            }
-        }
-        CommandSub::Count => reply.int(command::COMMANDS.len() as i64),
-        CommandSub::Docs => reply.map(0),
-        CommandSub::Info => {
-            reply.array(names.len());
-            for n in names {
-                match command::COMMANDS
-                    .iter()
-                    .find(|(c, _)| c.as_bytes().eq_ignore_ascii_case(n))
-                {
-                    Some((name, arity)) => command_entry(name, *arity, reply),
-                    None => reply.null(),
-                }
-            }
-        }
     }
 }
