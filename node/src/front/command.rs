@@ -44,8 +44,18 @@ pub enum CommandSub<'a> {
     All,
     Count,
     Docs,
-    /// COMMAND INFO name...: one entry (or nil) per name.
+    /// COMMAND INFO name...: one entry (or nil) per name; every command's without names.
     Info(&'a [&'a [u8]]),
+    List(Option<ListFilter<'a>>),
+}
+
+/// COMMAND LIST FILTERBY: which names to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFilter<'a> {
+    /// A module's commands: none, as Shoal loads no modules.
+    Module,
+    AclCat(&'a [u8]),
+    Pattern(&'a [u8]),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +263,14 @@ mod tests {
         assert_eq!(
             p(&[b"command", b"info", b"get", b"set"]).unwrap(),
             Command::Command(CommandSub::Info(&[b"get", b"set"]))
+        );
+        assert_eq!(
+            p(&[b"command", b"list", b"filterby", b"aclcat", b"read"]).unwrap(),
+            Command::Command(CommandSub::List(Some(ListFilter::AclCat(b"read"))))
+        );
+        assert_eq!(
+            p(&[b"command", b"list", b"filterby", b"aclcat"]).unwrap_err(),
+            SYNTAX_ERROR
         );
         assert_eq!(
             p(&[b"command", b"nope"]).unwrap_err(),

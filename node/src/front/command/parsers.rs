@@ -5,7 +5,7 @@
 use shoal_cluster::consistency::Consistency;
 use shoal_engine::types::KEY_LEN_MAX;
 
-use super::{ArgError, Command, Env, Refusal, SetOpts};
+use super::{ArgError, Command, CommandSub, Env, ListFilter, Refusal, SetOpts};
 use crate::shard::store::{Cond, ExpireCond, Expiry};
 
 pub(super) const SYNTAX_ERROR: &str = "ERR syntax error";
@@ -219,6 +219,26 @@ pub fn hello<'a>(rest: &'a [&'a [u8]], _: &Env) -> Parsed<'a> {
         return Err(refuse("NOPROTO unsupported protocol version"));
     }
     Ok(Command::Hello(Some(version)))
+}
+
+/// `COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]`.
+pub fn command_list<'a>(rest: &'a [&'a [u8]], _: &Env) -> Parsed<'a> {
+    let filter = match rest {
+        [] => None,
+        [by, kind, arg] if by.eq_ignore_ascii_case(b"filterby") => {
+            Some(if kind.eq_ignore_ascii_case(b"module") {
+                ListFilter::Module
+            } else if kind.eq_ignore_ascii_case(b"aclcat") {
+                ListFilter::AclCat(arg)
+            } else if kind.eq_ignore_ascii_case(b"pattern") {
+                ListFilter::Pattern(arg)
+            } else {
+                return Err(refuse(SYNTAX_ERROR));
+            })
+        }
+        _ => return Err(refuse(SYNTAX_ERROR)),
+    };
+    Ok(Command::Command(CommandSub::List(filter)))
 }
 
 /// `base + n * unit` as an absolute time in ms, or `None` on overflow.

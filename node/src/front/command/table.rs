@@ -133,6 +133,35 @@ pub enum Acl {
     Connection,
 }
 
+impl Acl {
+    const ALL: [Acl; 9] = [
+        Acl::Keyspace,
+        Acl::Read,
+        Acl::Write,
+        Acl::String,
+        Acl::Admin,
+        Acl::Fast,
+        Acl::Slow,
+        Acl::Dangerous,
+        Acl::Connection,
+    ];
+
+    /// The name without its `@`, as `ACL CAT` and `COMMAND LIST FILTERBY ACLCAT` take it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Acl::Keyspace => "keyspace",
+            Acl::Read => "read",
+            Acl::Write => "write",
+            Acl::String => "string",
+            Acl::Admin => "admin",
+            Acl::Fast => "fast",
+            Acl::Slow => "slow",
+            Acl::Dangerous => "dangerous",
+            Acl::Connection => "connection",
+        }
+    }
+}
+
 /// Where a command's keys are: Redis's legacy range (first, last, step), with the flags of
 /// the key spec Redis 7 shows for the same keys.
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +194,32 @@ pub enum KeyFlag {
     Delete,
     /// The options decide which of the other flags apply.
     VariableFlags,
+}
+
+impl KeyFlag {
+    const ALL: [KeyFlag; 8] = [
+        KeyFlag::Ro,
+        KeyFlag::Rw,
+        KeyFlag::Ow,
+        KeyFlag::Rm,
+        KeyFlag::Access,
+        KeyFlag::Update,
+        KeyFlag::Delete,
+        KeyFlag::VariableFlags,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyFlag::Ro => "RO",
+            KeyFlag::Rw => "RW",
+            KeyFlag::Ow => "OW",
+            KeyFlag::Rm => "RM",
+            KeyFlag::Access => "access",
+            KeyFlag::Update => "update",
+            KeyFlag::Delete => "delete",
+            KeyFlag::VariableFlags => "variable_flags",
+        }
+    }
 }
 
 /// What a command does in each mode.
@@ -240,6 +295,22 @@ impl CommandSpec {
             .filter_map(Flag::redis_name)
     }
 
+    /// The ACL categories: the table's, and those the flags imply, as Redis derives them
+    /// (`setImplicitACLCategories`): a command not `@fast` is `@slow`.
+    pub fn acl_categories(&self) -> impl Iterator<Item = Acl> + use<'_> {
+        let implied = |cat: Acl| match cat {
+            Acl::Write => self.has(Flag::Write),
+            Acl::Read => self.has(Flag::Readonly),
+            Acl::Admin | Acl::Dangerous => self.has(Flag::Admin),
+            Acl::Fast => self.has(Flag::Fast),
+            Acl::Slow => !self.has(Flag::Fast) && !self.acl.contains(&Acl::Fast),
+            Acl::Keyspace | Acl::String | Acl::Connection => false,
+        };
+        Acl::ALL
+            .into_iter()
+            .filter(move |cat| self.acl.contains(cat) || implied(*cat))
+    }
+
     /// Redis's legacy key range for `COMMAND`: (first, last, step), zeros without keys.
     pub fn key_range(&self) -> (i32, i32, i32) {
         self.keys.map_or((0, 0, 0), |k| (k.first, k.last, k.step))
@@ -288,6 +359,11 @@ impl CommandSpec {
 }
 
 impl KeySpec {
+    /// The flags, in the order Redis lists them.
+    pub fn shown_flags(&self) -> impl Iterator<Item = KeyFlag> + use<'_> {
+        KeyFlag::ALL.into_iter().filter(|f| self.flags.contains(f))
+    }
+
     /// The keys among `argc` arguments as a range: start, end (exclusive), step.
     fn positions(&self, argc: usize) -> (usize, usize, usize) {
         debug_assert!(self.first >= 1 && self.step >= 1);
@@ -517,6 +593,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 command_sub("command|info", -2, UNORDERED, |rest, _| {
                     Ok(Command::Command(CommandSub::Info(rest)))
                 }),
+                command_sub("command|list", -2, UNORDERED, parsers::command_list),
             ],
         },
     },
@@ -787,6 +864,7 @@ mod tests {
             "command|count" => "command count",
             "command|docs" => "command docs",
             "command|info" => "command info",
+            "command|list" => "command list",
             "select" => "select 0",
             "client" | "client|id" => "client id",
             "client|setname" => "client setname n",
@@ -938,6 +1016,21 @@ mod tests {
         let get = lookup(b"get").unwrap();
         assert_eq!(get.keys(&[b"get", b"k"]).collect::<Vec<_>>(), [b"k"]);
         assert_eq!(lookup(b"ping").unwrap().keys(&[b"ping"]).count(), 0);
+    }
+
+    #[test]
+    fn implied_acl_categories() {
+        let cats = |name: &[u8]| -> Vec<&str> {
+            lookup(name)
+                .unwrap()
+                .acl_categories()
+                .map(Acl::name)
+                .collect()
+        };
+        assert_eq!(cats(b"get"), ["read", "string", "fast"]);
+        assert_eq!(cats(b"del"), ["keyspace", "write", "slow"]);
+        assert_eq!(cats(b"config|get"), ["admin", "slow", "dangerous"]);
+        assert_eq!(cats(b"client"), ["slow"]);
     }
 
     #[test]
