@@ -1,10 +1,12 @@
 //! Helpers for black-box tests: find (or build) the `shoal` binary, start it on a free
 //! 127.0.0.1 port with a fresh data directory, wait until it serves, stop or kill it; and
-//! the same for a cluster of such processes ([`cluster`]).
+//! the same for a cluster of such processes ([`cluster`]). [`redis_server`] starts a real
+//! `redis-server` to compare replies with.
 
 #![allow(clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod redis_server;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

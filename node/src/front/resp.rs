@@ -82,6 +82,18 @@ impl Reply {
         self.buf.extend_from_slice(b"\r\n");
     }
 
+    /// A set of `len` items: a RESP3 set, an array in RESP2.
+    pub fn set(&mut self, len: usize) {
+        match self.proto {
+            Proto::Resp2 => self.array(len),
+            Proto::Resp3 => {
+                self.buf.push(b'~');
+                push_int(&mut self.buf, len as i64);
+                self.buf.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
     /// A map of `len` pairs: a RESP3 map, or a flat array of 2 × len items in RESP2.
     pub fn map(&mut self, len: usize) {
         match self.proto {
@@ -149,8 +161,13 @@ mod tests {
         r.proto = Proto::Resp3;
         r.null();
         r.map(1);
+        r.set(2);
         r.text("a");
-        assert_eq!(r.buf, b"_\r\n%1\r\n=5\r\ntxt:a\r\n");
+        assert_eq!(r.buf, b"_\r\n%1\r\n~2\r\n=5\r\ntxt:a\r\n");
+        r.buf.clear();
+        r.proto = Proto::Resp2;
+        r.set(2);
+        assert_eq!(r.buf, b"*2\r\n");
     }
 
     #[test]
