@@ -1,38 +1,47 @@
 //! The request coordinator: one state machine per shard, driving every client read and write
 //! that lands on it through the key's replicas.
 //!
-//! Sans-IO in the style of quinn-proto: the node calls [`Coordinator::get`] /
+//! Sans-IO in the style of quinn-proto: the endpoint calls [`Coordinator::get`] /
 //! [`Coordinator::put`] for client requests, [`Coordinator::handle_reply`] for replica
 //! replies and [`Coordinator::handle_timeout`] when [`Coordinator::poll_timeout`] passes,
-//! then drains [`Coordinator::poll_transmit`] (messages to send, possibly to itself) and
-//! [`Coordinator::poll_result`] (answers for clients). Time is a [`Duration`] since any epoch
-//! the driver picks; the coordinator never reads a clock.
+//! then drains [`Coordinator::poll_transmit`] (messages to send, possibly to itself),
+//! [`Coordinator::poll_result`] (answers for clients) and [`Coordinator::poll_hint`] (writes
+//! a replica may have missed). Time is a [`Duration`] since any epoch the driver picks; the
+//! coordinator never reads a clock.
 //!
-//! Writes: the first replica of the list is asked to mint the write (`Update`): the driver
-//! puts itself first when it is a replica, else a replica its failure detector believes up.
-//! Only an explicit `Failed` moves on to the next replica, never a silence: a slow replica
-//! may still mint, and two mints of one client write would be two siblings the client never
-//! meant. The `Updated` reply counts as one acknowledgement and its versions go to every
-//! other replica as a `Put`; the client is answered after W acknowledgements.
+//! **Writes** go to [`Target`]s: the key's home replicas, and for a home replica believed
+//! down, a fallback node that stands in for it (Dynamo's sloppy quorum) and keeps the write
+//! as a hint for it. A home replica is asked to mint the write (`Update`), in the order
+//! given (the endpoint puts itself first when it is one, then replicas believed up). Only an
+//! explicit `Failed` moves on to the next, never a silence: a slow replica may still mint,
+//! and two mints of one client write would be two siblings the client never meant. The
+//! `Updated` reply counts as one acknowledgement and its versions go to every other home
+//! target as a `Put` and to every fallback as a `Hinted` put. The client is answered after W
+//! acknowledgements; a strict write counts home replicas only.
 //!
-//! Reads: `Get` goes to all replicas; the client is answered with the merge of the first R
-//! replies. The request lives on until every replica answered or the deadline passed, then
-//! each replica that answered with something other than the merge gets it as a `Put` (read
-//! repair).
+//! A write lives on after its answer until every target answered or its deadline passed:
+//! then each target that failed or stayed silent is owed the write, and it comes out of
+//! [`Coordinator::poll_hint`] for the endpoint to keep and hand off later. So a replica
+//! message is never dropped silently, and after a run without failures every home replica
+//! holds every acknowledged write.
+//!
+//! **Reads**: `Get` goes to the replicas given (the endpoint leaves out those it believes
+//! down); the client is answered with the merge of the first R replies. The request lives on
+//! until every replica answered or the deadline passed, then each replica that answered with
+//! something other than the merge gets it as a `Put` (read repair).
 //!
 //! Invariants, checked by [`Coordinator::check_invariants`] in debug builds after every
 //! input:
 //! 1. every request in flight has exactly one deadline, and every deadline a request;
-//! 2. a request needs between 1 and its replica count answers;
-//! 3. a read's replying and failed replicas are distinct replicas of its key;
-//! 4. a write has asked at most its replica count to mint, and has asked one once minted;
-//! 5. a minted write's acknowledging and failed replicas are distinct replicas of its key.
+//! 2. a request needs at least one answer;
+//! 3. a read's replying and failed replicas are distinct replicas it asked;
+//! 4. a write has asked at most its home targets to mint, and has asked one once minted;
+//! 5. a minted write's acknowledging and failed targets are distinct targets.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::NodeId;
-use crate::consistency::Consistency;
 use crate::dvv::DvvSet;
 use crate::message::{Reply, ReqId, Request, WriteContext};
 use crate::vv::{Dot, VersionVector};
@@ -43,6 +52,44 @@ pub struct Transmit {
     pub to: NodeId,
     pub req_id: ReqId,
     pub request: Request,
+}
+
+/// Where a write goes: a home replica, or a fallback standing in for one that is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub node: NodeId,
+    /// The home replica this node stands in for; `None` for a home replica.
+    pub stands_in_for: Option<NodeId>,
+}
+
+impl Target {
+    pub fn home(node: NodeId) -> Target {
+        Target {
+            node,
+            stands_in_for: None,
+        }
+    }
+
+    /// The home replica the write is for.
+    pub fn owner(&self) -> NodeId {
+        self.stands_in_for.unwrap_or(self.node)
+    }
+}
+
+/// A write a replica is owed: its versions, to hand to `owner` once it can take them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    pub owner: NodeId,
+    pub key: Vec<u8>,
+    pub versions: Vec<u8>,
+}
+
+/// A write a replica minted after its request had ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateMint {
+    pub minted_by: NodeId,
+    pub key: Vec<u8>,
+    pub versions: Vec<u8>,
 }
 
 /// Why a request failed. `needed`/`got` are replica counts for the client's error text.
@@ -85,12 +132,13 @@ pub struct Coordinator {
     timers: BTreeSet<(Duration, ReqId)>,
     transmits: VecDeque<Transmit>,
     results: VecDeque<Completed>,
+    hints: VecDeque<Hint>,
+    late_mints: VecDeque<LateMint>,
 }
 
 #[derive(Debug)]
 struct Op {
     key: Vec<u8>,
-    replicas: Vec<NodeId>,
     needed: u32,
     deadline: Duration,
     kind: Kind,
@@ -104,6 +152,7 @@ enum Kind {
 
 #[derive(Debug, Default)]
 struct ReadOp {
+    replicas: Vec<NodeId>,
     /// Replicas that answered, with the bytes they hold. Encodings are canonical (equal
     /// states, equal bytes), so replicas are compared by their bytes.
     replies: Vec<(NodeId, Option<Vec<u8>>)>,
@@ -118,22 +167,47 @@ struct ReadOp {
 
 #[derive(Debug)]
 struct WriteOp {
+    targets: Vec<Target>,
+    /// Whether only home replicas' acknowledgements count.
+    strict: bool,
     /// The wire form of the client's [`WriteContext`].
     context: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
-    /// Replicas asked to mint the write so far (a prefix of `replicas`); all but the last
-    /// answered `Failed`.
+    /// Home targets asked to mint the write so far, in order; all but the last answered
+    /// `Failed`.
     asked: usize,
     /// Set once a replica has minted the write.
     minted: Option<Minted>,
+    answered: bool,
 }
 
 #[derive(Debug)]
 struct Minted {
     dot: Dot,
     context: VersionVector,
+    versions: Vec<u8>,
     acked: Vec<NodeId>,
     failed: Vec<NodeId>,
+}
+
+impl WriteOp {
+    /// The home targets, in the order they are asked to mint.
+    fn homes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.targets
+            .iter()
+            .filter(|t| t.stands_in_for.is_none())
+            .map(|t| t.node)
+    }
+
+    fn counts(&self, node: NodeId) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.node == node && (t.stands_in_for.is_none() || !self.strict))
+    }
+
+    fn target(&self, node: NodeId) -> Option<&Target> {
+        self.targets.iter().find(|t| t.node == node)
+    }
 }
 
 impl Coordinator {
@@ -141,23 +215,24 @@ impl Coordinator {
         Coordinator::default()
     }
 
-    /// Requests in progress (including reads finishing their repair).
+    /// Requests in progress (including reads finishing their repair and writes waiting
+    /// for their last targets).
     pub fn in_flight(&self) -> usize {
         self.ops.len()
     }
 
-    /// Starts a read of `key` from its `replicas` (the preference list, reachable ones first),
-    /// answering once `r` of them replied or failing at `now + timeout`.
+    /// Starts a read of `key` from `replicas`, answering once `needed` of them replied or
+    /// failing at `now + timeout`.
     pub fn get(
         &mut self,
         now: Duration,
         req_id: ReqId,
         key: Vec<u8>,
         replicas: &[NodeId],
-        r: Consistency,
+        needed: u32,
         timeout: Duration,
     ) {
-        let needed = r.required(replicas.len() as u32).max(1);
+        let needed = needed.max(1);
         if needed as usize > replicas.len() {
             let failure = Failure::Unavailable {
                 needed,
@@ -169,21 +244,25 @@ impl Coordinator {
         for &to in replicas {
             self.send(to, req_id, Request::Get { key: key.clone() });
         }
+        let read = ReadOp {
+            replicas: replicas.to_vec(),
+            ..ReadOp::default()
+        };
         self.insert(
             req_id,
             Op {
                 key,
-                replicas: replicas.to_vec(),
                 needed,
                 deadline: now + timeout,
-                kind: Kind::Read(ReadOp::default()),
+                kind: Kind::Read(read),
             },
         );
         self.check_invariants();
     }
 
-    /// Starts a write of `value` (`None`: delete) superseding `context`, acknowledged after
-    /// `w` of `replicas` stored it, failing at `now + timeout`.
+    /// Starts a write of `value` (`None`: delete) superseding `context` to `targets`,
+    /// acknowledged after `needed` of them stored it (home replicas only when `strict`),
+    /// failing at `now + timeout`.
     #[expect(
         clippy::too_many_arguments,
         reason = "one argument per part of a client write"
@@ -195,30 +274,39 @@ impl Coordinator {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         context: WriteContext,
-        replicas: &[NodeId],
-        w: Consistency,
+        targets: &[Target],
+        needed: u32,
+        strict: bool,
         timeout: Duration,
     ) {
-        let needed = w.required(replicas.len() as u32).max(1);
-        if needed as usize > replicas.len() {
+        let needed = needed.max(1);
+        let write = WriteOp {
+            targets: targets.to_vec(),
+            strict,
+            context: context.encode(),
+            value,
+            asked: 0,
+            minted: None,
+            answered: false,
+        };
+        let countable = write
+            .targets
+            .iter()
+            .filter(|t| write.counts(t.node))
+            .count() as u32;
+        if needed > countable || write.homes().next().is_none() {
             let failure = Failure::Unavailable {
                 needed,
-                got: replicas.len() as u32,
+                got: countable,
             };
             self.finish(req_id, Outcome::Write(Err(failure)));
             return;
         }
         let mut op = Op {
             key,
-            replicas: replicas.to_vec(),
             needed,
             deadline: now + timeout,
-            kind: Kind::Write(WriteOp {
-                context: context.encode(),
-                value,
-                asked: 0,
-                minted: None,
-            }),
+            kind: Kind::Write(write),
         };
         self.ask_next(req_id, &mut op);
         self.insert(req_id, op);
@@ -226,19 +314,23 @@ impl Coordinator {
     }
 
     /// A replica's reply. Replies to finished or unknown requests, and from nodes that were
-    /// not asked, are ignored.
+    /// not asked, are ignored, except a write minted after its request ended: no other
+    /// replica has it, so it comes out of [`Coordinator::poll_late_mint`].
     pub fn handle_reply(&mut self, from: NodeId, req_id: ReqId, reply: Reply) {
         let Some(mut op) = self.ops.remove(&req_id) else {
+            if let Reply::Updated { key, versions, .. } = reply {
+                self.late_mints.push_back(LateMint {
+                    minted_by: from,
+                    key,
+                    versions,
+                });
+            }
             return;
         };
         self.timers.remove(&(op.deadline, req_id));
-        let done = if op.replicas.contains(&from) {
-            match op.kind {
-                Kind::Read(_) => self.read_reply(req_id, &mut op, from, reply),
-                Kind::Write(_) => self.write_reply(req_id, &mut op, from, reply),
-            }
-        } else {
-            false
+        let done = match op.kind {
+            Kind::Read(_) => self.read_reply(req_id, &mut op, from, reply),
+            Kind::Write(_) => self.write_reply(req_id, &mut op, from, reply),
         };
         if !done {
             self.insert(req_id, op);
@@ -254,7 +346,7 @@ impl Coordinator {
             }
             self.timers.remove(&(at, req_id));
             if let Some(op) = self.ops.remove(&req_id) {
-                self.expire(req_id, &op);
+                self.expire(req_id, op);
             }
         }
         self.check_invariants();
@@ -270,6 +362,19 @@ impl Coordinator {
     #[must_use]
     pub fn poll_result(&mut self) -> Option<Completed> {
         self.results.pop_front()
+    }
+
+    /// The next write a replica is owed.
+    #[must_use]
+    pub fn poll_hint(&mut self) -> Option<Hint> {
+        self.hints.pop_front()
+    }
+
+    /// The next write minted after its request ended (a replica that was slow, or paused):
+    /// every other replica of its key is owed it.
+    #[must_use]
+    pub fn poll_late_mint(&mut self) -> Option<LateMint> {
+        self.late_mints.pop_front()
     }
 
     /// When to call [`Coordinator::handle_timeout`] next.
@@ -299,24 +404,21 @@ impl Coordinator {
         for op in self.ops.values() {
             // 2.
             assert!(op.needed >= 1, "a request needs an answer");
-            assert!(
-                op.needed as usize <= op.replicas.len(),
-                "needs no more than exist"
-            );
             match &op.kind {
                 Kind::Read(read) => {
                     // 3.
                     let answered = read.replies.iter().map(|(n, _)| n).chain(&read.failed);
-                    assert_distinct_replicas(answered, &op.replicas);
+                    assert_distinct_members(answered, &read.replicas);
                 }
                 Kind::Write(write) => {
                     // 4.
-                    assert!(write.asked <= op.replicas.len(), "asked only replicas");
+                    assert!(write.asked <= write.homes().count(), "asked only homes");
                     if let Some(minted) = &write.minted {
                         assert!(write.asked >= 1, "a mint was asked for");
                         // 5.
+                        let nodes: Vec<NodeId> = write.targets.iter().map(|t| t.node).collect();
                         let answered = minted.acked.iter().chain(&minted.failed);
-                        assert_distinct_replicas(answered, &op.replicas);
+                        assert_distinct_members(answered, &nodes);
                     }
                 }
             }
@@ -344,13 +446,13 @@ impl Coordinator {
         self.results.push_back(Completed { req_id, outcome });
     }
 
-    /// Asks the next replica in line to mint the write.
+    /// Asks the next home target in line to mint the write.
     fn ask_next(&mut self, req_id: ReqId, op: &mut Op) {
         let Kind::Write(write) = &mut op.kind else {
             unreachable!("only writes mint")
         };
         debug_assert!(write.minted.is_none());
-        let Some(&to) = op.replicas.get(write.asked) else {
+        let Some(to) = write.homes().nth(write.asked) else {
             return;
         };
         write.asked += 1;
@@ -367,7 +469,10 @@ impl Coordinator {
         let Kind::Read(read) = &mut op.kind else {
             unreachable!("called for reads")
         };
-        if read.replies.iter().any(|(n, _)| *n == from) || read.failed.contains(&from) {
+        if !read.replicas.contains(&from)
+            || read.replies.iter().any(|(n, _)| *n == from)
+            || read.failed.contains(&from)
+        {
             return false;
         }
         let state = match reply {
@@ -395,7 +500,7 @@ impl Coordinator {
             Err(()) => read.failed.push(from),
         }
         let got = read.replies.len() as u32;
-        let pending = (op.replicas.len() - read.replies.len() - read.failed.len()) as u32;
+        let pending = (read.replicas.len() - read.replies.len() - read.failed.len()) as u32;
         if !read.answered && got == op.needed {
             read.answered = true;
             let merged = read.found.then(|| read.merged.clone());
@@ -443,54 +548,61 @@ impl Coordinator {
         let Kind::Write(write) = &mut op.kind else {
             unreachable!("called for writes")
         };
-        let was_asked = write.asked > 0 && op.replicas[write.asked - 1] == from;
+        let was_asked = write.asked > 0 && write.homes().nth(write.asked - 1) == Some(from);
+        let is_target = write.target(from).is_some();
         match (&mut write.minted, reply) {
-            (None, Reply::Updated { dot, versions }) if was_asked => {
+            (None, Reply::Updated { dot, versions, .. }) if was_asked => {
                 let Ok(state) = DvvSet::decode(&versions) else {
                     return self.update_failed(req_id, op);
                 };
-                for &to in op.replicas.iter().filter(|&&n| n != from) {
-                    let request = Request::Put {
-                        key: op.key.clone(),
-                        versions: versions.clone(),
+                for t in write.targets.iter().filter(|t| t.node != from) {
+                    let key = op.key.clone();
+                    let versions = versions.clone();
+                    let request = match t.stands_in_for {
+                        None => Request::Put { key, versions },
+                        Some(owner) => Request::Hinted {
+                            key,
+                            versions,
+                            owner,
+                        },
                     };
-                    self.send(to, req_id, request);
+                    self.transmits.push_back(Transmit {
+                        to: t.node,
+                        req_id,
+                        request,
+                    });
                 }
-                let Kind::Write(write) = &mut op.kind else {
-                    unreachable!("called for writes")
-                };
                 write.minted = Some(Minted {
                     dot,
                     context: state.context().clone(),
+                    versions,
                     acked: vec![from],
                     failed: Vec::new(),
                 });
                 self.check_write(req_id, op)
             }
             (None, Reply::Failed) if was_asked => self.update_failed(req_id, op),
-            (Some(minted), Reply::Stored) => {
+            (Some(minted), reply @ (Reply::Stored | Reply::Failed)) if is_target => {
                 if !minted.acked.contains(&from) && !minted.failed.contains(&from) {
-                    minted.acked.push(from);
+                    match reply {
+                        Reply::Stored => minted.acked.push(from),
+                        _ => minted.failed.push(from),
+                    }
                 }
                 self.check_write(req_id, op)
             }
-            (Some(minted), Reply::Failed) => {
-                if !minted.acked.contains(&from) && !minted.failed.contains(&from) {
-                    minted.failed.push(from);
-                }
-                self.check_write(req_id, op)
-            }
-            // Duplicates and replies of the wrong kind.
+            // Duplicates, strangers and replies of the wrong kind.
             _ => false,
         }
     }
 
-    /// The replica asked to mint the write failed: ask the next, or give up when none is left.
+    /// The home replica asked to mint the write failed: ask the next, or give up when none
+    /// is left.
     fn update_failed(&mut self, req_id: ReqId, op: &mut Op) -> bool {
         let Kind::Write(write) = &op.kind else {
             unreachable!("called for writes")
         };
-        if write.asked == op.replicas.len() {
+        if write.asked == write.homes().count() {
             let failure = Failure::Unavailable {
                 needed: op.needed,
                 got: 0,
@@ -502,38 +614,67 @@ impl Coordinator {
         false
     }
 
-    /// Answers the client once W replicas acknowledged, or once W can no longer be reached.
-    fn check_write(&mut self, req_id: ReqId, op: &Op) -> bool {
-        let Kind::Write(WriteOp {
-            minted: Some(minted),
-            ..
-        }) = &op.kind
-        else {
+    /// Answers the client once W targets acknowledged, or once W can no longer be reached;
+    /// returns whether every target has answered (then each that failed is owed a hint).
+    fn check_write(&mut self, req_id: ReqId, op: &mut Op) -> bool {
+        let Kind::Write(write) = &mut op.kind else {
+            unreachable!("called for writes")
+        };
+        let Some(minted) = &write.minted else {
             unreachable!("called once minted")
         };
-        let got = minted.acked.len() as u32;
-        let pending = (op.replicas.len() - minted.acked.len() - minted.failed.len()) as u32;
-        if got >= op.needed {
+        let answered = |n: &NodeId| minted.acked.contains(n) || minted.failed.contains(n);
+        let got = minted.acked.iter().filter(|&&n| write.counts(n)).count() as u32;
+        let pending = write
+            .targets
+            .iter()
+            .filter(|t| write.counts(t.node) && !answered(&t.node))
+            .count() as u32;
+        if !write.answered && got >= op.needed {
+            write.answered = true;
             let written = Written {
                 dot: minted.dot,
                 context: minted.context.clone(),
             };
-            self.finish(req_id, Outcome::Write(Ok(written)));
-            true
-        } else if got + pending < op.needed {
+            self.results.push_back(Completed {
+                req_id,
+                outcome: Outcome::Write(Ok(written)),
+            });
+        } else if !write.answered && got + pending < op.needed {
+            write.answered = true;
             let failure = Failure::Unavailable {
                 needed: op.needed,
                 got,
             };
-            self.finish(req_id, Outcome::Write(Err(failure)));
-            true
-        } else {
-            false
+            self.results.push_back(Completed {
+                req_id,
+                outcome: Outcome::Write(Err(failure)),
+            });
+        }
+        if write.targets.iter().all(|t| answered(&t.node)) {
+            self.owe(&op.key, write, |m, n| m.failed.contains(n));
+            return true;
+        }
+        false
+    }
+
+    /// Queues a hint for every target of a minted write that `missed` it.
+    fn owe(&mut self, key: &[u8], write: &WriteOp, missed: impl Fn(&Minted, &NodeId) -> bool) {
+        let Some(minted) = &write.minted else {
+            return;
+        };
+        for t in write.targets.iter().filter(|t| missed(minted, &t.node)) {
+            self.hints.push_back(Hint {
+                owner: t.owner(),
+                key: key.to_vec(),
+                versions: minted.versions.clone(),
+            });
         }
     }
 
-    /// The deadline of `op` passed: fail it if unanswered, and repair what a read saw.
-    fn expire(&mut self, req_id: ReqId, op: &Op) {
+    /// The deadline of `op` passed: fail it if unanswered, repair what a read saw, and owe a
+    /// write to every target that did not acknowledge it.
+    fn expire(&mut self, req_id: ReqId, op: Op) {
         match &op.kind {
             Kind::Read(read) => {
                 if !read.answered {
@@ -544,32 +685,38 @@ impl Coordinator {
                     };
                     self.finish(req_id, Outcome::Read(Err(failure)));
                 }
-                self.repair(req_id, op);
+                self.repair(req_id, &op);
             }
             Kind::Write(write) => {
-                let got = write.minted.as_ref().map_or(0, |m| m.acked.len() as u32);
-                let failure = Failure::Timeout {
-                    needed: op.needed,
-                    got,
-                };
-                self.finish(req_id, Outcome::Write(Err(failure)));
+                if !write.answered {
+                    let got = write.minted.as_ref().map_or(0, |m| {
+                        m.acked.iter().filter(|&&n| write.counts(n)).count() as u32
+                    });
+                    let failure = Failure::Timeout {
+                        needed: op.needed,
+                        got,
+                    };
+                    self.finish(req_id, Outcome::Write(Err(failure)));
+                }
+                self.owe(&op.key, write, |m, n| !m.acked.contains(n));
             }
         }
     }
 }
 
-/// Asserts that `answered` names distinct members of `replicas`.
-fn assert_distinct_replicas<'a>(answered: impl Iterator<Item = &'a NodeId>, replicas: &[NodeId]) {
+/// Asserts that `answered` names distinct members of `asked`.
+fn assert_distinct_members<'a>(answered: impl Iterator<Item = &'a NodeId>, asked: &[NodeId]) {
     let mut seen = BTreeSet::new();
     for node in answered {
-        assert!(replicas.contains(node), "an answer from a replica");
-        assert!(seen.insert(*node), "one answer per replica");
+        assert!(asked.contains(node), "an answer from a node that was asked");
+        assert!(seen.insert(*node), "one answer per node");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consistency::Consistency;
     use crate::replica;
     use std::collections::BTreeMap;
 
@@ -608,15 +755,30 @@ mod tests {
     }
 
     fn write(c: &mut Coordinator, id: ReqId, value: &[u8], w: Consistency) {
+        let homes = [Target::home(1), Target::home(2), Target::home(3)];
+        write_to(c, id, value, &homes, w, false);
+    }
+
+    fn write_to(
+        c: &mut Coordinator,
+        id: ReqId,
+        value: &[u8],
+        targets: &[Target],
+        w: Consistency,
+        strict: bool,
+    ) {
         let ctx = WriteContext::Local;
+        let value = Some(value.to_vec());
+        let needed = w.required(3);
         c.put(
             Duration::ZERO,
             id,
             b"k".to_vec(),
-            Some(value.to_vec()),
+            value,
             ctx,
-            &[1, 2, 3],
-            w,
+            targets,
+            needed,
+            strict,
             T,
         );
     }
@@ -628,8 +790,10 @@ mod tests {
         cl.deliver(&[1, 2]);
         let done = cl.c.poll_result().unwrap();
         assert!(matches!(done.outcome, Outcome::Write(Ok(_))), "{done:?}");
-        assert_eq!(cl.c.in_flight(), 0);
         assert!(cl.stores[&3].is_none());
+        assert_eq!(cl.c.in_flight(), 1, "the write waits for its third replica");
+        cl.c.handle_timeout(T);
+        assert_eq!(cl.c.in_flight(), 0);
     }
 
     #[test]
@@ -691,14 +855,8 @@ mod tests {
         assert_eq!(lost.len(), 2);
         let _ = cl.c.poll_result();
 
-        cl.c.get(
-            Duration::ZERO,
-            3,
-            b"k".to_vec(),
-            &[3, 2, 1],
-            Consistency::Quorum,
-            T,
-        );
+        let needed = Consistency::Quorum.required(3);
+        cl.c.get(Duration::ZERO, 3, b"k".to_vec(), &[3, 2, 1], needed, T);
         cl.deliver(&[1, 2, 3]);
         let Outcome::Read(Ok(Some(found))) = cl.c.poll_result().unwrap().outcome else {
             panic!("read failed")
@@ -709,6 +867,86 @@ mod tests {
         assert_eq!(copies.len(), 1, "read repair converged the replicas");
         let state = DvvSet::decode(cl.stores[&2].as_deref().unwrap()).unwrap();
         assert_eq!(state.values().collect::<Vec<_>>(), vec![Some(&b"new"[..])]);
+        assert_eq!(cl.c.in_flight(), 1, "only the write that lost two targets");
+        cl.c.handle_timeout(T);
+        assert_eq!(cl.c.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_fallback_stands_in_and_counts_unless_strict() {
+        let sloppy = [
+            Target::home(1),
+            Target::home(2),
+            Target {
+                node: 4,
+                stands_in_for: Some(3),
+            },
+        ];
+        let mut c = Coordinator::new();
+        write_to(&mut c, 1, b"v", &sloppy, Consistency::Quorum, false);
+        let mint = c.poll_transmit().unwrap();
+        let h = replica::handle(1, None, &mint.request);
+        c.handle_reply(1, 1, h.reply);
+        let sent: Vec<Transmit> = std::iter::from_fn(|| c.poll_transmit()).collect();
+        assert!(matches!(sent[0].request, Request::Put { .. }) && sent[0].to == 2);
+        assert!(matches!(sent[1].request, Request::Hinted { owner: 3, .. }) && sent[1].to == 4);
+        c.handle_reply(4, 1, Reply::Stored);
+        assert!(matches!(
+            c.poll_result().unwrap().outcome,
+            Outcome::Write(Ok(_))
+        ));
+
+        let mut c = Coordinator::new();
+        let homes = [Target::home(1), Target::home(2), Target::home(3)];
+        write_to(&mut c, 2, b"v", &homes[..1], Consistency::Quorum, true);
+        let failure = Failure::Unavailable { needed: 2, got: 1 };
+        assert_eq!(
+            c.poll_result().unwrap().outcome,
+            Outcome::Write(Err(failure))
+        );
+        write_to(&mut c, 3, b"v", &sloppy, Consistency::All, true);
+        let failure = Failure::Unavailable { needed: 3, got: 2 };
+        assert_eq!(
+            c.poll_result().unwrap().outcome,
+            Outcome::Write(Err(failure)),
+            "a strict write does not count the fallback"
+        );
+    }
+
+    #[test]
+    fn targets_that_fail_or_stay_silent_are_owed_hints() {
+        let mut cl = Cluster::new();
+        write(&mut cl.c, 1, b"v", Consistency::One);
+        cl.deliver(&[1]);
+        assert!(matches!(
+            cl.c.poll_result().unwrap().outcome,
+            Outcome::Write(Ok(_))
+        ));
+        assert_eq!(
+            cl.c.poll_hint(),
+            None,
+            "the write waits for its last targets"
+        );
+        cl.c.handle_reply(2, 1, Reply::Failed);
+        cl.c.handle_timeout(T);
+        let owed: Vec<NodeId> = std::iter::from_fn(|| cl.c.poll_hint())
+            .map(|h| h.owner)
+            .collect();
+        assert_eq!(owed, [2, 3]);
+        assert_eq!(cl.c.in_flight(), 0);
+
+        let mut cl = Cluster::new();
+        write(&mut cl.c, 2, b"v", Consistency::All);
+        cl.deliver(&[1, 2, 3]);
+        assert!(matches!(
+            cl.c.poll_result().unwrap().outcome,
+            Outcome::Write(Ok(_))
+        ));
+        assert_eq!(
+            cl.c.poll_hint(),
+            None,
+            "nothing is owed when every target stored it"
+        );
         assert_eq!(cl.c.in_flight(), 0);
     }
 }

@@ -20,10 +20,13 @@
 mod codec;
 pub mod consistency;
 pub mod coordinator;
+pub mod detector;
 pub mod dvv;
 pub mod endpoint;
 pub mod error;
 pub mod frame;
+pub mod hint;
+pub mod membership;
 pub mod message;
 pub mod partition;
 pub mod replica;

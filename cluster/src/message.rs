@@ -8,18 +8,28 @@
 //! |--------------|---------------|---------------------------------------------------|
 //! | `from`       | u32           | sending node's id                                 |
 //! | `from_shard` | u16           | sending shard: a reply goes back to it            |
-//! | `body`       | enum, u8 tag  | `Request` (tag 0) or `Reply` (tag 1)              |
+//! | `view`       | u64           | the sender's [`ClusterView`] hash: members must agree |
+//! | `body`       | enum, u8 tag  | below                                             |
 //!
-//! | request (coordinator → replica)   | tag | reply                   |
+//! | body                                  | tag | between                                  |
+//! |---------------------------------------|-----|------------------------------------------|
+//! | `Request(Request)`                    | 0   | coordinator → replica                    |
+//! | `Reply(Reply)`                        | 1   | replica → coordinator                    |
+//! | `Gossip { view, reply, entries }`     | 2   | shard 0 ↔ shard 0 of another node        |
+//! | `Members(Vec<MemberReport>)`          | 3   | shard 0 → the other shards of its node   |
+//! | `Refused(ClusterView)`                | 4   | a node whose view differs → the sender   |
+//!
+//! | request                           | tag | reply                   |
 //! |-----------------------------------|-----|-------------------------|
 //! | `Get { key }`                     | 0   | `Got` or `Failed`       |
 //! | `Update { key, context, value }`  | 1   | `Updated` or `Failed`   |
 //! | `Put { key, versions }`           | 2   | `Stored` or `Failed`    |
+//! | `Hinted { key, versions, owner }` | 3   | `Stored` or `Failed`    |
 //!
 //! | reply (replica → coordinator)     | tag |
 //! |-----------------------------------|-----|
 //! | `Got { versions }`                | 0   |
-//! | `Updated { dot, versions }`       | 1   |
+//! | `Updated { key, dot, versions }`  | 1   |
 //! | `Stored`                          | 2   |
 //! | `Failed`                          | 3   |
 //!
@@ -33,6 +43,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::NodeId;
 use crate::frame::{self, FrameBuf, FrameError};
+use crate::membership::{ClusterView, Entry, Health};
 use crate::vv::{Dot, VersionVector};
 
 /// Names one client request at its coordinator; replies carry it back. Unique per
@@ -65,6 +76,8 @@ impl WriteContext {
 pub struct Envelope {
     pub from: NodeId,
     pub from_shard: u16,
+    /// [`ClusterView::hash`] of the sender's view.
+    pub view: u64,
     pub body: Body,
 }
 
@@ -72,6 +85,26 @@ pub struct Envelope {
 pub enum Body {
     Request(Request),
     Reply(Reply),
+    /// The sender's member table; `reply` is set on the answer to another node's gossip,
+    /// which is not answered again.
+    Gossip {
+        view: ClusterView,
+        reply: bool,
+        entries: Vec<Entry>,
+    },
+    /// Shard 0's judgment of every member, for the other shards of its node.
+    Members(Vec<MemberReport>),
+    /// The receiver's view differs from the sender's: nothing the sender sends is served.
+    Refused(ClusterView),
+}
+
+/// One member as a node's gossiping shard sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub entry: Entry,
+    pub health: Health,
+    /// How long before the report a newer heartbeat of the member last arrived.
+    pub silent_ms: u64,
 }
 
 /// Coordinator → replica.
@@ -91,12 +124,22 @@ pub enum Request {
     },
     /// Merge these versions into the stored ones (replication and read repair).
     Put { key: Vec<u8>, versions: Vec<u8> },
+    /// Keep these versions for `owner`, a replica that is down, and hand them to it when it
+    /// is back (this node stands in for it: sloppy quorum).
+    Hinted {
+        key: Vec<u8>,
+        versions: Vec<u8>,
+        owner: NodeId,
+    },
 }
 
 impl Request {
     pub fn key(&self) -> &[u8] {
         match self {
-            Request::Get { key } | Request::Update { key, .. } | Request::Put { key, .. } => key,
+            Request::Get { key }
+            | Request::Update { key, .. }
+            | Request::Put { key, .. }
+            | Request::Hinted { key, .. } => key,
         }
     }
 }
@@ -106,8 +149,13 @@ impl Request {
 pub enum Reply {
     /// The stored versions (`None`: the key is absent).
     Got { versions: Option<Vec<u8>> },
-    /// The write's dot and the versions now stored.
-    Updated { dot: Dot, versions: Vec<u8> },
+    /// The write's dot and the versions now stored. The key comes back too, so a
+    /// coordinator that gave up on the request can still see the write reach every replica.
+    Updated {
+        key: Vec<u8>,
+        dot: Dot,
+        versions: Vec<u8>,
+    },
     /// The merged versions are stored.
     Stored,
     /// The replica could not serve the request (corrupt stored versions, storage error).
@@ -148,6 +196,7 @@ mod tests {
         let envelope = Envelope {
             from: 7,
             from_shard: 1,
+            view: 99,
             body: Body::Request(Request::Update {
                 key: b"k".to_vec(),
                 context: WriteContext::Given(VersionVector::new()).encode(),
@@ -159,7 +208,9 @@ mod tests {
         let reply = Envelope {
             from: 3,
             from_shard: 0,
+            view: 99,
             body: Body::Reply(Reply::Updated {
+                key: b"k".to_vec(),
                 dot: Dot {
                     actor: 3,
                     counter: 12,
@@ -175,6 +226,7 @@ mod tests {
         let envelope = Envelope {
             from: 1,
             from_shard: 0,
+            view: 99,
             body: Body::Reply(Reply::Stored),
         };
         let mut frame = encode(5, &envelope).unwrap();

@@ -53,7 +53,11 @@ pub fn handle(local: NodeId, stored: Option<&[u8]>, request: &Request) -> Handle
             },
             Err(_) => failed,
         },
-        Request::Update { context, value, .. } => {
+        Request::Update {
+            key,
+            context,
+            value,
+        } => {
             let context = match context {
                 None => Ok(WriteContext::Local),
                 Some(bytes) => VersionVector::decode(bytes).map(WriteContext::Given),
@@ -63,6 +67,7 @@ pub fn handle(local: NodeId, stored: Option<&[u8]>, request: &Request) -> Handle
             match applied {
                 Ok(applied) => Handled {
                     reply: Reply::Updated {
+                        key: key.clone(),
                         dot: applied.dot,
                         versions: applied.versions.clone(),
                     },
@@ -72,6 +77,8 @@ pub fn handle(local: NodeId, stored: Option<&[u8]>, request: &Request) -> Handle
                 Err(_) => failed,
             }
         }
+        // Hints are kept apart by the endpoint's handoff, never merged into a replica here.
+        Request::Hinted { .. } => failed,
         Request::Put { versions, .. } => match merge(stored, versions) {
             Ok(merged) => {
                 let siblings = merged.siblings().len();
@@ -139,7 +146,7 @@ mod tests {
             value: Some(b"v".to_vec()),
         };
         let h = handle(1, None, &update);
-        let Reply::Updated { dot, versions } = h.reply else {
+        let Reply::Updated { dot, versions, .. } = h.reply else {
             panic!("{:?}", h.reply)
         };
         assert_eq!(

@@ -118,6 +118,20 @@ impl Ring {
         self.preference_list(partition_of(key, self.partitions))
     }
 
+    /// The members outside `partition`'s preference list, best first: the nodes that stand
+    /// in for a replica that is down (sloppy quorum), by the same scores that placed it.
+    pub fn fallbacks(&self, partition: PartitionId) -> Vec<NodeId> {
+        let list = self.preference_list(partition);
+        let mut rest: Vec<(u64, NodeId)> = self
+            .members
+            .iter()
+            .filter(|m| !list.contains(&m.id))
+            .map(|m| (score(m, partition), m.id))
+            .collect();
+        rest.sort_unstable_by(|a, b| b.cmp(a));
+        rest.into_iter().map(|(_, id)| id).collect()
+    }
+
     pub fn owner(&self, partition: PartitionId) -> NodeId {
         self.preference_list(partition)[0]
     }
@@ -175,22 +189,24 @@ fn validate(members: &[Member], partitions: u32, replicas: u32) -> Result<()> {
 /// `scores[p * members + m]`: member `m`'s weighted rendezvous score for partition `p`.
 fn scores(members: &[Member], partitions: u32) -> Vec<u64> {
     let mut out = Vec::with_capacity(partitions as usize * members.len());
-    let mut input = [0u8; 12];
     for p in 0..partitions {
-        input[..4].copy_from_slice(&p.to_le_bytes());
-        for m in members {
-            input[4..8].copy_from_slice(&m.id.to_le_bytes());
-            let best = (0..m.weight)
-                .map(|i| {
-                    input[8..].copy_from_slice(&i.to_le_bytes());
-                    xxh64(&input, PLACEMENT_SEED)
-                })
-                .max()
-                .unwrap_or(0);
-            out.push(best);
-        }
+        out.extend(members.iter().map(|m| score(m, p)));
     }
     out
+}
+
+/// Member `m`'s weighted rendezvous score for partition `p`: the best of its `weight` hashes.
+fn score(m: &Member, p: PartitionId) -> u64 {
+    let mut input = [0u8; 12];
+    input[..4].copy_from_slice(&p.to_le_bytes());
+    input[4..8].copy_from_slice(&m.id.to_le_bytes());
+    (0..m.weight)
+        .map(|i| {
+            input[8..].copy_from_slice(&i.to_le_bytes());
+            xxh64(&input, PLACEMENT_SEED)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Partitions per member, proportional to weight, summing to `partitions` (largest remainder,
@@ -324,6 +340,22 @@ mod tests {
         let mut heavy = members([1]);
         heavy[0].weight = WEIGHT_MAX + 1;
         assert!(Ring::new(&heavy, 8, 1).is_err());
+    }
+
+    #[test]
+    fn fallbacks_are_the_other_members_in_score_order() {
+        let ring = Ring::new(&members(1..=6), 64, 3).unwrap();
+        for p in 0..64 {
+            let list = ring.preference_list(p);
+            let fallbacks = ring.fallbacks(p);
+            assert_eq!(fallbacks.len(), 3);
+            assert!(fallbacks.iter().all(|f| !list.contains(f)));
+            let scores: Vec<u64> = fallbacks
+                .iter()
+                .map(|&id| score(&Member::new(id), p))
+                .collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+        }
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! Deterministic simulation of a Shoal cluster: the nodes' own [`Endpoint`]s (one per shard)
 //! over a seeded network (delay, reordering, loss, partitions, undeliverable frames) and
 //! seeded storage (latency, writes lost or kept by a crash), node crashes and restarts,
-//! virtual time, and clients issuing reads and writes through random shards.
+//! pauses (a node that stops running for a while, as under SIGSTOP), virtual time with
+//! gossip and the failure detector, and clients issuing strict and sloppy reads and writes
+//! through random shards.
 //!
 //! Checks, per seed:
-//! - W + R > N: a successful read sees every write acknowledged before it was issued.
+//! - W + R > N: a successful read sees every strict write acknowledged before it was issued.
+//! - After healing, with no client reads, every home replica of every key holds identical
+//!   bytes once hints drain, except for writes no coordinator knew of (their mint's reply
+//!   lost) and keys whose coordinator crashed with a write in flight: those are read
+//!   repair's and anti-entropy's.
 //! - After healing, a read with R = N sees every acknowledged write, unless a later write
 //!   that had seen it superseded it; afterwards every replica holds identical bytes.
 //! - A write supersedes only what it saw: its context, or for a SET without one what the
@@ -16,7 +22,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use shoal_cluster::NodeId;
@@ -24,10 +30,12 @@ use shoal_cluster::consistency::Consistency;
 use shoal_cluster::coordinator::Outcome;
 use shoal_cluster::dvv::DvvSet;
 use shoal_cluster::endpoint::{
-    Address, Completion, Config, Endpoint, Event, StorageAction, StorageOp,
+    Address, Completion, Config, Endpoint, Event, GossipConfig, HintConfig, StorageAction,
+    StorageOp, StoredHint,
 };
 use shoal_cluster::frame::FrameBuf;
-use shoal_cluster::message::{ReqId, WriteContext};
+use shoal_cluster::membership::ClusterView;
+use shoal_cluster::message::{self, Body, Reply, ReqId, WriteContext};
 use shoal_cluster::partition::partition_of;
 use shoal_cluster::ring::{Member, Ring, shard_of};
 use shoal_cluster::vv::{Dot, VersionVector};
@@ -36,9 +44,15 @@ const N: u32 = 3;
 const PARTITIONS: u32 = 16;
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 /// Clients issue requests until then; the network heals at that time.
-const FAULT_PHASE: Duration = Duration::from_secs(5);
+const FAULT_PHASE: Duration = Duration::from_secs(8);
+/// After healing, hints must drain within this much virtual time.
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+/// Longest pause of a node.
+const PAUSE_MAX: Duration = Duration::from_secs(6);
+/// Gossip interval: one round every 250 ms, so the detector acts within the fault phase.
+const GOSSIP_INTERVAL: Duration = Duration::from_millis(250);
 /// A run that needs more events than this is livelocked.
-const EVENTS_MAX: u64 = 1_000_000;
+const EVENTS_MAX: u64 = 3_000_000;
 const SHARED_KEYS: usize = 3;
 const CHAIN_CLIENTS: usize = 2;
 const MIXED_CLIENTS: usize = 3;
@@ -92,19 +106,34 @@ enum Due {
     Storage { at: Address, op: StorageOp },
 }
 
+impl Due {
+    /// The node that runs it.
+    fn node(&self) -> NodeId {
+        match self {
+            Due::Frame { to, .. } => to.node,
+            Due::Undeliverable { from, .. } => from.node,
+            Due::Storage { at, .. } => at.node,
+        }
+    }
+}
+
 struct Node {
-    /// One endpoint and one store per shard.
+    /// One endpoint, one data store and one hint store per shard.
     endpoints: Vec<Endpoint>,
     stores: Vec<BTreeMap<Vec<u8>, Vec<u8>>>,
+    hints: Vec<BTreeMap<(NodeId, u64), Vec<u8>>>,
     up: bool,
-    /// Bumped at every crash: what was due for an earlier incarnation is void.
+    /// Paused until then: it runs nothing, and what is due to it waits.
+    paused_until: Option<Duration>,
+    /// Bumped at every crash: what was due for an earlier incarnation is void; also the
+    /// endpoints' generation.
     incarnation: u64,
 }
 
 #[derive(Clone)]
 enum Op {
     Read { key: Vec<u8>, r: u32 },
-    Write { key: Vec<u8>, w: u32 },
+    Write { key: Vec<u8>, w: u32, strict: bool },
 }
 
 struct Pending {
@@ -126,12 +155,17 @@ struct Acked {
     at: Duration,
     dot: Dot,
     w: u32,
+    strict: bool,
 }
 
 struct Faults {
     loss_per_mille: u64,
     delay_max_ms: u64,
     crash_per_mille: u64,
+    /// Chance per tick that a crashed node restarts: small values keep nodes down long
+    /// enough for the detector to convict them.
+    restart_per_mille: u64,
+    pause_per_mille: u64,
     partition_per_mille: u64,
 }
 
@@ -164,6 +198,15 @@ struct Sim {
     next_value: u64,
     /// The outcome of the current final read.
     final_outcome: Option<Outcome>,
+    /// Writes issued lately: `(coordinating node, key, issued)`.
+    recent_writes: VecDeque<(NodeId, Vec<u8>, Duration)>,
+    /// Keys whose coordinator crashed while one of their writes could still be waiting for
+    /// a target: that target may never get a hint.
+    unhinted: BTreeSet<Vec<u8>>,
+    /// Per key, mints whose coordinator never learned of them (their `Updated` reply lost,
+    /// or their replica dead before answering): no hint carries them, and until anti-entropy
+    /// or a read repairs them only some replicas hold them.
+    orphans: BTreeMap<Vec<u8>, BTreeSet<Dot>>,
     events: u64,
     stats: Stats,
 }
@@ -177,6 +220,9 @@ struct Stats {
     quorum_reads_checked: u64,
     chains_checked: u64,
     frames: u64,
+    sloppy_writes: u64,
+    hints_replayed: u64,
+    convergence_checked: u64,
 }
 
 macro_rules! check {
@@ -204,16 +250,46 @@ fn shared_key(i: usize) -> Vec<u8> {
     format!("shared-{i}").into_bytes()
 }
 
-fn endpoints(id: NodeId, ring: &Ring, shards: &BTreeMap<NodeId, u16>) -> Vec<Endpoint> {
+fn view(ring: &Ring) -> ClusterView {
+    let members = ring.members().iter().map(|m| m.id.to_string()).collect();
+    ClusterView::new("sim", members)
+}
+
+/// A node's endpoints for incarnation `generation`, over the hints its stores hold.
+fn endpoints(
+    id: NodeId,
+    generation: u64,
+    ring: &Ring,
+    shards: &BTreeMap<NodeId, u16>,
+    hints: &[BTreeMap<(NodeId, u64), Vec<u8>>],
+    now: Duration,
+) -> Vec<Endpoint> {
     (0..shards[&id])
         .map(|shard| {
-            Endpoint::new(Config {
+            let stored_hints = hints[usize::from(shard)]
+                .iter()
+                .map(|(&(owner, seq), record)| StoredHint {
+                    owner,
+                    seq,
+                    bytes: record.len() as u64,
+                    stored_at_ms: 0,
+                })
+                .collect();
+            let config = Config {
                 me: id,
                 shard,
+                generation,
                 ring: ring.clone(),
                 shards: shards.clone(),
+                view: view(ring),
                 timeout: REQUEST_TIMEOUT,
-            })
+                gossip: GossipConfig::every(GOSSIP_INTERVAL),
+                hints: HintConfig::default(),
+                wall_ms_at_epoch: 0,
+                stored_hints,
+                seed: u64::from(id) << 16 | u64::from(shard),
+            };
+            Endpoint::new(config, now)
         })
         .collect()
 }
@@ -229,23 +305,29 @@ impl Sim {
             .collect();
         let nodes = (1..=node_count)
             .map(|id| {
+                let count = usize::from(shards[&id]);
+                let hints = vec![BTreeMap::new(); count];
                 let node = Node {
-                    endpoints: endpoints(id, &ring, &shards),
-                    stores: vec![BTreeMap::new(); usize::from(shards[&id])],
+                    endpoints: endpoints(id, 1, &ring, &shards, &hints, Duration::ZERO),
+                    stores: vec![BTreeMap::new(); count],
+                    hints,
                     up: true,
-                    incarnation: 0,
+                    paused_until: None,
+                    incarnation: 1,
                 };
                 (id, node)
             })
             .collect();
-        // A quarter of the seeds run without loss, crashes or partitions: there every
-        // write succeeds and the no-false-siblings check always applies.
+        // A quarter of the seeds run without loss, crashes, pauses or partitions: there
+        // every write succeeds and the no-false-siblings check always applies.
         let calm = rng.below(4) == 0;
         let faults = Faults {
             loss_per_mille: if calm { 0 } else { rng.below(150) },
             delay_max_ms: 1 + rng.below(60),
-            crash_per_mille: if calm { 0 } else { rng.below(30) },
-            partition_per_mille: if calm { 0 } else { rng.below(30) },
+            crash_per_mille: if calm { 0 } else { rng.below(10) },
+            restart_per_mille: 1 + rng.below(200),
+            pause_per_mille: if calm { 0 } else { rng.below(5) },
+            partition_per_mille: if calm { 0 } else { rng.below(20) },
         };
         Sim {
             rng,
@@ -270,6 +352,9 @@ impl Sim {
             last_chain_dot: BTreeMap::new(),
             next_value: 1,
             final_outcome: None,
+            recent_writes: VecDeque::new(),
+            unhinted: BTreeSet::new(),
+            orphans: BTreeMap::new(),
             events: 0,
             stats: Stats::default(),
         }
@@ -295,6 +380,7 @@ impl Sim {
             return;
         }
         if !self.healed && self.rng.chance(self.faults.loss_per_mille) {
+            self.lost(to, &frame);
             return;
         }
         let delay = self.rng.millis(0, self.faults.delay_max_ms);
@@ -323,7 +409,12 @@ impl Sim {
                     };
                     self.complete(pending, outcome)?;
                 }
-                Event::ManySiblings { .. } => {}
+                Event::ManySiblings { .. } | Event::Health { .. } => {}
+                Event::ViewMismatch { node, .. } => {
+                    return Err(format!(
+                        "{at:?} refused node {node}: every member shares a view"
+                    ));
+                }
             }
         }
         Ok(())
@@ -344,7 +435,7 @@ impl Sim {
                     .map(|s| s.context().clone())
                     .unwrap_or_default();
                 for a in self.acked.get(&key).into_iter().flatten() {
-                    if a.at < pending.issued && a.w + r > N {
+                    if a.strict && a.at < pending.issued && a.w + r > N {
                         self.stats.quorum_reads_checked += 1;
                         check!(
                             context.contains(a.dot),
@@ -358,12 +449,13 @@ impl Sim {
                 }
                 self.clients[client].context.insert(key, context);
             }
-            (Op::Write { key, w }, Outcome::Write(Ok(written))) => {
+            (Op::Write { key, w, strict }, Outcome::Write(Ok(written))) => {
                 self.stats.writes_ok += 1;
                 self.acked.entry(key.clone()).or_default().push(Acked {
                     at: self.now,
                     dot: written.dot,
                     w,
+                    strict,
                 });
                 if client < CHAIN_CLIENTS {
                     self.last_chain_dot.insert(key.clone(), written.dot);
@@ -386,22 +478,45 @@ impl Sim {
     /// mints (adds a sibling of its own node's actor that the stored versions had not seen)
     /// is checked to supersede only what its request allowed.
     fn storage(&mut self, at: Address, op: StorageOp) -> Result<(), String> {
-        let store = &mut self.nodes.get_mut(&at.node).unwrap().stores[usize::from(at.shard)];
-        match op.action {
-            StorageAction::Read => {
-                let stored = store.get(&op.key).cloned();
-                let completion = Completion::Read(stored.as_deref());
-                let now = self.now;
-                self.endpoint(at).handle_storage(now, op.token, completion);
+        let shard = usize::from(at.shard);
+        let now = self.now;
+        let completion = match op.action {
+            StorageAction::ReadVersions { key } => {
+                let stored = self.nodes[&at.node].stores[shard].get(&key).cloned();
+                let endpoint = self.endpoint(at);
+                endpoint.handle_storage(now, op.token, Completion::Read(stored.as_deref()));
+                return self.drain(at);
             }
-            StorageAction::Write(versions) => {
-                let old = store.insert(op.key.clone(), versions.clone());
-                self.record_mint(at.node, &op.key, old.as_deref(), &versions)?;
-                let now = self.now;
-                self.endpoint(at)
-                    .handle_storage(now, op.token, Completion::Written);
+            StorageAction::WriteVersions { key, versions } => {
+                let store = &mut self.nodes.get_mut(&at.node).unwrap().stores[shard];
+                let old = store.insert(key.clone(), versions.clone());
+                self.record_mint(at.node, &key, old.as_deref(), &versions)?;
+                Completion::Written
             }
-        }
+            StorageAction::StoreHint { owner, seq, record } => {
+                let hints = &mut self.nodes.get_mut(&at.node).unwrap().hints[shard];
+                hints.insert((owner, seq), record);
+                Completion::Written
+            }
+            StorageAction::DeleteHint { owner, seq } => {
+                let hints = &mut self.nodes.get_mut(&at.node).unwrap().hints[shard];
+                hints.remove(&(owner, seq));
+                self.stats.hints_replayed += 1;
+                Completion::Written
+            }
+            StorageAction::LoadHints {
+                owner,
+                from_seq,
+                limit,
+            } => Completion::Hints(
+                self.nodes[&at.node].hints[shard]
+                    .range((owner, from_seq)..=(owner, u64::MAX))
+                    .take(limit as usize)
+                    .map(|(&(_, seq), r)| (seq, r.clone()))
+                    .collect(),
+            ),
+        };
+        self.endpoint(at).handle_storage(now, op.token, completion);
         self.drain(at)
     }
 
@@ -411,7 +526,7 @@ impl Sim {
         key: &[u8],
         old: Option<&[u8]>,
         new: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<Option<Dot>, String> {
         let old = old.map(|b| DvvSet::decode(b).unwrap()).unwrap_or_default();
         let new = DvvSet::decode(new).unwrap();
         let Some(minted) = new
@@ -419,7 +534,7 @@ impl Sim {
             .iter()
             .find(|s| s.dot.actor == node && !old.context().contains(s.dot))
         else {
-            return Ok(());
+            return Ok(None);
         };
         let allowed = match &minted.value {
             Some(value) => match self.write_contexts.get(value) {
@@ -448,7 +563,7 @@ impl Sim {
             .entry(key.to_vec())
             .or_default()
             .merge(&allowed);
-        Ok(())
+        Ok(Some(minted.dot))
     }
 
     fn issue(
@@ -462,6 +577,10 @@ impl Sim {
             c.busy = true;
         }
         let req_id = start(self.endpoint(at));
+        if let Op::Write { key, .. } = &op {
+            self.recent_writes
+                .push_back((at.node, key.clone(), self.now));
+        }
         let pending = Pending {
             client,
             at,
@@ -495,7 +614,7 @@ impl Sim {
             let up: Vec<NodeId> = self
                 .nodes
                 .iter()
-                .filter(|(_, n)| n.up)
+                .filter(|(id, n)| n.up && self.paused_until(**id).is_none())
                 .map(|(&id, _)| id)
                 .collect();
             if up.is_empty() {
@@ -505,6 +624,7 @@ impl Sim {
             let at = self.random_shard(node);
             let now = self.now;
             let level = level(&mut self.rng);
+            let strict = self.rng.chance(300);
             let (key, context, value) = if client < CHAIN_CLIENTS {
                 let key = chain_key(client);
                 let ctx = self.clients[client]
@@ -543,9 +663,12 @@ impl Sim {
                         let op = Op::Write {
                             key: key.clone(),
                             w: level.required(N),
+                            strict,
                         };
                         let context = WriteContext::Given(seen);
-                        self.issue(client, at, op, |e| e.write(now, &key, None, context, level));
+                        self.issue(client, at, op, |e| {
+                            e.write(now, &key, None, context, level, strict)
+                        });
                         self.drain(at)?;
                         continue;
                     }
@@ -556,27 +679,36 @@ impl Sim {
             let op = Op::Write {
                 key: key.clone(),
                 w: level.required(N),
+                strict,
             };
             self.issue(client, at, op, |e| {
-                e.write(now, &key, value, context, level)
+                e.write(now, &key, value, context, level, strict)
             });
             self.drain(at)?;
         }
         Ok(())
     }
 
-    /// Crashes, restarts and partitions, each tick of the fault phase.
+    /// Crashes, restarts, pauses and partitions, each tick of the fault phase.
     fn inject_faults(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &id in &ids {
+            if self.nodes[&id].paused_until.is_some_and(|t| t <= self.now) {
+                self.nodes.get_mut(&id).unwrap().paused_until = None;
+            }
+        }
         if self.healed {
             return Ok(());
         }
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for &id in &ids {
-            let up = self.nodes[&id].up;
+            let (up, paused) = (self.nodes[&id].up, self.nodes[&id].paused_until.is_some());
             if up && self.rng.chance(self.faults.crash_per_mille) {
                 self.crash(id)?;
-            } else if !up && self.rng.chance(200) {
-                self.nodes.get_mut(&id).unwrap().up = true;
+            } else if !up && self.rng.chance(self.faults.restart_per_mille) {
+                self.restart(id);
+            } else if up && !paused && self.rng.chance(self.faults.pause_per_mille) {
+                let pause = self.rng.millis(500, PAUSE_MAX.as_millis() as u64);
+                self.nodes.get_mut(&id).unwrap().paused_until = Some(self.now + pause);
             }
         }
         if self.rng.chance(self.faults.partition_per_mille) {
@@ -594,8 +726,8 @@ impl Sim {
         Ok(())
     }
 
-    /// Loses the node's endpoints (a fresh incarnation starts empty); its stores survive.
-    /// A write the store had not finished lands or not, as an interrupted fdatasync may.
+    /// Loses the node's endpoints; its stores survive. A write the store had not finished
+    /// lands or not, as an interrupted fdatasync may.
     fn crash(&mut self, id: NodeId) -> Result<(), String> {
         let in_flight: Vec<(Duration, u64)> = self
             .queue
@@ -607,20 +739,42 @@ impl Sim {
             let Some((_, Due::Storage { at, op })) = self.queue.remove(&k) else {
                 continue;
             };
-            if let StorageAction::Write(versions) = op.action {
-                if self.rng.chance(500) {
-                    let node = self.nodes.get_mut(&id).unwrap();
-                    let store = &mut node.stores[usize::from(at.shard)];
-                    let old = store.insert(op.key.clone(), versions.clone());
-                    self.record_mint(id, &op.key, old.as_deref(), &versions)?;
+            if !self.rng.chance(500) {
+                continue;
+            }
+            let shard = usize::from(at.shard);
+            match op.action {
+                StorageAction::WriteVersions { key, versions } => {
+                    let store = &mut self.nodes.get_mut(&id).unwrap().stores[shard];
+                    let old = store.insert(key.clone(), versions.clone());
+                    // A mint stored by a replica that died before answering: no coordinator
+                    // knows of it.
+                    if let Some(dot) = self.record_mint(id, &key, old.as_deref(), &versions)? {
+                        self.orphans.entry(key).or_default().insert(dot);
+                    }
                 }
+                StorageAction::StoreHint { owner, seq, record } => {
+                    let hints = &mut self.nodes.get_mut(&id).unwrap().hints[shard];
+                    hints.insert((owner, seq), record);
+                }
+                _ => {}
             }
         }
-        let endpoints = endpoints(id, &self.ring, &self.shards);
+        // A write lives until its deadline, later if its coordinator was paused meanwhile.
+        let since = self.now.saturating_sub(REQUEST_TIMEOUT + PAUSE_MAX);
+        while self.recent_writes.front().is_some_and(|w| w.2 < since) {
+            self.recent_writes.pop_front();
+        }
         let node = self.nodes.get_mut(&id).unwrap();
+        if node.endpoints.iter().any(|e| e.in_flight() > 0) {
+            for (_, key, _) in self.recent_writes.iter().filter(|w| w.0 == id) {
+                self.unhinted.insert(key.clone());
+            }
+        }
         node.up = false;
+        node.paused_until = None;
         node.incarnation += 1;
-        node.endpoints = endpoints;
+        node.endpoints.clear();
         let lost: Vec<(Address, ReqId)> = self
             .pending
             .iter()
@@ -643,11 +797,31 @@ impl Sim {
         Ok(())
     }
 
+    /// Starts a crashed node's next incarnation over its stores.
+    fn restart(&mut self, id: NodeId) {
+        let node = &self.nodes[&id];
+        let endpoints = endpoints(
+            id,
+            node.incarnation,
+            &self.ring,
+            &self.shards,
+            &node.hints,
+            self.now,
+        );
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.endpoints = endpoints;
+        node.up = true;
+    }
+
     fn heal(&mut self) {
         self.healed = true;
         self.cut.clear();
-        for node in self.nodes.values_mut() {
-            node.up = true;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if !self.nodes[&id].up {
+                self.restart(id);
+            }
+            self.nodes.get_mut(&id).unwrap().paused_until = None;
         }
     }
 
@@ -658,8 +832,9 @@ impl Sim {
             .collect()
     }
 
-    /// Runs until `until` (or until nothing is left to do after the fault phase).
-    fn run(&mut self, until: Option<Duration>) -> Result<(), String> {
+    /// Runs until `until`: faults and clients every tick (clients only in the fault phase),
+    /// due frames and storage, and the endpoints' timers.
+    fn run(&mut self, until: Duration) -> Result<(), String> {
         let tick = Duration::from_millis(10);
         let mut next_tick = self.now;
         loop {
@@ -671,35 +846,43 @@ impl Sim {
             let next_due = self.queue.keys().next().map(|&(at, _)| at);
             let next_timer = self
                 .nodes
-                .values()
-                .filter(|n| n.up)
-                .flat_map(|n| n.endpoints.iter().filter_map(Endpoint::poll_timeout))
+                .iter()
+                .filter(|(id, n)| n.up && self.paused_until(**id).is_none())
+                .flat_map(|(_, n)| n.endpoints.iter().filter_map(Endpoint::poll_timeout))
                 .min();
-            let ticking = until.is_some_and(|u| next_tick < u);
-            let next = [next_due, next_timer, ticking.then_some(next_tick)]
+            let next = [next_due, next_timer, Some(next_tick)]
                 .into_iter()
                 .flatten()
-                .min();
-            let Some(next) = next else { return Ok(()) };
-            if until.is_some_and(|u| next >= u) {
-                self.now = until.unwrap_or(next);
+                .min()
+                .unwrap_or(until);
+            if next >= until {
+                self.now = until;
                 return Ok(());
             }
             self.now = self.now.max(next);
-            if ticking && next_tick <= self.now {
+            if next_tick <= self.now {
                 next_tick += tick;
                 self.inject_faults()?;
                 self.start_requests()?;
                 continue;
             }
             if next_due == Some(next) {
-                let (_, (incarnation, due)) = self.queue.pop_first().unwrap();
+                let ((at, seq), (incarnation, due)) = self.queue.pop_first().unwrap();
+                let node = due.node();
+                if let Some(resume) = self.paused_until(node) {
+                    // A paused process runs nothing: what is due waits for it.
+                    self.queue.insert((resume.max(at), seq), (incarnation, due));
+                    continue;
+                }
                 self.handle(incarnation, due)?;
                 continue;
             }
             for at in self.addresses() {
-                if self.nodes[&at.node].up {
-                    let now = self.now;
+                if !self.nodes[&at.node].up || self.paused_until(at.node).is_some() {
+                    continue;
+                }
+                let now = self.now;
+                if self.endpoint(at).poll_timeout().is_some_and(|t| t <= now) {
                     self.endpoint(at).handle_timeout(now);
                     self.drain(at)?;
                 }
@@ -709,10 +892,15 @@ impl Sim {
 
     fn handle(&mut self, incarnation: u64, due: Due) -> Result<(), String> {
         let now = self.now;
+        let node = &self.nodes[&due.node()];
+        if !node.up || node.incarnation != incarnation {
+            // Due to a process that has died since: a frame to it is lost with it.
+            return Ok(());
+        }
         match due {
             Due::Frame { from, to, frame } => {
-                let node = &self.nodes[&to.node];
-                if !node.up || self.cut.contains(&(from.node, to.node)) {
+                if self.cut.contains(&(from.node, to.node)) {
+                    self.lost(to, &frame);
                     return Ok(());
                 }
                 let sender = self.endpoint(to).handle_frame(now, &frame);
@@ -723,30 +911,145 @@ impl Sim {
                 self.drain(to)
             }
             Due::Undeliverable { from, to, frame } => {
-                if self.nodes[&from.node].incarnation != incarnation {
-                    return Ok(());
-                }
                 self.endpoint(from).handle_undeliverable(now, to, &frame);
                 self.drain(from)
             }
-            Due::Storage { at, op } => {
-                check!(
-                    self.nodes[&at.node].incarnation == incarnation,
-                    "storage of a crashed incarnation still due"
-                );
-                self.storage(at, op)
+            Due::Storage { at, op } => self.storage(at, op),
+        }
+    }
+
+    /// A frame for `to` is lost: if it carried a mint back to its coordinator, the mint is
+    /// an orphan.
+    fn lost(&mut self, to: Address, frame: &[u8]) {
+        let Ok((req_id, envelope)) = message::decode(frame) else {
+            return;
+        };
+        if let Body::Reply(Reply::Updated { dot, .. }) = envelope.body {
+            if let Some(Pending {
+                op: Op::Write { key, .. },
+                ..
+            }) = self.pending.get(&(to, req_id))
+            {
+                self.orphans.entry(key.clone()).or_default().insert(dot);
             }
         }
     }
 
-    /// Heals, reads every key with R = N, and checks what survived.
+    /// Checks that the home replicas of `key` hold the same bytes, or differ only by
+    /// orphaned mints.
+    fn converged(&self, key: &[u8]) -> Result<(), String> {
+        let copies = self.copies(key);
+        if copies.len() == 1 {
+            return Ok(());
+        }
+        let states: Vec<DvvSet> = copies
+            .iter()
+            .map(|c| c.map(|b| DvvSet::decode(b).unwrap()).unwrap_or_default())
+            .collect();
+        let orphans = self.orphans.get(key).cloned().unwrap_or_default();
+        let actors: BTreeSet<NodeId> = states
+            .iter()
+            .flat_map(|s| s.siblings().iter().map(|x| x.dot.actor))
+            .chain(self.nodes.keys().copied())
+            .collect();
+        for actor in actors {
+            let counters: Vec<u64> = states.iter().map(|s| s.context().get(actor)).collect();
+            let (lo, hi) = (
+                *counters.iter().min().unwrap_or(&0),
+                *counters.iter().max().unwrap_or(&0),
+            );
+            for counter in lo + 1..=hi {
+                let dot = Dot { actor, counter };
+                check!(
+                    orphans.contains(&dot),
+                    "replicas of {key:?} differ with hints drained and no reads: {dot:?} is on some only, and its coordinator knew of it: {states:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// When `node` resumes, if it is paused now.
+    fn paused_until(&self, node: NodeId) -> Option<Duration> {
+        self.nodes[&node]
+            .paused_until
+            .filter(|&resume| resume > self.now)
+    }
+
+    /// Whether everything has settled: no client request, no write waiting for a target,
+    /// no hint kept anywhere, and nothing but gossip on its way.
+    fn settled(&self) -> bool {
+        let only_gossip = |frame: &[u8]| {
+            matches!(
+                message::decode(frame),
+                Ok((_, e)) if matches!(e.body, Body::Gossip { .. } | Body::Members(_))
+            )
+        };
+        self.pending.is_empty()
+            && self.nodes.values().all(|n| {
+                n.endpoints.iter().all(|e| e.in_flight() == 0)
+                    && n.hints.iter().all(BTreeMap::is_empty)
+            })
+            && self.queue.values().all(|(_, due)| match due {
+                Due::Frame { frame, .. } | Due::Undeliverable { frame, .. } => only_gossip(frame),
+                Due::Storage { .. } => false,
+            })
+    }
+
+    /// Every key any replica stores.
+    fn stored_keys(&self) -> BTreeSet<Vec<u8>> {
+        self.nodes
+            .values()
+            .flat_map(|n| n.stores.iter().flat_map(|s| s.keys().cloned()))
+            .collect()
+    }
+
+    /// The copies of `key` its home replicas hold.
+    fn copies(&self, key: &[u8]) -> BTreeSet<Option<&Vec<u8>>> {
+        let partition = partition_of(key, PARTITIONS);
+        self.ring
+            .preference_list(partition)
+            .iter()
+            .map(|id| {
+                let shard = shard_of(partition, u32::from(self.shards[id])) as usize;
+                self.nodes[id].stores[shard].get(key)
+            })
+            .collect()
+    }
+
+    /// Heals; with no client reads, waits for the hints to drain and checks that every
+    /// home replica holds the same bytes; then reads every key with R = N and checks what
+    /// survived.
     fn final_checks(&mut self) -> Result<(), String> {
         self.heal();
-        self.run(None)?;
-        check!(
-            self.pending.is_empty(),
-            "requests still pending after quiescence"
-        );
+        let deadline = self.now + SETTLE_MAX;
+        while !self.settled() {
+            check!(
+                self.now < deadline,
+                "not settled {SETTLE_MAX:?} after healing: {} requests, hints {:?}",
+                self.pending.len(),
+                self.nodes
+                    .iter()
+                    .flat_map(|(id, n)| n.hints.iter().enumerate().map(move |(s, h)| {
+                        let owners: Vec<NodeId> = h.keys().map(|(o, _)| *o).collect();
+                        let views: Vec<_> = owners
+                            .iter()
+                            .map(|&o| (o, n.endpoints[s].health(o), n.endpoints[s].hint_stats()))
+                            .collect();
+                        (id, s, views)
+                    }))
+                    .filter(|(_, _, v)| !v.is_empty())
+                    .collect::<Vec<_>>()
+            );
+            let step = self.now + Duration::from_millis(100);
+            self.run(step)?;
+        }
+        for key in self.stored_keys() {
+            if !self.unhinted.contains(&key) {
+                self.stats.convergence_checked += 1;
+                self.converged(&key)?;
+            }
+        }
         let keys: Vec<Vec<u8>> = (0..CHAIN_CLIENTS)
             .map(chain_key)
             .chain((0..SHARED_KEYS).map(shared_key))
@@ -763,7 +1066,11 @@ impl Sim {
                 e.read(now, &key, Consistency::All)
             });
             self.drain(at)?;
-            self.run(None)?;
+            let deadline = self.now + REQUEST_TIMEOUT * 2;
+            while self.final_outcome.is_none() && self.now < deadline {
+                let step = self.now + Duration::from_millis(10);
+                self.run(step)?;
+            }
             let Some(result) = self.final_outcome.take() else {
                 return Err(format!("final read of {key:?} never completed"));
             };
@@ -786,19 +1093,16 @@ impl Sim {
                 );
             }
             // Read repair has run: every replica holds the same bytes.
-            let partition = partition_of(&key, PARTITIONS);
-            let copies: BTreeSet<Option<&Vec<u8>>> = self
-                .ring
-                .preference_list(partition)
-                .iter()
-                .map(|id| {
-                    let shard = shard_of(partition, u32::from(self.shards[id])) as usize;
-                    self.nodes[id].stores[shard].get(&key)
-                })
-                .collect();
+            let settle = self.now + REQUEST_TIMEOUT * 2;
+            self.run(settle)?;
             check!(
-                copies.len() == 1,
-                "replicas of {key:?} differ after read repair"
+                self.copies(&key).len() == 1,
+                "replicas of {key:?} differ after read repair: {:?} read {:?}",
+                self.copies(&key)
+                    .iter()
+                    .map(|c| c.map(|b| DvvSet::decode(b).unwrap()))
+                    .collect::<Vec<_>>(),
+                state
             );
             if key.starts_with(b"chain-") && !self.chain_voided.contains(&key) {
                 if let Some(&last) = self.last_chain_dot.get(&key) {
@@ -817,8 +1121,13 @@ impl Sim {
 
 fn run_seed(seed: u64) -> Result<Stats, String> {
     let mut sim = Sim::new(seed);
-    sim.run(Some(FAULT_PHASE))?;
+    sim.run(FAULT_PHASE)?;
     sim.final_checks()?;
+    for node in sim.nodes.values() {
+        for e in &node.endpoints {
+            sim.stats.sloppy_writes += e.stats().sloppy_writes;
+        }
+    }
     Ok(sim.stats)
 }
 
@@ -845,6 +1154,9 @@ fn simulated_clusters_keep_acknowledged_writes() {
                 total.quorum_reads_checked += s.quorum_reads_checked;
                 total.chains_checked += s.chains_checked;
                 total.frames += s.frames;
+                total.sloppy_writes += s.sloppy_writes;
+                total.hints_replayed += s.hints_replayed;
+                total.convergence_checked += s.convergence_checked;
             }
             Err(e) => panic!("seed {seed}: {e} (rerun with SIM_SEED={seed})"),
         }
@@ -854,4 +1166,9 @@ fn simulated_clusters_keep_acknowledged_writes() {
     assert!(total.writes_ok > seeds.len() as u64);
     assert!(total.quorum_reads_checked > 0);
     assert!(total.chains_checked > 0);
+    if seeds.len() > 100 {
+        assert!(total.sloppy_writes > 0, "some writes went to fallbacks");
+        assert!(total.hints_replayed > 0, "some hints were handed off");
+        assert!(total.convergence_checked > seeds.len() as u64);
+    }
 }

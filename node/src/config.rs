@@ -16,6 +16,9 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use shoal_cluster::NodeId;
 use shoal_cluster::consistency::Consistency;
+use shoal_cluster::detector::DetectorConfig;
+use shoal_cluster::endpoint::{GossipConfig, HintConfig};
+use shoal_cluster::membership::ClusterView;
 use shoal_cluster::ring::{Member, Ring};
 
 /// Default client port (Redis's 6379 plus 1000, so both can run side by side).
@@ -32,6 +35,15 @@ pub const REPLICAS_DEFAULT: u32 = 3;
 /// How long a coordinator waits for R or W replicas before answering `-TIMEOUT`: long
 /// enough for a group commit on a busy disk, short enough that a client retries promptly.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 1_000;
+/// The cluster name members must share when `cluster_name` is not set.
+pub const CLUSTER_NAME_DEFAULT: &str = "shoal";
+/// Gossip rounds: Cassandra's one a second. With the default detector, a member silent for
+/// about five rounds is convicted.
+pub const GOSSIP_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// Members gossiped to per round: spreads news to N members in about log3(N) rounds.
+pub const GOSSIP_FANOUT_DEFAULT: usize = 3;
+/// Cassandra's `phi_convict_threshold`.
+pub const PHI_THRESHOLD_DEFAULT: f64 = 8.0;
 
 /// When a write is acknowledged relative to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -157,9 +169,31 @@ struct File {
     log: Option<String>,
     node_id: Option<String>,
     peer_listen: Option<SocketAddr>,
+    cluster_name: Option<String>,
     replication: Option<ReplicationFile>,
+    gossip: Option<GossipFile>,
+    hints: Option<HintsFile>,
     #[serde(default)]
     nodes: Vec<NodeFile>,
+}
+
+/// `[gossip]`: failure detection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GossipFile {
+    interval_ms: Option<u64>,
+    fanout: Option<usize>,
+    phi_threshold: Option<f64>,
+}
+
+/// `[hints]`: hinted handoff.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HintsFile {
+    window_s: Option<u64>,
+    max_per_target: Option<u64>,
+    max_bytes_per_target: Option<u64>,
+    replay_bytes_per_s: Option<u64>,
 }
 
 /// `[replication]`: N, and the default R and W (each `ONE`, `QUORUM`, `ALL` or a number).
@@ -170,6 +204,8 @@ struct ReplicationFile {
     r: Option<LevelFile>,
     w: Option<LevelFile>,
     timeout_ms: Option<u64>,
+    /// Count only home replicas toward W (classic quorums) instead of accepting fallbacks.
+    strict: Option<bool>,
 }
 
 /// A consistency level as TOML writes it: `r = 2` or `r = "quorum"`.
@@ -229,21 +265,43 @@ pub struct NodeConfig {
 }
 
 /// Cluster mode: who this node is, the members, and the replication defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     /// This node's entry in `members`.
     pub me: NodeId,
     pub peer_listen: SocketAddr,
     /// Every member, this node included, sorted by id.
     pub members: Vec<NodeConfig>,
+    /// The name every member's configuration must give.
+    pub name: String,
     /// N: replicas per key.
     pub replicas: u32,
     pub read: Consistency,
     pub write: Consistency,
+    /// Whether writes count only home replicas toward W by default.
+    pub strict: bool,
     pub timeout: Duration,
+    pub gossip: GossipConfig,
+    pub hints: HintConfig,
 }
 
 impl ClusterConfig {
+    /// The member list as every member must see it: each member's name, id, address,
+    /// placement and shard count.
+    pub fn view(&self) -> ClusterView {
+        let members = self
+            .members
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} ({:08x}) at {}, weight {}, rack {:?}, dc {:?}, {} shards",
+                    m.name, m.id, m.peer, m.weight, m.rack, m.dc, m.shards
+                )
+            })
+            .collect();
+        ClusterView::new(self.name.clone(), members)
+    }
+
     /// The ring every member computes from the same member list.
     pub fn ring(&self, partitions: u32) -> Result<Ring, ConfigError> {
         let members: Vec<Member> = self
@@ -272,7 +330,7 @@ pub fn node_id_of(name: &str) -> NodeId {
 }
 
 /// The resolved configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -418,8 +476,17 @@ fn cluster_config(
     let invalid = |s: String| Err(ConfigError::Invalid(s));
     let node_id = flags.node_id.clone().or(file.node_id.take());
     if file.nodes.is_empty() {
-        if file.replication.is_some() || node_id.is_some() || file.peer_listen.is_some() {
-            return invalid("node_id, peer_listen and [replication] need [[nodes]]".to_owned());
+        let cluster_only = file.replication.is_some()
+            || file.gossip.is_some()
+            || file.hints.is_some()
+            || file.cluster_name.is_some()
+            || node_id.is_some()
+            || file.peer_listen.is_some();
+        if cluster_only {
+            return invalid(
+                "node_id, peer_listen, cluster_name, [replication], [gossip] and [hints] need [[nodes]]"
+                    .to_owned(),
+            );
         }
         return Ok(None);
     }
@@ -493,15 +560,73 @@ fn cluster_config(
     if timeout_ms == 0 {
         return invalid("replication.timeout_ms = 0".to_owned());
     }
+    let name = file
+        .cluster_name
+        .take()
+        .unwrap_or_else(|| CLUSTER_NAME_DEFAULT.to_owned());
+    if name.is_empty() {
+        return invalid("cluster_name = \"\" (a cluster needs a name)".to_owned());
+    }
     Ok(Some(ClusterConfig {
         me,
         peer_listen,
         members,
+        name,
         replicas,
         read,
         write,
+        strict: replication.strict.unwrap_or(false),
         timeout: Duration::from_millis(timeout_ms),
+        gossip: gossip_config(file.gossip.take().unwrap_or_default())?,
+        hints: hint_config(file.hints.take().unwrap_or_default())?,
     }))
+}
+
+fn gossip_config(file: GossipFile) -> Result<GossipConfig, ConfigError> {
+    let invalid = |s: String| Err(ConfigError::Invalid(s));
+    let interval_ms = file.interval_ms.unwrap_or(GOSSIP_INTERVAL_MS_DEFAULT);
+    if interval_ms == 0 {
+        return invalid("gossip.interval_ms = 0 (gossip needs rounds)".to_owned());
+    }
+    let fanout = file.fanout.unwrap_or(GOSSIP_FANOUT_DEFAULT);
+    if fanout == 0 {
+        return invalid("gossip.fanout = 0 (a round gossips to at least one member)".to_owned());
+    }
+    let threshold = file.phi_threshold.unwrap_or(PHI_THRESHOLD_DEFAULT);
+    if !(threshold.is_finite() && threshold > 0.0) {
+        return invalid(format!(
+            "gossip.phi_threshold = {threshold} (a positive number)"
+        ));
+    }
+    let interval = Duration::from_millis(interval_ms);
+    Ok(GossipConfig {
+        interval,
+        fanout,
+        detector: DetectorConfig {
+            threshold,
+            ..DetectorConfig::for_interval(interval)
+        },
+    })
+}
+
+fn hint_config(file: HintsFile) -> Result<HintConfig, ConfigError> {
+    let defaults = HintConfig::default();
+    let config = HintConfig {
+        window: file.window_s.map_or(defaults.window, Duration::from_secs),
+        max_hints_per_owner: file.max_per_target.unwrap_or(defaults.max_hints_per_owner),
+        max_bytes_per_owner: file
+            .max_bytes_per_target
+            .unwrap_or(defaults.max_bytes_per_owner),
+        replay_bytes_per_s: file
+            .replay_bytes_per_s
+            .unwrap_or(defaults.replay_bytes_per_s),
+    };
+    if config.replay_bytes_per_s == 0 {
+        return Err(ConfigError::Invalid(
+            "hints.replay_bytes_per_s = 0 (hints would never be handed off)".to_owned(),
+        ));
+    }
+    Ok(config)
 }
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {

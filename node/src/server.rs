@@ -17,7 +17,7 @@ pub mod sched;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
@@ -32,6 +32,7 @@ use crate::cluster::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peer
 use crate::config::{self, ClusterConfig, Config, Fsync, Sched};
 use crate::front::ctx::Ctx;
 use crate::mesh::{Mesh, MeshBuilders, MeshError};
+use crate::shard::hints::HintStore;
 use crate::shard::shutdown::Shutdown;
 use crate::shard::store::Store;
 use crate::shard::{OPS_SAMPLE_PERIOD, Shard};
@@ -44,6 +45,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 /// Share of CPU the engine's background flushes get against requests (requests get 1000).
 const BACKGROUND_SHARES: usize = 250;
+/// The system engine's memtable and block cache: it holds hints, which stay few and small
+/// unless a member is down, and are read back in order once.
+const SYSTEM_MEMTABLE_BYTES: usize = 4 << 20;
+const SYSTEM_CACHE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -89,6 +94,8 @@ pub enum ServerError {
 struct Shared {
     stop: AtomicBool,
     drained: AtomicUsize,
+    /// This start's generation, for a cluster member.
+    generation: AtomicU64,
 }
 
 /// Runs the node until it is stopped by SIGTERM/SIGINT.
@@ -96,6 +103,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         drained: AtomicUsize::new(0),
+        generation: AtomicU64::new(0),
     });
     block_stop_signals(&shared);
     run_until_stopped(config, shared)
@@ -112,6 +120,13 @@ fn run_until_stopped(mut config: Config, shared: Arc<Shared>) -> Result<(), Serv
             .map(|m| m.name.clone()),
     };
     config.data_dir = layout.prepare(&config.data_dir)?;
+    if config.cluster.is_some() {
+        let unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let generation = layout::next_generation(&config.data_dir, unix_secs)?;
+        shared.generation.store(generation, Ordering::Release);
+    }
     config.listen = claim_port(config.listen)?;
     tracing::info!(
         listen = %config.listen,
@@ -239,10 +254,7 @@ async fn shard_main(
     let fs = DmaFs::new(&dir).await.map_err(io)?;
     let clock = Arc::new(SystemClock);
     let options = Options {
-        durability: match config.fsync {
-            Fsync::Always => Durability::Sync,
-            Fsync::Interval | Fsync::Never => Durability::Buffered,
-        },
+        durability: durability(config.fsync),
         memory_budget_bytes: config.shard_memory_budget(),
         memtable_bytes: config.memtable_bytes,
         block_cache_bytes: config.cache_bytes,
@@ -270,12 +282,16 @@ async fn shard_main(
     ));
     let mesh = Rc::new(mesh);
     let shutdown = Rc::new(Shutdown::default());
-    let driver = match &config.cluster {
+    let generation = shared.generation.load(Ordering::Acquire);
+    let (driver, system) = match &config.cluster {
         Some(cluster) => {
-            let started = start_cluster(cluster, config.partitions, &shard, &mesh, &shutdown);
-            Some(started.await?)
+            let system = open_system(config, id, background).await?;
+            let hints = Rc::new(HintStore::new(system.clone()));
+            let started =
+                start_cluster(cluster, config, generation, &shard, &mesh, &shutdown, hints);
+            (Some(started.await?), Some(system))
         }
-        None => None,
+        None => (None, None),
     };
     if let Some(driver) = &driver {
         driver.serve_mesh(receivers.take_cluster());
@@ -330,72 +346,124 @@ async fn shard_main(
     while shared.drained.load(Ordering::Acquire) < config.shards && Instant::now() < deadline {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
-    if let Err(e) = db.flush().await {
-        tracing::error!(shard = id, error = %e, "flush at shutdown failed");
+    for db in std::iter::once(&db).chain(&system) {
+        if let Err(e) = db.flush().await {
+            tracing::error!(shard = id, error = %e, "flush at shutdown failed");
+        }
+        db.close()
+            .await
+            .map_err(|source| ServerError::Engine { shard: id, source })?;
     }
-    db.close()
-        .await
-        .map_err(|source| ServerError::Engine { shard: id, source })?;
     tracing::info!(shard = id, "shard stopped");
     Ok(())
 }
 
-/// Starts this shard's part of the cluster: its driver, its peer listener and the driver's
-/// deadline ticker.
+/// The engine durability `fsync` asks for.
+fn durability(fsync: Fsync) -> Durability {
+    match fsync {
+        Fsync::Always => Durability::Sync,
+        Fsync::Interval | Fsync::Never => Durability::Buffered,
+    }
+}
+
+/// Opens shard `id`'s system engine (a cluster member's hints): small, since it holds only
+/// what waits for a member that is down.
+async fn open_system(
+    config: &Config,
+    id: usize,
+    background: glommio::TaskQueueHandle,
+) -> Result<Db<DmaFs>, ServerError> {
+    let dir = layout::system_dir(&config.data_dir, id);
+    std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io { shard: id, source })?;
+    let fs = DmaFs::new(&dir)
+        .await
+        .map_err(|source| ServerError::Io { shard: id, source })?;
+    let options = Options {
+        durability: durability(config.fsync),
+        memtable_bytes: SYSTEM_MEMTABLE_BYTES,
+        block_cache_bytes: SYSTEM_CACHE_BYTES,
+        timer: Arc::new(GlommioTimer),
+        ..Options::default()
+    };
+    let db = Db::open(fs, &dir, options)
+        .await
+        .map_err(|source| ServerError::Engine { shard: id, source })?;
+    glommio::spawn_local_into(db.background(), background)
+        .map_err(|e| ServerError::Executor(e.to_string()))?
+        .detach();
+    Ok(db)
+}
+
+/// Starts this shard's part of the cluster once its hint store is open: its driver, its
+/// peer listener and the driver's ticker.
 async fn start_cluster(
     cluster: &ClusterConfig,
-    partitions: u32,
+    config: &Config,
+    generation: u64,
     shard: &Rc<Shard>,
     mesh: &Rc<Mesh>,
     shutdown: &Rc<Shutdown>,
+    hints: Rc<HintStore<DmaFs>>,
 ) -> Result<Rc<Driver>, ServerError> {
-    let id = shard.id;
-    let ring = cluster
-        .ring(partitions)
-        .map_err(|e| ServerError::Cluster(e.to_string()))?;
-    let members = cluster
-        .members
-        .iter()
-        .filter(|m| m.id != cluster.me)
-        .map(|m| PeerAddr {
-            node: m.id,
-            base: m.peer,
-            shards: m.shards as u16,
-        })
-        .collect();
-    let peers = Peers::new(cluster.me, members, PeerOptions::default());
-    let driver = Driver::new(
-        cluster.clone(),
-        ring,
-        Rc::clone(shard),
-        Rc::clone(mesh),
-        peers,
-    );
-    let base = cluster.peer_listen;
-    let addr = SocketAddr::new(base.ip(), base.port() + id as u16);
-    let listener = peer::listen(addr).map_err(|source| ServerError::Peer { shard: id, source })?;
-    tracing::info!(shard = id, peer_listen = %addr, "cluster member ready");
-    let on_frame: Rc<dyn Fn(Inbound)> = {
-        let driver = Rc::clone(&driver);
-        Rc::new(move |frame| driver.handle_inbound(frame))
-    };
-    let stop = Rc::clone(shutdown);
-    glommio::spawn_local(peer::serve(
-        listener,
-        shoal_cluster::frame::PAYLOAD_LEN_MAX,
-        on_frame,
-        async move { stop.wait().await },
-    ))
-    .detach();
-    let ticking = Rc::clone(&driver);
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(driver::TICK).await;
-            ticking.tick();
+    {
+        {
+            let id = shard.id;
+            let stored_hints = hints
+                .list()
+                .await
+                .map_err(|e| ServerError::Cluster(e.to_string()))?;
+            let ring = cluster
+                .ring(config.partitions)
+                .map_err(|e| ServerError::Cluster(e.to_string()))?;
+            let members = cluster
+                .members
+                .iter()
+                .filter(|m| m.id != cluster.me)
+                .map(|m| PeerAddr {
+                    node: m.id,
+                    base: m.peer,
+                    shards: m.shards as u16,
+                })
+                .collect();
+            let peers = Peers::new(cluster.me, members, PeerOptions::default());
+            let parts = driver::Parts {
+                config: cluster.clone(),
+                ring,
+                generation,
+                mesh: Rc::clone(mesh),
+                peers,
+                hints,
+                stored_hints,
+            };
+            let driver = Driver::new(Rc::clone(shard), parts);
+            let base = cluster.peer_listen;
+            let addr = SocketAddr::new(base.ip(), base.port() + id as u16);
+            let listener =
+                peer::listen(addr).map_err(|source| ServerError::Peer { shard: id, source })?;
+            tracing::info!(shard = id, peer_listen = %addr, generation, "cluster member ready");
+            let on_frame: Rc<dyn Fn(Inbound)> = {
+                let driver = Rc::clone(&driver);
+                Rc::new(move |frame| driver.handle_inbound(frame))
+            };
+            let stop = Rc::clone(shutdown);
+            glommio::spawn_local(peer::serve(
+                listener,
+                shoal_cluster::frame::PAYLOAD_LEN_MAX,
+                on_frame,
+                async move { stop.wait().await },
+            ))
+            .detach();
+            let ticking = Rc::clone(&driver);
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(driver::TICK).await;
+                    ticking.tick();
+                }
+            })
+            .detach();
+            Ok(driver)
         }
-    })
-    .detach();
-    Ok(driver)
+    }
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>, shutdown: Rc<Shutdown>) {

@@ -4,6 +4,7 @@
 //! `shard_of(p, shards)`. The shard number is the executor's position in the mesh, and
 //! shard n always opens `data_dir/shard-<n>`, so data and ownership agree across restarts.
 
+pub mod hints;
 pub mod keylock;
 pub mod shutdown;
 pub mod store;
@@ -141,6 +142,26 @@ pub struct ShardStats {
     pub timeouts: u64,
     pub replica_requests: u64,
     pub replica_send_failures: u64,
+    /// Writes sent to a fallback for a home replica judged down, and messages refused for
+    /// a member list that differs from ours.
+    pub sloppy_writes: u64,
+    pub refused_messages: u64,
+    /// This shard's hints, per member they are for.
+    pub hints: Vec<HintCounters>,
+}
+
+/// One shard's hints for one member.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct HintCounters {
+    pub owner: u32,
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub taken: u64,
+    pub replayed: u64,
+    pub expired: u64,
+    pub refused: u64,
 }
 
 /// Adds to a shard's statistics what a layer above the shard counts (the cluster driver),

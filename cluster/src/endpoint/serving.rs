@@ -19,36 +19,7 @@ use crate::partition::key_hash;
 use crate::replica;
 
 use super::Address;
-
-/// Names a storage operation until its completion comes back.
-pub type StorageToken = u64;
-
-/// A read or durable write of one key's versions in this shard's store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageOp {
-    pub token: StorageToken,
-    pub key: Vec<u8>,
-    pub action: StorageAction,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StorageAction {
-    /// Read the key's stored versions; complete with [`Completion::Read`].
-    Read,
-    /// Store these versions durably; complete with [`Completion::Written`] once they would
-    /// survive a crash.
-    Write(Vec<u8>),
-}
-
-/// How a storage operation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completion<'a> {
-    /// The key's stored versions (`None`: absent).
-    Read(Option<&'a [u8]>),
-    Written,
-    /// The store failed; the replica answers `Failed`.
-    Failed,
-}
+use super::storage::{Completion, StorageAction, StorageOp, StorageToken};
 
 /// Who asked: this shard's own coordinator, or another shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,13 +90,13 @@ impl Serving {
         self.check_invariants();
     }
 
-    pub(crate) fn complete(&mut self, token: StorageToken, completion: Completion<'_>) {
+    pub(crate) fn complete(&mut self, token: StorageToken, completion: &Completion<'_>) {
         let Some(mut job) = self.running.remove(&token) else {
             debug_assert!(false, "completion of unknown storage operation {token}");
             return;
         };
         match completion {
-            Completion::Read(stored) => {
+            &Completion::Read(stored) => {
                 let handled = replica::handle(self.me, stored, &job.request);
                 if handled.siblings > SIBLINGS_WARN {
                     let key = job.request.key().to_vec();
@@ -134,10 +105,15 @@ impl Serving {
                 match handled.store {
                     Some(versions) => {
                         job.reply = Some(handled.reply);
-                        self.start(job, StorageAction::Write(versions));
+                        let key = job.request.key().to_vec();
+                        self.start(job, StorageAction::WriteVersions { key, versions });
                     }
                     None => self.finish(job, handled.reply),
                 }
+            }
+            Completion::Hints(_) => {
+                debug_assert!(false, "serving never loads hints");
+                self.finish(job, Reply::Failed);
             }
             Completion::Written => {
                 let reply = job.reply.take().unwrap_or(Reply::Failed);
@@ -162,17 +138,18 @@ impl Serving {
     }
 
     fn read(&mut self, job: Job) {
-        self.start(job, StorageAction::Read);
+        let key = job.request.key().to_vec();
+        self.start(job, StorageAction::ReadVersions { key });
     }
 
     fn start(&mut self, job: Job, action: StorageAction) {
         let token = self.next_token;
         self.next_token += 1;
-        self.storage.push_back(StorageOp {
-            token,
-            key: job.request.key().to_vec(),
-            action,
-        });
+        debug_assert!(
+            token < super::handoff::TOKEN_BIT,
+            "serving's tokens stay below"
+        );
+        self.storage.push_back(StorageOp { token, action });
         self.running.insert(token, job);
     }
 
@@ -250,30 +227,34 @@ mod tests {
         s.accept(Origin::Local, 3, Request::Get { key: b"k".to_vec() });
         s.accept(Origin::Local, 4, update(b"other"));
         let ops: Vec<StorageOp> = std::iter::from_fn(|| s.poll_storage()).collect();
-        let keys: Vec<&[u8]> = ops.iter().map(|o| o.key.as_slice()).collect();
+        let keys: Vec<&[u8]> = ops.iter().map(|o| read_key(&o.action)).collect();
         assert_eq!(
             keys,
             [&b"k"[..], b"k", b"other"],
             "the second write to k waits"
         );
 
-        s.complete(ops[0].token, Completion::Read(None));
+        s.complete(ops[0].token, &Completion::Read(None));
         let write = s.poll_storage().unwrap();
-        assert!(matches!(write.action, StorageAction::Write(_)));
+        assert!(matches!(write.action, StorageAction::WriteVersions { .. }));
         assert_eq!(
             s.poll_storage(),
             None,
             "still holding k's lock while writing"
         );
-        s.complete(write.token, Completion::Written);
+        s.complete(write.token, &Completion::Written);
         let (_, id, reply) = s.poll_reply().unwrap();
         assert_eq!(id, 1);
         assert!(matches!(reply, Reply::Updated { .. }));
         let next = s.poll_storage().unwrap();
-        assert_eq!(
-            (next.key.as_slice(), &next.action),
-            (&b"k"[..], &StorageAction::Read)
-        );
+        assert_eq!(read_key(&next.action), b"k");
+    }
+
+    fn read_key(action: &StorageAction) -> &[u8] {
+        match action {
+            StorageAction::ReadVersions { key } => key,
+            other => panic!("not a read: {other:?}"),
+        }
     }
 
     #[test]
@@ -285,10 +266,10 @@ mod tests {
         s.accept(Origin::Local, 1, put(b"k", &state));
         s.accept(Origin::Local, 2, put(b"k", &state));
         let read = s.poll_storage().unwrap();
-        s.complete(read.token, Completion::Failed);
+        s.complete(read.token, &Completion::Failed);
         assert_eq!(s.poll_reply(), Some((Origin::Local, 1, Reply::Failed)));
         let read = s.poll_storage().unwrap();
-        s.complete(read.token, Completion::Read(Some(&state)));
+        s.complete(read.token, &Completion::Read(Some(&state)));
         assert_eq!(
             s.poll_reply(),
             Some((Origin::Local, 2, Reply::Stored)),

@@ -6,8 +6,10 @@
 //!   nodes (the peer transport), frames the transport could not deliver, completions of the
 //!   storage operations it ran, and the time (a ticker every [`TICK`]).
 //! - Out: frames to other shards ([`Mesh::post`]) and nodes ([`Peers::send`]), reads and
-//!   durable writes of the shard's store (each in its own task, so writes from many requests
-//!   share one group commit), and outcomes for the clients waiting on [`Pending`] futures.
+//!   durable writes of the shard's store and its hint store (each in its own task, so writes
+//!   from many requests share one group commit), outcomes for the clients waiting on
+//!   [`Pending`] futures, and log lines for what an operator needs to know (a member down
+//!   or up, a member whose configuration disagrees with ours).
 //!
 //! Everything runs on the shard's own executor: the endpoint and the waiting clients sit in
 //! `RefCell`s that are never borrowed across an await.
@@ -26,17 +28,21 @@ use shoal_cluster::consistency::Consistency;
 use shoal_cluster::coordinator::{Failure, Outcome, Written};
 use shoal_cluster::dvv::{DvvSet, SIBLINGS_MAX};
 use shoal_cluster::endpoint::{
-    self, Address, Completion, Endpoint, Event, StorageAction, StorageOp, Transmit,
+    self, Address, Completion, Endpoint, Event, HintStats, StorageAction, StorageOp, StoredHint,
+    Transmit,
 };
 use shoal_cluster::frame::FrameBuf;
-use shoal_cluster::message::{ReqId, WriteContext};
+use shoal_cluster::membership::Health;
+use shoal_cluster::message::{MemberReport, ReqId, WriteContext};
 use shoal_cluster::ring::Ring;
+use shoal_engine::fs::DmaFs;
 
 use crate::cluster::peer::{Inbound, Peers};
 use crate::config::ClusterConfig;
 use crate::mesh::Mesh;
+use crate::shard::hints::HintStore;
 use crate::shard::store::Value;
-use crate::shard::{Shard, ShardStats};
+use crate::shard::{HintCounters, Shard, ShardStats};
 use crate::u64map::U64Map;
 
 /// How often a shard fires the endpoint's expired deadlines: a request fails at most this
@@ -54,6 +60,7 @@ struct Waiter {
 pub struct Driver {
     endpoint: RefCell<Endpoint>,
     shard: Rc<Shard>,
+    hints: Rc<HintStore<DmaFs>>,
     mesh: Rc<Mesh>,
     peers: Rc<Peers>,
     config: ClusterConfig,
@@ -61,34 +68,64 @@ pub struct Driver {
     epoch: Instant,
 }
 
+/// What a shard's cluster driver is made of, besides the shard itself.
+pub struct Parts {
+    pub config: ClusterConfig,
+    pub ring: Ring,
+    pub generation: u64,
+    pub mesh: Rc<Mesh>,
+    pub peers: Rc<Peers>,
+    pub hints: Rc<HintStore<DmaFs>>,
+    /// The hints the store held at start.
+    pub stored_hints: Vec<StoredHint>,
+}
+
 impl Driver {
-    pub fn new(
-        config: ClusterConfig,
-        ring: Ring,
-        shard: Rc<Shard>,
-        mesh: Rc<Mesh>,
-        peers: Rc<Peers>,
-    ) -> Rc<Driver> {
+    pub fn new(shard: Rc<Shard>, parts: Parts) -> Rc<Driver> {
+        let Parts {
+            config,
+            ring,
+            generation,
+            mesh,
+            peers,
+            hints,
+            stored_hints,
+        } = parts;
         let shards: BTreeMap<NodeId, u16> = config
             .members
             .iter()
             .map(|m| (m.id, m.shards as u16))
             .collect();
-        let endpoint = Endpoint::new(endpoint::Config {
-            me: config.me,
-            shard: shard.id as u16,
-            ring,
-            shards,
-            timeout: config.timeout,
-        });
+        let epoch = Instant::now();
+        let wall_ms_at_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let endpoint = Endpoint::new(
+            endpoint::Config {
+                me: config.me,
+                shard: shard.id as u16,
+                generation,
+                ring,
+                shards,
+                view: config.view(),
+                timeout: config.timeout,
+                gossip: config.gossip,
+                hints: config.hints,
+                wall_ms_at_epoch,
+                stored_hints,
+                seed: wall_ms_at_epoch ^ (shard.id as u64) << 32,
+            },
+            Duration::ZERO,
+        );
         let driver = Rc::new(Driver {
             endpoint: RefCell::new(endpoint),
             shard: Rc::clone(&shard),
+            hints,
             mesh,
             peers: Rc::clone(&peers),
             config,
             waiters: RefCell::new(U64Map::default()),
-            epoch: Instant::now(),
+            epoch,
         });
         let weak = Rc::downgrade(&driver);
         peers.on_dropped(Rc::new(move |node, shard, frame| {
@@ -109,9 +146,14 @@ impl Driver {
         &self.config
     }
 
-    /// Whether this shard believes `node` is up.
-    pub fn is_up(&self, node: NodeId) -> bool {
-        self.endpoint.borrow().is_up(node)
+    /// This shard's judgment of `node`.
+    pub fn health(&self, node: NodeId) -> Health {
+        self.endpoint.borrow().health(node)
+    }
+
+    /// Every member as this shard knows it now.
+    pub fn members(&self) -> Vec<MemberReport> {
+        self.endpoint.borrow().members(self.now())
     }
 
     /// Client requests in progress (reads finishing their repair included).
@@ -132,7 +174,7 @@ impl Driver {
     }
 
     /// Starts a write of `value` (`None`: delete) superseding `context`, acknowledged by W
-    /// replicas.
+    /// replicas (home replicas only when the node's writes are strict).
     pub fn write(
         self: &Rc<Self>,
         key: &[u8],
@@ -141,10 +183,11 @@ impl Driver {
         w: Consistency,
     ) -> Pending {
         let now = self.now();
+        let strict = self.config.strict;
         let req_id = self
             .endpoint
             .borrow_mut()
-            .write(now, key, value, context, w);
+            .write(now, key, value, context, w, strict);
         self.started(req_id)
     }
 
@@ -160,7 +203,7 @@ impl Driver {
         }
     }
 
-    /// Fires expired deadlines; called every [`TICK`].
+    /// Fires expired deadlines, gossip rounds and the hints' replay; called every [`TICK`].
     pub fn tick(self: &Rc<Self>) {
         let now = self.now();
         self.endpoint.borrow_mut().handle_timeout(now);
@@ -241,38 +284,54 @@ impl Driver {
 
     async fn run_storage(self: Rc<Self>, op: StorageOp) {
         let store = &self.shard.store;
-        let now;
-        match op.action {
-            StorageAction::Read => {
-                let stored = store.versions(&op.key).await;
-                now = self.now();
+        let hints = &self.hints;
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "{what} failed");
+            Completion::Failed
+        };
+        let completion = match op.action {
+            StorageAction::ReadVersions { key } => {
+                let stored = store.versions(&key).await;
+                let now = self.now();
                 let mut endpoint = self.endpoint.borrow_mut();
-                match &stored {
-                    Ok(value) => {
-                        let completion = Completion::Read(value.as_ref().map(Value::bytes));
-                        endpoint.handle_storage(now, op.token, completion);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "replica read failed");
-                        endpoint.handle_storage(now, op.token, Completion::Failed);
-                    }
+                let completion = match &stored {
+                    Ok(value) => Completion::Read(value.as_ref().map(Value::bytes)),
+                    Err(e) => failed("replica read", e),
+                };
+                endpoint.handle_storage(now, op.token, completion);
+                drop(endpoint);
+                self.pump();
+                return;
+            }
+            StorageAction::WriteVersions { key, versions } => {
+                match store.write_versions(&key, &versions).await {
+                    Ok(()) => Completion::Written,
+                    Err(e) => failed("replica write", &e),
                 }
             }
-            StorageAction::Write(versions) => {
-                let written = store.write_versions(&op.key, &versions).await;
-                now = self.now();
-                let completion = match written {
+            StorageAction::StoreHint { owner, seq, record } => {
+                match hints.store(owner, seq, &record).await {
                     Ok(()) => Completion::Written,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "replica write failed");
-                        Completion::Failed
-                    }
-                };
-                self.endpoint
-                    .borrow_mut()
-                    .handle_storage(now, op.token, completion);
+                    Err(e) => failed("hint store", &e),
+                }
             }
-        }
+            StorageAction::DeleteHint { owner, seq } => match hints.delete(owner, seq).await {
+                Ok(()) => Completion::Written,
+                Err(e) => failed("hint delete", &e),
+            },
+            StorageAction::LoadHints {
+                owner,
+                from_seq,
+                limit,
+            } => match hints.load(owner, from_seq, limit).await {
+                Ok(records) => Completion::Hints(records),
+                Err(e) => failed("hint load", &e),
+            },
+        };
+        let now = self.now();
+        self.endpoint
+            .borrow_mut()
+            .handle_storage(now, op.token, completion);
         self.pump();
     }
 
@@ -294,7 +353,53 @@ impl Driver {
                 cap = SIBLINGS_MAX,
                 "key has many siblings: writers are not passing contexts back"
             ),
+            Event::Health {
+                node,
+                health,
+                generation,
+            } => {
+                if health == Health::Up {
+                    // Links to it that failed while it was away may connect again now.
+                    self.peers.heard_from(node);
+                }
+                // Shard 0 judges; the other shards follow it and need not say it again.
+                if self.shard.id != 0 {
+                    return;
+                }
+                let name = self.name_of(node);
+                match health {
+                    Health::Up => tracing::info!(member = %name, generation, "member is up"),
+                    Health::Suspect => {
+                        tracing::info!(member = %name, generation, "member is suspected")
+                    }
+                    Health::Down => tracing::warn!(member = %name, generation, "member is down"),
+                }
+            }
+            Event::ViewMismatch { node, ours, theirs } => {
+                let name = self.name_of(node);
+                match theirs {
+                    Some(theirs) => tracing::error!(
+                        member = %name,
+                        "refusing a member whose configuration differs: ours is {ours}; theirs is {theirs}"
+                    ),
+                    None => tracing::error!(
+                        member = %name,
+                        "refusing a member whose configuration differs from ours ({ours})"
+                    ),
+                }
+            }
         }
+    }
+
+    fn name_of(&self, node: NodeId) -> String {
+        self.config
+            .member(node)
+            .map_or_else(|| format!("{node:08x}"), |m| m.name.clone())
+    }
+
+    /// This shard's hints, per owner.
+    pub fn hint_stats(&self) -> Vec<(NodeId, HintStats)> {
+        self.endpoint.borrow().hint_stats()
     }
 
     fn add_stats(&self, stats: &mut ShardStats) {
@@ -305,6 +410,21 @@ impl Driver {
         stats.timeouts = s.timeouts;
         stats.replica_requests = s.replica_requests;
         stats.replica_send_failures = s.send_failures;
+        stats.sloppy_writes = s.sloppy_writes;
+        stats.refused_messages = s.refused;
+        stats.hints = self
+            .hint_stats()
+            .into_iter()
+            .map(|(owner, h)| HintCounters {
+                owner,
+                pending: h.pending,
+                pending_bytes: h.pending_bytes,
+                taken: h.taken,
+                replayed: h.replayed,
+                expired: h.expired,
+                refused: h.refused,
+            })
+            .collect();
     }
 }
 

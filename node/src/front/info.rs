@@ -3,8 +3,11 @@
 
 use std::fmt::Write;
 
+use shoal_cluster::membership::{Health, Status};
+use shoal_cluster::message::MemberReport;
+
 use crate::front::ctx::Ctx;
-use crate::shard::ShardStats;
+use crate::shard::{HintCounters, ShardStats};
 
 /// The Redis version whose command semantics Shoal follows; tools parse `redis_version`.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
@@ -127,7 +130,7 @@ pub fn render(
                 ),
                 Err(e) => writeln!(out, "# Keyspace\r\nshoal_keyspace_error:{e}\r"),
             },
-            "cluster" => cluster(&mut out, ctx, &sum),
+            "cluster" => cluster(&mut out, ctx, stats, &sum),
             _ => {
                 let _ = writeln!(out, "# Shards\r");
                 for s in stats {
@@ -198,10 +201,13 @@ fn memory(out: &mut String, rss: u64, stats: &[ShardStats]) -> std::fmt::Result 
 }
 
 /// `cluster_enabled` stays 0: clients read it as "speaks the Redis Cluster protocol", which
-/// Shoal does not; its own cluster is described by the `shoal_` fields.
+/// Shoal does not; its own cluster is described by the `shoal_` fields. Each member's line
+/// keeps `up=` (0 when judged down) for older scripts, then its gossiped state and this
+/// node's hints for it.
 fn cluster(
     out: &mut String,
     ctx: &Ctx,
+    stats: &[ShardStats],
     sum: &dyn Fn(fn(&ShardStats) -> u64) -> u64,
 ) -> std::fmt::Result {
     writeln!(out, "# Cluster\r\ncluster_enabled:0\r")?;
@@ -210,13 +216,30 @@ fn cluster(
     };
     let c = d.config();
     let me = c.member(c.me).map_or("?", |m| m.name.as_str());
+    let hints = |owner: Option<u32>| {
+        let mut total = HintCounters::default();
+        for h in stats.iter().flat_map(|s| &s.hints) {
+            if owner.is_none_or(|o| o == h.owner) {
+                total.pending += h.pending;
+                total.pending_bytes += h.pending_bytes;
+                total.taken += h.taken;
+                total.replayed += h.replayed;
+                total.expired += h.expired;
+                total.refused += h.refused;
+            }
+        }
+        total
+    };
+    let all = hints(None);
     writeln!(
         out,
-        "shoal_cluster:1\r\nshoal_node_id:{me}\r\nshoal_members:{}\r\nshoal_replicas:{}\r\nshoal_read_level:{}\r\nshoal_write_level:{}\r\nshoal_request_timeout_ms:{}\r\nshoal_coordinated_reads:{}\r\nshoal_coordinated_writes:{}\r\nshoal_unavailable:{}\r\nshoal_timeouts:{}\r\nshoal_replica_requests:{}\r\nshoal_replica_send_failures:{}\r",
+        "shoal_cluster:1\r\nshoal_cluster_name:{}\r\nshoal_node_id:{me}\r\nshoal_members:{}\r\nshoal_replicas:{}\r\nshoal_read_level:{}\r\nshoal_write_level:{}\r\nshoal_strict_writes:{}\r\nshoal_request_timeout_ms:{}\r\nshoal_coordinated_reads:{}\r\nshoal_coordinated_writes:{}\r\nshoal_unavailable:{}\r\nshoal_timeouts:{}\r\nshoal_replica_requests:{}\r\nshoal_replica_send_failures:{}\r\nshoal_sloppy_writes:{}\r\nshoal_refused_messages:{}\r\nshoal_hints_pending:{}\r\nshoal_hints_pending_bytes:{}\r\nshoal_hints_stored:{}\r\nshoal_hints_replayed:{}\r\nshoal_hints_expired:{}\r\nshoal_hints_refused:{}\r",
+        c.name,
         c.members.len(),
         c.replicas,
         c.read,
         c.write,
+        u8::from(c.strict),
         c.timeout.as_millis(),
         sum(|s| s.cluster_reads),
         sum(|s| s.cluster_writes),
@@ -224,21 +247,52 @@ fn cluster(
         sum(|s| s.timeouts),
         sum(|s| s.replica_requests),
         sum(|s| s.replica_send_failures),
+        sum(|s| s.sloppy_writes),
+        sum(|s| s.refused_messages),
+        all.pending,
+        all.pending_bytes,
+        all.taken,
+        all.replayed,
+        all.expired,
+        all.refused,
     )?;
+    let reports = d.members();
     for m in &c.members {
-        let up = d.is_up(m.id);
+        let report = reports.iter().find(|r| r.entry.id == m.id);
+        let state = report.map_or("unknown", member_state);
+        let h = hints(Some(m.id));
         writeln!(
             out,
-            "shoal_member_{}:peer={},weight={},rack={},dc={},up={}\r",
+            "shoal_member_{}:peer={},weight={},rack={},dc={},up={},state={state},heartbeat={},generation={},last_heard_ms={},hints_pending={},hints_pending_bytes={},hints_replayed={},hints_expired={}\r",
             m.name,
             m.peer,
             m.weight,
             m.rack,
             m.dc,
-            u8::from(up)
+            u8::from(d.health(m.id) != Health::Down),
+            report.map_or(0, |r| r.entry.heartbeat),
+            report.map_or(0, |r| r.entry.generation),
+            report.map_or(0, |r| r.silent_ms),
+            h.pending,
+            h.pending_bytes,
+            h.replayed,
+            h.expired,
         )?;
     }
     Ok(())
+}
+
+/// A member's state as operators read it: this node's judgment when it is not up, else what
+/// the member declares.
+fn member_state(r: &MemberReport) -> &'static str {
+    match (r.health, r.entry.status) {
+        (Health::Down, _) => "down",
+        (Health::Suspect, _) => "suspect",
+        (Health::Up, Status::Joining) => "joining",
+        (Health::Up, Status::Up) => "up",
+        (Health::Up, Status::Leaving) => "leaving",
+        (Health::Up, Status::Left) => "left",
+    }
 }
 
 #[cfg(test)]

@@ -168,6 +168,7 @@ mod tests {
             Envelope {
                 from: 7,
                 from_shard: 1,
+                view: 5,
                 body: Body::Request(Request::Update {
                     key: b"k".to_vec(),
                     context: Some(vec![1, 2, 3]),
@@ -177,7 +178,9 @@ mod tests {
             Envelope {
                 from: 9,
                 from_shard: 0,
+                view: 5,
                 body: Body::Reply(Reply::Updated {
+                    key: b"k".to_vec(),
                     dot: Dot {
                         actor: 9,
                         counter: 3,

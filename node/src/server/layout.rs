@@ -3,9 +3,11 @@
 //! ```text
 //! <data_dir>/                       (layout version 1, `--data-dir`)
 //! ├── SHOAL-LAYOUT                  what the data was placed by (below)
-//! ├── SHOAL-LAYOUT.tmp              a SHOAL-LAYOUT being written (renamed into place)
+//! ├── SHOAL-GENERATION              a cluster member's incarnation: decimal, one line
+//! ├── *.tmp                         one of the above being written (renamed into place)
 //! └── shard-<n>/                    shard n's engine, n = 0..shards
-//!     └── ...                       the engine's files (`shoal_engine::filename`)
+//!     ├── ...                       the engine's files (`shoal_engine::filename`)
+//!     └── system/                   a cluster member's system engine (hints), same files
 //! ```
 //!
 //! `SHOAL-LAYOUT` is text, one `key=value` per line:
@@ -27,6 +29,10 @@ use std::path::{Path, PathBuf};
 pub const LAYOUT_VERSION: u32 = 1;
 /// The file recording the layout.
 pub const LAYOUT_FILE: &str = "SHOAL-LAYOUT";
+/// The file recording a member's latest generation.
+pub const GENERATION_FILE: &str = "SHOAL-GENERATION";
+/// A shard's system engine, inside its directory.
+const SYSTEM_DIR: &str = "system";
 
 /// What a data directory was placed by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +69,36 @@ pub enum LayoutError {
 /// Shard `n`'s engine directory.
 pub fn shard_dir(data_dir: &Path, n: usize) -> PathBuf {
     data_dir.join(format!("shard-{n}"))
+}
+
+/// Shard `n`'s system engine directory (a cluster member's hints).
+pub fn system_dir(data_dir: &Path, n: usize) -> PathBuf {
+    shard_dir(data_dir, n).join(SYSTEM_DIR)
+}
+
+/// This start's generation, recorded durably before it is used: greater than every earlier
+/// start's, and at least the wall clock's seconds, so a member whose directory was replaced
+/// still starts newer than its old incarnation (as Cassandra's generations do).
+pub fn next_generation(data_dir: &Path, unix_secs: u64) -> Result<u64, LayoutError> {
+    let path = data_dir.join(GENERATION_FILE);
+    let io = |source| LayoutError::Io {
+        dir: data_dir.to_path_buf(),
+        source,
+    };
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| LayoutError::Malformed {
+                dir: data_dir.to_path_buf(),
+                line: text.trim().to_owned(),
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io(e)),
+    };
+    let generation = (previous + 1).max(unix_secs);
+    write_durably(&path, format!("{generation}\n").as_bytes()).map_err(io)?;
+    Ok(generation)
 }
 
 impl Layout {
@@ -189,6 +225,23 @@ mod tests {
             layout(None).prepare(&data),
             Err(LayoutError::Mismatch { .. })
         ));
+    }
+
+    #[test]
+    fn generations_grow_across_starts_and_follow_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(next_generation(dir.path(), 100).unwrap(), 100);
+        assert_eq!(
+            next_generation(dir.path(), 100).unwrap(),
+            101,
+            "same second, still newer"
+        );
+        assert_eq!(
+            next_generation(dir.path(), 50).unwrap(),
+            102,
+            "a clock stepped back"
+        );
+        assert_eq!(next_generation(dir.path(), 5000).unwrap(), 5000);
     }
 
     #[test]
