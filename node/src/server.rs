@@ -15,6 +15,7 @@ pub mod port;
 pub mod sched;
 
 use std::net::SocketAddr;
+use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -229,10 +230,10 @@ fn block_stop_signals(shared: &Arc<Shared>) {
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     let deadline = Instant::now() + BIND_RETRY;
     loop {
-        match TcpListener::bind(addr) {
-            Ok(l) => return Ok(l),
-            Err(e) => {
-                let source: std::io::Error = e.into();
+        match port::listen_shared(addr) {
+            // SAFETY: `into_raw_fd` hands over a bound, listening socket that nothing else owns.
+            Ok(l) => return Ok(unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }),
+            Err(source) => {
                 if source.kind() != std::io::ErrorKind::AddrInUse || Instant::now() >= deadline {
                     return Err(ServerError::Listen { addr, source });
                 }

@@ -35,6 +35,8 @@ pub struct Spec {
     pub read: String,
     pub write: String,
     pub timeout_ms: u64,
+    /// `[gossip] interval_ms`; `None`: the default.
+    pub gossip_interval_ms: Option<u64>,
 }
 
 impl Spec {
@@ -47,6 +49,7 @@ impl Spec {
             read: "2".to_owned(),
             write: "2".to_owned(),
             timeout_ms: 1_000,
+            gossip_interval_ms: None,
         }
     }
 }
@@ -76,6 +79,9 @@ pub fn config_text(spec: &Spec, me: usize, peer_ports: &[u16]) -> String {
         spec.write,
         spec.timeout_ms
     );
+    if let Some(ms) = spec.gossip_interval_ms {
+        text.push_str(&format!("\n[gossip]\ninterval_ms = {ms}\n"));
+    }
     for (i, port) in peer_ports.iter().enumerate() {
         text.push_str(&format!(
             "\n[[nodes]]\nid = \"{}\"\npeer = \"127.0.0.1:{port}\"\nrack = \"r{}\"\n",
@@ -130,6 +136,48 @@ impl Cluster {
         c
     }
 
+    /// Node `i`'s INFO cluster fields of member `member` (`shoal_member_<name>:k=v,...`).
+    pub fn member_fields(&self, i: usize, member: usize) -> Vec<(String, String)> {
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query(&mut self.connection(i))
+            .unwrap();
+        let prefix = format!("shoal_member_{}:", name(member));
+        let line = info
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {info}"));
+        line.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// Node `i`'s view of member `member`'s state (`up`, `suspect`, `down`, ...).
+    pub fn state_of(&self, i: usize, member: usize) -> String {
+        let fields = self.member_fields(i, member);
+        let state = fields
+            .iter()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.clone());
+        state.unwrap_or_default()
+    }
+
+    /// A numeric field of node `i`'s INFO cluster (`shoal_<field>:n`).
+    pub fn cluster_counter(&self, i: usize, field: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query(&mut self.connection(i))
+            .unwrap();
+        let prefix = format!("shoal_{field}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {info}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill();
@@ -161,6 +209,20 @@ impl Cluster {
         self.nodes[i].restart();
     }
 
+    /// Polls `cond` every 20 ms until it holds; panics after `limit`. Returns how long it
+    /// took.
+    pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        start.elapsed()
+    }
+
     /// Indices of the nodes running.
     pub fn alive(&self) -> Vec<usize> {
         (0..self.nodes.len())
@@ -169,9 +231,9 @@ impl Cluster {
     }
 
     /// Waits until every running node completes reads that need an answer from every running
-    /// node (`VGET probe-k R <alive>` for each of [`PROBE_KEYS`] keys, all in one pass): each
-    /// reaches every other, both ways, from every shard. Meaningful when every key has every
-    /// node as a replica (N = nodes), as in these tests. One key is not enough: after a restart
+    /// replica (`VGET probe-k R <alive, at most N>` for each of [`PROBE_KEYS`] keys, all in
+    /// one pass): each reaches every other, both ways, from every shard, when every key has
+    /// every node as a replica (N = nodes); with N < nodes, the keys' replicas. One key is not enough: after a restart
     /// the links of shards it does not touch may still be in their reconnect backoff, and a
     /// read at R = all fails at once on such a link.
     pub fn wait_connected(&self) {
@@ -184,7 +246,7 @@ impl Cluster {
                     let r: redis::RedisResult<redis::Value> = redis::cmd("VGET")
                         .arg(format!("{PROBE_KEY}-{k}"))
                         .arg("R")
-                        .arg(alive.len())
+                        .arg(alive.len().min(self.spec.replicas as usize))
                         .query(&mut c);
                     if let Err(e) = r {
                         assert!(

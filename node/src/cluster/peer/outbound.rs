@@ -285,15 +285,18 @@ impl Peers {
             Outcome::ConnectFailed => state.stats.connect_failures += 1,
             Outcome::WriteFailed => state.stats.write_failures += 1,
         }
+        // The failure detector judges members and logs it; a link's state is a detail.
         match (was_up, up) {
-            (Some(true), false) => tracing::warn!(
+            (Some(true), false) => tracing::debug!(
                 me = self.me,
                 node = link.node,
                 shard = link.shard,
                 addr = %link.addr,
-                "peer is down"
+                "link to peer failed"
             ),
-            (Some(false), true) => tracing::info!(me = self.me, node = link.node, "peer is up"),
+            (Some(false), true) => {
+                tracing::debug!(me = self.me, node = link.node, "link to peer works")
+            }
             _ => {}
         }
     }
