@@ -478,8 +478,9 @@ const CONNECTION_FLAGS: &[Flag] = &[NoScript, Loading, Stale, Fast, NoAuth, Allo
 const MULTI_KEY_COUNT: &[&str] = &["request_policy:multi_shard", "response_policy:agg_sum"];
 const ALL_SHARDS_SUCCEED: &[&str] = &["request_policy:all_shards", "response_policy:all_succeeded"];
 
-/// `EXPIRE` and its three siblings differ only in their parser.
-const fn expire(name: &'static str, parser: Parser) -> CommandSpec {
+/// `EXPIRE` and its three siblings differ only in their parser (and the name a refusal
+/// gives).
+const fn expire(name: &'static str, shown: &'static str, parser: Parser) -> CommandSpec {
     CommandSpec {
         name,
         arity: -3,
@@ -487,7 +488,7 @@ const fn expire(name: &'static str, parser: Parser) -> CommandSpec {
         acl: &[Keyspace],
         tips: &[],
         keys: one_key(&[Rw, Update]),
-        cluster: RefusedInCluster("EXPIRE"),
+        cluster: RefusedInCluster(shown),
         dispatch: Dispatch::Parse(parser),
     }
 }
@@ -526,7 +527,7 @@ const fn command_sub(
 }
 
 /// `FLUSHDB` and `FLUSHALL` (one database).
-const fn flush(name: &'static str) -> CommandSpec {
+const fn flush(name: &'static str, shown: &'static str) -> CommandSpec {
     CommandSpec {
         name,
         arity: -1,
@@ -534,7 +535,7 @@ const fn flush(name: &'static str) -> CommandSpec {
         acl: &[Keyspace, Dangerous],
         tips: ALL_SHARDS_SUCCEED,
         keys: None,
-        cluster: RefusedInCluster("FLUSHDB"),
+        cluster: RefusedInCluster(shown),
         dispatch: Dispatch::Parse(parsers::flush),
     }
 }
@@ -750,10 +751,10 @@ pub static COMMANDS: &[CommandSpec] = &[
         cluster: Replicated,
         dispatch: Dispatch::Parse(parsers::mset),
     },
-    expire("expire", parsers::expire),
-    expire("pexpire", parsers::pexpire),
-    expire("expireat", parsers::expireat),
-    expire("pexpireat", parsers::pexpireat),
+    expire("expire", "EXPIRE", parsers::expire),
+    expire("pexpire", "PEXPIRE", parsers::pexpire),
+    expire("expireat", "EXPIREAT", parsers::expireat),
+    expire("pexpireat", "PEXPIREAT", parsers::pexpireat),
     CommandSpec {
         name: "ttl",
         arity: 2,
@@ -798,8 +799,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         cluster: NodeLocal,
         dispatch: Dispatch::Parse(parsers::scan),
     },
-    flush("flushdb"),
-    flush("flushall"),
+    flush("flushdb", "FLUSHDB"),
+    flush("flushall", "FLUSHALL"),
     CommandSpec {
         name: "vget",
         arity: -2,
@@ -846,6 +847,20 @@ pub static COMMANDS: &[CommandSpec] = &[
 mod tests {
     use super::*;
     use crate::front::command::{Limits, parse};
+
+    #[test]
+    fn a_refusal_names_the_command_refused() {
+        for spec in COMMANDS {
+            if let RefusedInCluster(what) = spec.cluster {
+                let named = what.to_ascii_lowercase();
+                assert!(
+                    named.starts_with(spec.name),
+                    "{} is refused as {what}",
+                    spec.name
+                );
+            }
+        }
+    }
 
     const ENV: Env = Env {
         now_ms: 1_000_000,
