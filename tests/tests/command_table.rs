@@ -301,8 +301,8 @@ fn each_mode_refuses_what_the_table_says() {
             "SET with NX, XX, GET or KEEPTTL",
         ),
         (&["EXPIRE", "a", "10"], "EXPIRE"),
-        (&["PEXPIREAT", "a", "10"], "EXPIRE"),
-        (&["FLUSHALL"], "FLUSHDB"),
+        (&["PEXPIREAT", "a", "10"], "PEXPIREAT"),
+        (&["FLUSHALL"], "FLUSHALL"),
     ] {
         assert_eq!(reply_line(addr, args), not_in_cluster(what), "{args:?}");
     }
