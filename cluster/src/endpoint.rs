@@ -252,6 +252,11 @@ impl Endpoint {
         self.coordinator.in_flight()
     }
 
+    /// Records this node's data size, which shard 0 gossips with its heartbeat.
+    pub fn set_load(&mut self, bytes: u64) {
+        self.liveness.set_load(bytes);
+    }
+
     /// This shard's judgment of `node`.
     pub fn health(&self, node: NodeId) -> Health {
         self.liveness.health(node)

@@ -55,6 +55,8 @@ pub struct Entry {
     /// Bumped by the member every gossip interval.
     pub heartbeat: u64,
     pub status: Status,
+    /// The member's data on disk, in bytes, as it last measured it.
+    pub load: u64,
 }
 
 impl Entry {
@@ -158,6 +160,7 @@ impl Membership {
                     generation: if id == me { generation } else { 0 },
                     heartbeat: 0,
                     status: Status::Up,
+                    load: 0,
                 };
                 let member = Member {
                     entry,
@@ -198,6 +201,13 @@ impl Membership {
     pub fn beat(&mut self) {
         if let Some(me) = self.members.get_mut(&self.me) {
             me.entry.heartbeat += 1;
+        }
+    }
+
+    /// Records this node's own load, gossiped from the next round on.
+    pub fn set_load(&mut self, bytes: u64) {
+        if let Some(me) = self.members.get_mut(&self.me) {
+            me.entry.load = bytes;
         }
     }
 
@@ -292,6 +302,7 @@ mod tests {
             generation,
             heartbeat,
             status: Status::Up,
+            load: 0,
         };
         t.merge(SECOND, &[e(5, 10)]);
         assert_eq!(t.get(2).unwrap().entry.heartbeat, 10);
@@ -316,12 +327,14 @@ mod tests {
                     generation: 1,
                     heartbeat: u64::from(s),
                     status: Status::Up,
+                    load: 0,
                 },
                 Entry {
                     id: 3,
                     generation: 1,
                     heartbeat: u64::from(s),
                     status: Status::Up,
+                    load: 0,
                 },
             ];
             t.merge(now, &entries);
@@ -336,6 +349,7 @@ mod tests {
                 generation: 1,
                 heartbeat: ms,
                 status: Status::Up,
+                load: 0,
             };
             t.merge(now, &[beat]);
             for c in t.assess(now) {
@@ -353,6 +367,7 @@ mod tests {
             generation: 2,
             heartbeat: 0,
             status: Status::Up,
+            load: 0,
         };
         let changes = t.merge(Duration::from_secs(20), &[back]);
         assert_eq!(changes.len(), 1);

@@ -32,6 +32,7 @@ use crate::cluster::driver::{self, Driver};
 use crate::cluster::peer::{self, Inbound, PeerAddr, PeerError, PeerOptions, Peers};
 use crate::config::{self, ClusterConfig, Config, Fsync, Sched};
 use crate::front::ctx::Ctx;
+use crate::mesh::message::{ShardOp, ShardReply};
 use crate::mesh::{Mesh, MeshBuilders, MeshError};
 use crate::shard::hints::HintStore;
 use crate::shard::shutdown::Shutdown;
@@ -40,6 +41,9 @@ use crate::shard::{OPS_SAMPLE_PERIOD, Shard};
 
 /// How often a shard with `fsync = interval` syncs its log.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How often shard 0 of a member measures the node's load for gossip: load changes slowly,
+/// and each measurement asks every shard.
+const LOAD_PERIOD: Duration = Duration::from_secs(5);
 /// How long shutdown waits for connections to finish their batch and for the other shards.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll period while waiting for connections or other shards to drain.
@@ -314,9 +318,10 @@ async fn shard_main(
         glommio::spawn_local(async move { accept_loop(listener, ctx, shutdown).await })
     };
 
-    // The shard's ticker: throughput samples, interval syncs, io_uring workers' policy, and
-    // the stop flag.
+    // The shard's ticker: throughput samples, interval syncs, io_uring workers' policy, the
+    // node's load for gossip (shard 0 of a member), and the stop flag.
     let mut last_sync = Instant::now();
+    let mut last_load = Instant::now();
     let mut io_workers = sched::IoWorkers::of_current_thread();
     let mut workers_warned = false;
     while !shared.stop.load(Ordering::Acquire) {
@@ -327,6 +332,12 @@ async fn shard_main(
                 if !std::mem::replace(&mut workers_warned, true) {
                     tracing::warn!(shard = id, error = %e, "cannot reset the policy of io_uring workers");
                 }
+            }
+        }
+        if let Some(driver) = ctx.driver.as_ref().filter(|_| id == 0) {
+            if last_load.elapsed() >= LOAD_PERIOD {
+                last_load = Instant::now();
+                driver.set_load(node_load(&ctx).await);
             }
         }
         if config.fsync == Fsync::Interval && last_sync.elapsed() >= SYNC_INTERVAL {
@@ -357,6 +368,25 @@ async fn shard_main(
     }
     tracing::info!(shard = id, "shard stopped");
     Ok(())
+}
+
+/// The node's data on disk (tables and log of every shard), summed over the mesh.
+async fn node_load(ctx: &Ctx) -> u64 {
+    let mut total = 0;
+    for shard in 0..ctx.shard.shards {
+        let stats = if shard == ctx.shard.id {
+            Some(ctx.shard.stats())
+        } else {
+            match ctx.mesh.call(shard, &ShardOp::Stats).await {
+                Ok(ShardReply::Stats(s)) => Some(*s),
+                _ => None,
+            }
+        };
+        if let Some(s) = stats {
+            total += s.sstable_bytes + s.log_bytes;
+        }
+    }
+    total
 }
 
 /// The engine durability `fsync` asks for.

@@ -1,8 +1,9 @@
-//! `shoal-ctl`: inspects a cluster from its configuration. Everything is computed with the
-//! server's own code (`shoal_node::config` reads the file, `shoal_cluster::ring` places the
-//! partitions), so what the tool prints is what the nodes do.
+//! `shoal-ctl`: inspects a cluster. `ring` computes from a configuration with the server's own
+//! code (`shoal_node::config` reads the file, `shoal_cluster::ring` places the partitions), so
+//! what it prints is what the nodes do; `status` asks a live node.
 
 pub mod ring;
+pub mod status;
 
 use shoal_node::config::ConfigError;
 
@@ -16,6 +17,16 @@ pub enum CtlError {
     NotACluster,
     #[error("--key: {0}")]
     Key(String),
+    #[error("cannot reach {addr}: {source}")]
+    Unreachable {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the node answered: {0}")]
+    Reply(String),
+    #[error("the node is standalone, not a cluster member")]
+    NotAMember,
     #[error("encoding JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

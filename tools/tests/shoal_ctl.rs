@@ -346,3 +346,60 @@ fn the_example_cluster_files_describe_one_ring() {
         );
     }
 }
+
+/// `shoal-ctl status` against a live 3-node cluster: every member up, then the killed one
+/// down, in the table and in JSON; an unreachable address is a clear error with exit 1.
+#[test]
+fn status_shows_a_live_cluster() {
+    use shoal_tests::cluster::{Cluster, Spec};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        gossip_interval_ms: Some(200),
+        ..Spec::three(1)
+    };
+    let mut cluster = Cluster::start(dir.path(), spec);
+    cluster.wait_connected();
+    let addr = cluster.nodes[0].addr.to_string();
+    let out = ctl(&["status", "--addr", &addr]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for member in ["n1", "n2", "n3"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("up") && l.contains(member)),
+            "{member} up in:\n{text}"
+        );
+    }
+    cluster.kill(2);
+    Cluster::wait_for(
+        "n1 to judge n3 down",
+        std::time::Duration::from_secs(10),
+        || {
+            let j = json(&ctl(&["status", "--addr", &addr, "--json"]));
+            j["members"][2]["state"] == "down"
+        },
+    );
+    let j = json(&ctl(&["status", "--addr", &addr, "--json"]));
+    assert_eq!(j["node"], "n1");
+    assert_eq!(j["members"].as_array().unwrap().len(), 3);
+    let shares: f64 = j["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["owned_share"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (shares - 1.0).abs() < 1e-9,
+        "owned shares sum to the ring: {shares}"
+    );
+
+    let closed = shoal_tests::free_port().to_string();
+    let out = ctl(&["status", "--addr", &format!("127.0.0.1:{closed}")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("cannot reach"), "{err}");
+}

@@ -141,6 +141,13 @@ impl Liveness {
         self.refusing.insert(node);
     }
 
+    /// Records this node's load for gossip (shard 0 only; others ignore it).
+    pub fn set_load(&mut self, bytes: u64) {
+        if let Some(m) = &mut self.membership {
+            m.set_load(bytes);
+        }
+    }
+
     /// When the next gossip round is due (shard 0 only).
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.membership.as_ref().map(|_| self.next_round)

@@ -59,6 +59,7 @@ struct Waiter {
 /// One shard's cluster driver.
 pub struct Driver {
     endpoint: RefCell<Endpoint>,
+    ring: Ring,
     shard: Rc<Shard>,
     hints: Rc<HintStore<DmaFs>>,
     mesh: Rc<Mesh>,
@@ -105,7 +106,7 @@ impl Driver {
                 me: config.me,
                 shard: shard.id as u16,
                 generation,
-                ring,
+                ring: ring.clone(),
                 shards,
                 view: config.view(),
                 timeout: config.timeout,
@@ -119,6 +120,7 @@ impl Driver {
         );
         let driver = Rc::new(Driver {
             endpoint: RefCell::new(endpoint),
+            ring,
             shard: Rc::clone(&shard),
             hints,
             mesh,
@@ -146,9 +148,18 @@ impl Driver {
         &self.config
     }
 
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     /// This shard's judgment of `node`.
     pub fn health(&self, node: NodeId) -> Health {
         self.endpoint.borrow().health(node)
+    }
+
+    /// Records this node's data size for gossip (used on shard 0).
+    pub fn set_load(&self, bytes: u64) {
+        self.endpoint.borrow_mut().set_load(bytes);
     }
 
     /// Every member as this shard knows it now.

@@ -233,9 +233,10 @@ fn cluster(
     let all = hints(None);
     writeln!(
         out,
-        "shoal_cluster:1\r\nshoal_cluster_name:{}\r\nshoal_node_id:{me}\r\nshoal_members:{}\r\nshoal_replicas:{}\r\nshoal_read_level:{}\r\nshoal_write_level:{}\r\nshoal_strict_writes:{}\r\nshoal_request_timeout_ms:{}\r\nshoal_coordinated_reads:{}\r\nshoal_coordinated_writes:{}\r\nshoal_unavailable:{}\r\nshoal_timeouts:{}\r\nshoal_replica_requests:{}\r\nshoal_replica_send_failures:{}\r\nshoal_sloppy_writes:{}\r\nshoal_refused_messages:{}\r\nshoal_hints_pending:{}\r\nshoal_hints_pending_bytes:{}\r\nshoal_hints_stored:{}\r\nshoal_hints_replayed:{}\r\nshoal_hints_expired:{}\r\nshoal_hints_refused:{}\r",
+        "shoal_cluster:1\r\nshoal_cluster_name:{}\r\nshoal_node_id:{me}\r\nshoal_members:{}\r\nshoal_partitions:{}\r\nshoal_replicas:{}\r\nshoal_read_level:{}\r\nshoal_write_level:{}\r\nshoal_strict_writes:{}\r\nshoal_request_timeout_ms:{}\r\nshoal_coordinated_reads:{}\r\nshoal_coordinated_writes:{}\r\nshoal_unavailable:{}\r\nshoal_timeouts:{}\r\nshoal_replica_requests:{}\r\nshoal_replica_send_failures:{}\r\nshoal_sloppy_writes:{}\r\nshoal_refused_messages:{}\r\nshoal_hints_pending:{}\r\nshoal_hints_pending_bytes:{}\r\nshoal_hints_stored:{}\r\nshoal_hints_replayed:{}\r\nshoal_hints_expired:{}\r\nshoal_hints_refused:{}\r",
         c.name,
         c.members.len(),
+        d.ring().partitions(),
         c.replicas,
         c.read,
         c.write,
@@ -263,7 +264,7 @@ fn cluster(
         let h = hints(Some(m.id));
         writeln!(
             out,
-            "shoal_member_{}:peer={},weight={},rack={},dc={},up={},state={state},heartbeat={},generation={},last_heard_ms={},hints_pending={},hints_pending_bytes={},hints_replayed={},hints_expired={}\r",
+            "shoal_member_{}:peer={},weight={},rack={},dc={},up={},state={state},heartbeat={},generation={},last_heard_ms={},load={},owned={},replicated={},hints_pending={},hints_pending_bytes={},hints_replayed={},hints_expired={}\r",
             m.name,
             m.peer,
             m.weight,
@@ -273,6 +274,9 @@ fn cluster(
             report.map_or(0, |r| r.entry.heartbeat),
             report.map_or(0, |r| r.entry.generation),
             report.map_or(0, |r| r.silent_ms),
+            report.map_or(0, |r| r.entry.load),
+            d.ring().owned_by(m.id).len(),
+            d.ring().replicated_on(m.id).len(),
             h.pending,
             h.pending_bytes,
             h.replayed,

@@ -4,10 +4,13 @@
 //! shoal-ctl ring --config examples/cluster/n1.toml            # members and partition map
 //! shoal-ctl ring --config c.toml --node-id n2 --key user:1    # where a key lives
 //! shoal-ctl ring --config c.toml --json                        # the same, for programs
+//! shoal-ctl status --addr 127.0.0.1:7001                       # members of a live cluster
 //! ```
 //!
-//! Exit status: 0 on success, 1 when the configuration is refused, 2 for a usage error.
+//! Exit status: 0 on success, 1 when the configuration is refused or the node cannot be
+//! reached or is not a cluster member, 2 for a usage error.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,6 +45,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prints each member of a live cluster as one node sees it: state, address, load, share
+    /// of the ring owned, hints kept for it, when it was last heard.
+    Status {
+        /// A node's client address.
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: SocketAddr,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn status(addr: SocketAddr, json: bool) -> Result<String, CtlError> {
+    let view = ctl::status::fetch(addr)?;
+    if json {
+        Ok(serde_json::to_string_pretty(&view)? + "\n")
+    } else {
+        Ok(view.text())
+    }
 }
 
 fn ring(
@@ -77,6 +99,7 @@ fn main() -> ExitCode {
             key,
             json,
         } => ring(config, node_id, &key, json),
+        Cmd::Status { addr, json } => status(addr, json),
     };
     match result {
         Ok(text) => {
