@@ -103,6 +103,10 @@ pub struct ClusterCompareArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the comparison, the failure run: a member killed and restarted under a
+    /// QUORUM write load at P=1 and P=16 (see `cluster_failure`).
+    #[arg(long)]
+    pub failure: bool,
 }
 
 /// A running node, killed by its PID on drop.
@@ -133,7 +137,7 @@ impl Running {
 }
 
 /// A port `p` with `p..p + count` all free, and the listeners holding them.
-fn free_run(count: usize, held: &mut Vec<TcpListener>) -> std::io::Result<u16> {
+pub(crate) fn free_run(count: usize, held: &mut Vec<TcpListener>) -> std::io::Result<u16> {
     'search: loop {
         let first = TcpListener::bind("127.0.0.1:0")?;
         let base = first.local_addr()?.port();

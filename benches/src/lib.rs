@@ -5,6 +5,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cluster_compare;
+pub mod cluster_failure;
 pub mod engine_compare;
 pub mod peer_compare;
 pub mod proc;
