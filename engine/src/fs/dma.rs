@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use glommio::GlommioError;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 
-use super::{File, FileSystem, Syncing, assert_aligned_write, is_aligned};
+#[cfg(feature = "dma-linked-sync")]
+use super::{Syncing, is_aligned};
+use super::{File, FileSystem, assert_aligned_write};
 
 /// Name of the warm-up file written in the data directory; removed after the probe.
 const PROBE_FILE: &str = ".dma-probe";
@@ -199,6 +201,10 @@ impl File for DmaFsFile {
         self.file.fdatasync().await.map_err(to_io)
     }
 
+    /// One io_uring link chain, so the flush starts as the write completes. Without the
+    /// `dma-linked-sync` feature (stock glommio has no linked write), the trait's default:
+    /// the write, then the fdatasync once the caller runs again.
+    #[cfg(feature = "dma-linked-sync")]
     async fn write_then_sync(&self, pos: u64, buf: &[u8]) -> io::Result<Syncing<'_>> {
         assert_aligned_write(pos, buf.len());
         let (write, sync) = self.file.write_at_then_fdatasync(self.dma_copy(buf), pos);
