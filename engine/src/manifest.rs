@@ -109,7 +109,15 @@ impl ManifestState {
     /// does so is corrupt).
     pub fn apply(&mut self, edit: Edit) -> std::result::Result<(), String> {
         match edit {
-            Edit::Snapshot(state) => *self = state,
+            Edit::Snapshot(state) => {
+                for (&number, table) in &state.tables {
+                    if number != table.number {
+                        return Err(format!("table {} listed as {number}", table.number));
+                    }
+                    check_added(table, state.next_file)?;
+                }
+                *self = state;
+            }
             Edit::Change {
                 added,
                 removed,
@@ -123,12 +131,7 @@ impl ManifestState {
                     }
                 }
                 for table in added {
-                    if table.level >= LEVELS {
-                        return Err(format!("table {} at level {}", table.number, table.level));
-                    }
-                    if table.number >= next_file {
-                        return Err(format!("table {} not below next_file", table.number));
-                    }
+                    check_added(&table, next_file)?;
                     if let Some(old) = self.tables.insert(table.number, table) {
                         return Err(format!("adds table {} twice", old.number));
                     }
@@ -143,6 +146,18 @@ impl ManifestState {
         }
         Ok(())
     }
+}
+
+/// What every table an edit lists must satisfy, snapshot or change: a level that exists and a
+/// number the edit's own `next_file` has handed out.
+fn check_added(table: &TableMeta, next_file: u64) -> std::result::Result<(), String> {
+    if table.level >= LEVELS {
+        return Err(format!("table {} at level {}", table.number, table.level));
+    }
+    if table.number >= next_file {
+        return Err(format!("table {} not below next_file", table.number));
+    }
+    Ok(())
 }
 
 impl Edit {
@@ -235,12 +250,18 @@ impl Edit {
             return None;
         }
         match tag {
-            TAG_SNAPSHOT if removed.is_empty() => Some(Edit::Snapshot(ManifestState {
-                tables: added.into_iter().map(|t| (t.number, t)).collect(),
-                log_start,
-                next_file,
-                last_seq,
-            })),
+            TAG_SNAPSHOT if removed.is_empty() => {
+                let listed = added.len();
+                let tables: BTreeMap<u64, TableMeta> =
+                    added.into_iter().map(|t| (t.number, t)).collect();
+                // A table listed twice would otherwise vanish into one entry unnoticed.
+                (tables.len() == listed).then_some(Edit::Snapshot(ManifestState {
+                    tables,
+                    log_start,
+                    next_file,
+                    last_seq,
+                }))
+            }
             TAG_CHANGE => Some(Edit::Change {
                 added,
                 removed,
@@ -439,5 +460,47 @@ mod tests {
             last_seq: 0,
         };
         assert!(state.apply(beyond_next_file).is_err());
+    }
+
+    /// A snapshot is checked as a change is: a replayed snapshot listing a table at a level
+    /// that does not exist, or at a number not below its `next_file`, is refused (reported as
+    /// corruption by the replay), not installed to panic the first reader that indexes levels.
+    #[test]
+    fn snapshot_contradictions_are_refused() {
+        let snapshot = |tables: Vec<TableMeta>, next_file| {
+            Edit::Snapshot(ManifestState {
+                tables: tables.into_iter().map(|t| (t.number, t)).collect(),
+                log_start: 0,
+                next_file,
+                last_seq: 0,
+            })
+        };
+        let mut state = ManifestState::default();
+        state.apply(snapshot(vec![table(3, 1)], 4)).unwrap();
+        assert_eq!(state.tables.len(), 1);
+        let before = state.clone();
+        for bad in [
+            snapshot(vec![table(3, LEVELS)], 4),
+            snapshot(vec![table(3, 1)], 3),
+            snapshot(vec![table(2, 0), table(9, 1)], 5),
+        ] {
+            assert!(state.apply(bad.clone()).is_err(), "{bad:?}");
+            assert_eq!(state, before, "a refused snapshot changes nothing");
+        }
+        // Through a replayed manifest the refusal is corruption, not a panic.
+        let mut payload = Vec::new();
+        snapshot(vec![table(3, LEVELS + 5)], 4).encode(&mut payload);
+        let decoded = Edit::decode(&payload).unwrap();
+        assert!(ManifestState::default().apply(decoded).is_err());
+        // A table listed twice in a snapshot is malformed.
+        let mut payload = Vec::new();
+        snapshot(vec![table(3, 1)], 4).encode(&mut payload);
+        let mut twice = payload.clone();
+        let count_at = 1 + 1 + 8 * 3;
+        twice[count_at..count_at + 4].copy_from_slice(&2u32.to_le_bytes());
+        let table_bytes = payload.len() - count_at - 4 - 4;
+        let listed = payload[count_at + 4..count_at + 4 + table_bytes].to_vec();
+        twice.splice(count_at + 4..count_at + 4, listed);
+        assert_eq!(Edit::decode(&twice), None);
     }
 }
