@@ -10,9 +10,19 @@ pub type SeqNo = u64;
 /// The largest sequence number; reading at it sees everything.
 pub const SEQ_MAX: SeqNo = u64::MAX >> 1;
 
-/// Longest key the engine accepts. Keys are kept whole in index blocks and memtables, so they
-/// must stay small; Redis clients rarely go past a few hundred bytes.
+/// Longest key an embedder should let its own users store: 16 KiB, the node's limit for a Redis
+/// key. Keys are kept whole in index blocks and memtables, so they must stay small; Redis
+/// clients rarely go past a few hundred bytes.
 pub const KEY_LEN_MAX: usize = 16 * 1024;
+
+/// Room the engine keeps beyond [`KEY_LEN_MAX`] for a prefix an embedder puts in front of its
+/// users' keys (the node prefixes an 8-byte ring hash; others a table or tenant id), so that a
+/// user key at the limit still fits once prefixed.
+pub const KEY_PREFIX_LEN_MAX: usize = 64;
+
+/// Longest key the engine stores: what writes are checked against and what the decoders of
+/// the log, tables and index accept.
+pub const STORED_KEY_LEN_MAX: usize = KEY_LEN_MAX + KEY_PREFIX_LEN_MAX;
 
 /// Longest value the engine accepts in one entry: the default `max-value-bytes` of the node
 /// plus room for the cluster layer's version metadata.
@@ -115,9 +125,9 @@ pub fn is_expired(expires_at_ms: ExpiresAt, now_ms: u64) -> bool {
 
 /// Checks a key against the engine's limits.
 pub fn check_key(key: &[u8]) -> crate::Result<()> {
-    if key.len() > KEY_LEN_MAX {
+    if key.len() > STORED_KEY_LEN_MAX {
         return Err(crate::Error::InvalidArgument(format!(
-            "key is {} bytes, the limit is {KEY_LEN_MAX}",
+            "key is {} bytes, the limit is {STORED_KEY_LEN_MAX}",
             key.len()
         )));
     }

@@ -216,7 +216,7 @@ fn entries_expire_on_the_clock() {
 fn refuses_oversized_keys_and_expiring_tombstones() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), small_options()).unwrap();
-    let big = vec![b'k'; shoal_engine::types::KEY_LEN_MAX + 1];
+    let big = vec![b'k'; shoal_engine::types::STORED_KEY_LEN_MAX + 1];
     assert!(matches!(
         db.put(&big, b"v"),
         Err(shoal_engine::Error::InvalidArgument(_))
@@ -231,6 +231,34 @@ fn refuses_oversized_keys_and_expiring_tombstones() {
         },
     );
     assert!(db.write(batch).is_err());
+}
+
+/// A user key at `KEY_LEN_MAX` still fits behind the longest prefix an embedder may add, through
+/// the memtable, a flushed table and a reopen.
+#[test]
+fn a_prefixed_key_at_the_user_limit_is_stored() {
+    use shoal_engine::types::{KEY_LEN_MAX, KEY_PREFIX_LEN_MAX};
+    let dir = tempfile::tempdir().unwrap();
+    let key = |fill: u8| {
+        let mut k = vec![0xEE; KEY_PREFIX_LEN_MAX];
+        k.extend(std::iter::repeat_n(fill, KEY_LEN_MAX));
+        k
+    };
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    db.put(&key(b'a'), b"in a table").unwrap();
+    db.flush().unwrap();
+    db.put(&key(b'b'), b"in the log").unwrap();
+    db.close().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    assert_eq!(
+        db.get(&key(b'a')).unwrap().as_deref(),
+        Some(&b"in a table"[..])
+    );
+    assert_eq!(
+        db.get(&key(b'b')).unwrap().as_deref(),
+        Some(&b"in the log"[..])
+    );
+    db.close().unwrap();
 }
 
 #[test]

@@ -63,7 +63,9 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as AtomicOrdering};
 use parking_lot::Mutex;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::types::{Entry, ExpiresAt, KEY_LEN_MAX, NO_EXPIRY, SeqNo, VALUE_LEN_MAX, ValueKind};
+use crate::types::{
+    Entry, ExpiresAt, NO_EXPIRY, STORED_KEY_LEN_MAX, SeqNo, VALUE_LEN_MAX, ValueKind,
+};
 
 mod index;
 mod pages;
@@ -118,7 +120,7 @@ const EXPIRY_BYTES: usize = size_of::<u64>();
 const _: () = assert!(size_of::<Node>() == 32);
 const _: () = assert!(size_of::<Version>() == 24);
 const _: () = assert!(MAX_HEIGHT <= HEIGHT_MASK as usize);
-const _: () = assert!(KEY_LEN_MAX <= u16::MAX as usize);
+const _: () = assert!(STORED_KEY_LEN_MAX <= u16::MAX as usize);
 const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
 const _: () = assert!(align_of::<Node>() == 8);
 const _: () = assert!(align_of::<Version>() == 8);
@@ -560,7 +562,8 @@ impl SkipList {
     pub fn insert(&self, key: &[u8], seq: SeqNo, entry: &Entry) {
         let mut w = self.writer.lock();
         // The DB checks lengths before it writes the log: past them here, the node would lie.
-        let key_len = u16::try_from(key.len()).expect("key length checked against KEY_LEN_MAX");
+        let key_len =
+            u16::try_from(key.len()).expect("key length checked against STORED_KEY_LEN_MAX");
         let value_len =
             u32::try_from(entry.value.len()).expect("value length checked against VALUE_LEN_MAX");
         let hash = xxh3_64(key);

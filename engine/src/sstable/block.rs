@@ -8,7 +8,7 @@ use std::io;
 
 use super::coding::{Malformed, Reader, malformed, put_varint};
 use super::{BLOCK_BYTES_MAX, internal_cmp};
-use crate::types::{Entry, KEY_LEN_MAX, NO_EXPIRY, SeqNo, VALUE_LEN_MAX, ValueKind};
+use crate::types::{Entry, NO_EXPIRY, STORED_KEY_LEN_MAX, SeqNo, VALUE_LEN_MAX, ValueKind};
 
 /// Compression type byte (1) + crc32c (4).
 pub(crate) const TRAILER_LEN: usize = 1 + 4;
@@ -19,7 +19,7 @@ pub(crate) const COMPRESSION_ZSTD: u8 = 1;
 
 /// Largest decompressed block a reader accepts: a full block plus one entry at the key and
 /// value limits. Bounds what a hostile length field can make the reader allocate.
-pub(crate) const BLOCK_LEN_MAX: usize = BLOCK_BYTES_MAX + KEY_LEN_MAX + VALUE_LEN_MAX + 64;
+pub(crate) const BLOCK_LEN_MAX: usize = BLOCK_BYTES_MAX + STORED_KEY_LEN_MAX + VALUE_LEN_MAX + 64;
 const _: () = assert!(BLOCK_LEN_MAX < u32::MAX as usize);
 
 /// Length prefix of a zstd block's payload (the decompressed size).
@@ -147,7 +147,7 @@ pub(crate) struct BlockBuilder {
 
 impl BlockBuilder {
     pub(crate) fn add(&mut self, key: &[u8], seq: SeqNo, entry: &Entry) {
-        debug_assert!(key.len() <= KEY_LEN_MAX);
+        debug_assert!(key.len() <= STORED_KEY_LEN_MAX);
         debug_assert!(entry.value.len() <= VALUE_LEN_MAX);
         assert!(self.buf.len() <= BLOCK_LEN_MAX, "block overflow");
         let shared = if self.count % RESTART_INTERVAL == 0 {
@@ -363,8 +363,8 @@ impl Block {
 
     fn raw_entry(&self, pos: usize) -> Result<RawEntry<'_>, Malformed> {
         let mut r = Reader::at(&self.data[..self.entries_end], pos);
-        let shared = r.len(KEY_LEN_MAX, "shared key length")?;
-        let unshared = r.len(KEY_LEN_MAX - shared, "unshared key length")?;
+        let shared = r.len(STORED_KEY_LEN_MAX, "shared key length")?;
+        let unshared = r.len(STORED_KEY_LEN_MAX - shared, "unshared key length")?;
         let value_len = r.len(VALUE_LEN_MAX, "value length")?;
         let suffix = r.bytes(unshared, "key")?;
         let seq = r.u64("seq")?;

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use super::block::{BLOCK_LEN_MAX, TRAILER_LEN};
 use super::coding::{Malformed, Reader, malformed, put_varint};
 use super::{IndexEntry, internal_cmp};
-use crate::types::KEY_LEN_MAX;
+use crate::types::STORED_KEY_LEN_MAX;
 
 /// Smallest encoding of one entry: four one-byte varints (an empty key is legal).
 const ENTRY_LEN_MIN: usize = 4;
@@ -33,7 +33,7 @@ pub(crate) fn decode(block: &[u8], data_bytes: u64) -> Result<Vec<IndexEntry>, M
     let mut entries: Vec<IndexEntry> = Vec::with_capacity(count);
     let mut next_offset = 0u64;
     for i in 0..count {
-        let key_len = r.len(KEY_LEN_MAX, "index key length")?;
+        let key_len = r.len(STORED_KEY_LEN_MAX, "index key length")?;
         let last_key = r.bytes(key_len, "index key")?.to_vec();
         let last_seq = r.varint("index seq")?;
         let offset = r.varint("block offset")?;

@@ -3,7 +3,7 @@
 
 use super::coding::{Malformed, Reader, malformed};
 use super::{FORMAT_VERSION, TableProperties};
-use crate::types::KEY_LEN_MAX;
+use crate::types::STORED_KEY_LEN_MAX;
 
 pub(crate) fn encode(p: &TableProperties) -> Vec<u8> {
     let mut out = Vec::new();
@@ -21,7 +21,7 @@ pub(crate) fn encode(p: &TableProperties) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for key in [&p.smallest_key, &p.largest_key] {
-        debug_assert!(key.len() <= KEY_LEN_MAX);
+        debug_assert!(key.len() <= STORED_KEY_LEN_MAX);
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(key);
     }
@@ -51,7 +51,7 @@ pub(crate) fn decode(block: &[u8]) -> Result<TableProperties, Malformed> {
     };
     for key in [&mut p.smallest_key, &mut p.largest_key] {
         let len = r.u32("key length")? as usize;
-        if len > KEY_LEN_MAX {
+        if len > STORED_KEY_LEN_MAX {
             return Err(malformed(format!("property key of {len} bytes")));
         }
         *key = r.bytes(len, "key")?.to_vec();

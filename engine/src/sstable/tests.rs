@@ -423,7 +423,7 @@ fn oversized_key_is_rejected() {
     let dir = TempDir::new().unwrap();
     let file = block_on(StdFs.create(&dir.path().join("t.sst"))).unwrap();
     let mut b = TableBuilder::new(file, TableOptions::default());
-    let key = vec![0u8; crate::types::KEY_LEN_MAX + 1];
+    let key = vec![0u8; crate::types::STORED_KEY_LEN_MAX + 1];
     let err = block_on(b.add(&key, 1, &Entry::put(*b"1"))).unwrap_err();
     assert!(matches!(err, crate::Error::InvalidArgument(_)));
 }

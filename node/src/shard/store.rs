@@ -71,6 +71,10 @@ const FORMAT_PLAIN: u8 = 1;
 /// Value format tag of a key's cluster versions. Stored on disk: never renumber.
 const FORMAT_VERSIONS: u8 = 2;
 const HASH_LEN: usize = 8;
+
+// The engine keeps room for a prefix beyond its user-key limit, so a user key of the longest
+// length the node accepts still fits with its hash in front.
+const _: () = assert!(HASH_LEN <= shoal_engine::types::KEY_PREFIX_LEN_MAX);
 /// Tombstones written per engine batch by FLUSHDB: bounds one log record.
 const FLUSH_BATCH_KEYS: usize = 1024;
 
@@ -488,6 +492,25 @@ mod tests {
                 "b expired at 5000"
             );
             assert_eq!(s.count().await.unwrap(), (0, 0));
+        });
+    }
+
+    /// A user key of the longest length the node accepts (16 KiB), with its 8-byte hash in
+    /// front, is stored, read back and deleted.
+    #[test]
+    fn a_key_at_the_length_limit_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), Arc::new(TestClock(AtomicU64::new(1))));
+        block_on(async {
+            for len in [
+                shoal_engine::types::KEY_LEN_MAX - 7,
+                shoal_engine::types::KEY_LEN_MAX,
+            ] {
+                let key = vec![b'k'; len];
+                s.put(refs(&[put(&key, b"long", 0)])).await.unwrap();
+                assert_eq!(get(&s, &key).await.unwrap().unwrap().bytes(), b"long");
+                assert_eq!(s.del(&[key]).await.unwrap(), 1);
+            }
         });
     }
 
