@@ -23,9 +23,6 @@ use crate::stats::Stats;
 use crate::types::Entry;
 use crate::{Error, Result};
 
-/// File held locked (flock) while the database is open, so two processes never share it.
-const LOCK_FILE: &str = "LOCK";
-
 pub struct Db {
     db: db::Db<StdFs>,
     /// The flush and compaction workers' threads.
@@ -38,7 +35,8 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).at(dir)?;
-        let lock_path = dir.join(LOCK_FILE);
+        // Held locked (flock) while the database is open, so two processes never share it.
+        let lock_path = crate::filename::lock(dir);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)

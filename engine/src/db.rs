@@ -51,18 +51,24 @@ use crate::budget::MemoryPlan;
 use crate::cache::BlockCache;
 use crate::compaction::{Shape, picker};
 use crate::error::IoContext;
+use crate::filename::{self, FileKind};
 use crate::fs::FileSystem;
 use crate::log::{Log, LogOptions, Preallocation, ReplayFrom};
 use crate::manifest::{Edit, LEVELS, Manifest, ManifestState, TableMeta};
 use crate::memtable::Memtable;
 use crate::options::{Durability, Options};
 use crate::snapshot::SnapshotList;
-use crate::sstable::TableOptions;
+use crate::sstable::{Table, TableOptions};
 use crate::stats::{Counters, LevelStats, MemoryStats, Stats, write_amplification};
-use crate::table_cache::{TABLE_EXT, TableCache};
+use crate::table_cache::TableCache;
 use crate::types::SeqNo;
 use crate::version::{TableHandle, Version};
 use crate::{Error, Result};
+
+/// Commit-log segments an open leaves live before it flushes what it replayed into a table,
+/// which retires them: every open after a crash starts a segment, and a database whose writes
+/// never fill a memtable would otherwise keep them all.
+const OPEN_LOG_SEGMENTS_MAX: usize = 4;
 
 /// An open database. Cheap to clone: clones share one instance.
 pub struct Db<F: FileSystem> {
@@ -260,7 +266,7 @@ impl<F: FileSystem> Db<F> {
         } = replay_log(&fs, &dir, &options, &manifest_state).await?;
         // Only once the log agrees with the manifest: a manifest that lost an edit must fail
         // open without deleting the tables that edit recorded.
-        remove_orphan_tables(&fs, &dir, &manifest_state).await?;
+        remove_orphan_tables(&fs, &dir, &manifest_state, last_seq, &cache).await?;
 
         let mem = memtables
             .pop()
@@ -303,6 +309,12 @@ impl<F: FileSystem> Db<F> {
         };
         if cfg!(debug_assertions) {
             db.inner.lock().check_invariants();
+        }
+        if db.inner.log.live_segments() > OPEN_LOG_SEGMENTS_MAX {
+            // Best effort: on a full disk the database still opens, for reads.
+            if let Err(e) = db.flush().await {
+                tracing::warn!(dir = %db.inner.dir.display(), error = %e, "flushing the replayed log failed");
+            }
         }
         Ok(db)
     }
@@ -380,9 +392,15 @@ impl<F: FileSystem> Db<F> {
             return Ok(());
         }
         self.inner.work.notify(usize::MAX);
-        if self.inner.options.durability == Durability::Buffered {
-            self.sync().await?;
-        }
+        // Closing the log makes every write durable, buffered ones included, and lets the next
+        // open append to its last segment instead of starting one.
+        self.inner.log.close().await?;
+        let last = self.inner.lock().last_seq;
+        self.inner.visible_seq.fetch_max(last, Ordering::AcqRel);
+        // A flush or compaction still running finds the manifest closed and fails; its table
+        // is deleted at the next open, its data being in the log or in its inputs.
+        let _editing = self.inner.manifest_lock.lock().await;
+        self.inner.manifest.close().await?;
         // Best effort: what is left is deleted at the next open.
         let _ = self.inner.tables.remove_obsolete().await;
         Ok(())
@@ -574,13 +592,15 @@ async fn replay_log<F: FileSystem>(
     options: &Options,
     manifest: &ManifestState,
 ) -> Result<Replayed<F>> {
-    let log_dir = dir.join("log");
+    let log_dir = filename::log_dir(dir);
     let mut memtables = vec![Memtable::new(manifest.log_start, options.memtable_bytes)];
     let mut last_seq = manifest.last_seq;
     let log = Log::open(
         Arc::clone(fs),
         log_dir.clone(),
         LogOptions {
+            // Never above the largest: a small `log_segment_bytes` alone keeps segments small.
+            segment_bytes_min: options.log_segment_bytes_min.min(options.log_segment_bytes),
             segment_bytes: options.log_segment_bytes,
             preallocation: match options.durability {
                 Durability::Sync => Preallocation::ZeroFill,
@@ -636,24 +656,50 @@ async fn open_listed_tables<F: FileSystem>(
 }
 
 /// Deletes tables the manifest does not list: outputs of flushes or compactions that crashed
-/// before they were recorded.
+/// before they were recorded, or half-written when it crashed.
+///
+/// Such a table only ever holds what something else still has: a compaction's output the
+/// versions of its inputs, a flush's output records the log keeps until the flush is recorded
+/// (a flush makes them durable in the log first, whatever the durability). So a complete
+/// table holding a sequence number past `last_seq` (everything the manifest and the replayed
+/// log know) was recorded by a manifest edit that is now lost: that is corruption, reported
+/// before any table is deleted, never data to throw away.
 async fn remove_orphan_tables<F: FileSystem>(
     fs: &Arc<F>,
     dir: &Path,
     state: &ManifestState,
+    last_seq: SeqNo,
+    cache: &Arc<BlockCache>,
 ) -> Result<()> {
+    let mut orphans = Vec::new();
     for name in fs.list_dir(dir).await.at(dir)? {
-        let number = name
-            .strip_suffix(TABLE_EXT)
-            .and_then(|n| n.strip_suffix('.'))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(number) = number {
+        if let Some(FileKind::Table(number)) = filename::parse(&name) {
             if !state.tables.contains_key(&number) {
-                let path = dir.join(&name);
-                tracing::info!(path = %path.display(), "removing unrecorded table");
-                fs.remove(&path).await.at(&path)?;
+                let path = filename::table(dir, number);
+                let file = fs.open(&path).await.at(&path)?;
+                match Table::open(file, number, Arc::clone(cache)).await {
+                    Ok(table) if table.properties().max_seq > last_seq => {
+                        return Err(Error::corruption(
+                            &path,
+                            0,
+                            format!(
+                                "a table the manifest does not list holds sequence numbers up \
+                                 to {}, past the {last_seq} the manifest and the log know: \
+                                 the manifest lost the edit that recorded it",
+                                table.properties().max_seq
+                            ),
+                        ));
+                    }
+                    // Incomplete: never synced, so never recorded.
+                    Ok(_) | Err(Error::Corruption { .. }) => orphans.push(path),
+                    Err(e) => return Err(e),
+                }
             }
         }
+    }
+    for path in orphans {
+        tracing::info!(path = %path.display(), "removing unrecorded table");
+        fs.remove(&path).await.at(&path)?;
     }
     Ok(())
 }

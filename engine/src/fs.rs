@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 
 mod std_fs;
@@ -102,8 +102,3 @@ pub trait File: 'static {
 
 /// The fdatasync that [`File::write_then_sync`] leaves to await.
 pub type Syncing<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
-
-/// `dir/name` for a numbered engine file, e.g. `000042.sst`.
-pub fn numbered_path(dir: &Path, number: u64, ext: &str) -> PathBuf {
-    dir.join(format!("{number:06}.{ext}"))
-}

@@ -152,6 +152,7 @@ pub fn log_segment(data: &[u8]) {
             Arc::new(fs),
             dir.to_path_buf(),
             LogOptions {
+                segment_bytes_min: SEGMENT_BYTES,
                 segment_bytes: SEGMENT_BYTES,
                 preallocation: Preallocation::ZeroFill,
             },

@@ -16,6 +16,7 @@ mod coding;
 pub mod compaction;
 pub mod db;
 pub mod error;
+pub mod filename;
 pub mod fs;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

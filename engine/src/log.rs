@@ -13,8 +13,12 @@
 //! [`commit`]).
 //!
 //! Segments are preallocated at full size before use, since an fdatasync that grows a file
-//! costs about twice one that does not. Obsolete segments are recycled: [`Log::release_before`]
-//! renames up to [`FREE_SEGMENTS_MAX`] of them to free files, and the next segment is a free
+//! costs about twice one that does not. Their size follows the workload: a log opens with a
+//! segment of [`LogOptions::segment_bytes_min`], and each segment it moves on to is twice the
+//! last, up to [`LogOptions::segment_bytes`], so a small database never holds more than a
+//! few small files and a busy one soon writes full-size segments. Obsolete segments are
+//! recycled: [`Log::release_before`] renames up to [`FREE_SEGMENTS_MAX`] of them (those at
+//! least as large as the segment being written) to free files, and the next segment is a free
 //! file renamed (one directory sync) rather than a new file written whole. Only when none is
 //! free is a new one made, zero-filled or sparse as [`Preallocation`] says. One spare is kept
 //! ready, prepared after a round publishes or by [`Log::prepare_spare`] from a background task,
@@ -27,8 +31,12 @@
 //!
 //! Opening ([`Log::open`]) replays the valid records in order and stops cleanly at a torn or
 //! zeroed tail; damage that hides synced records is `Error::Corruption` (see [`recovery`]).
-//! Appending resumes in a new segment, never in a recovered tail.
+//! Appending resumes in a new segment, never in a recovered tail, unless the log was closed
+//! cleanly ([`Log::close`], which records where its records end, [`closed`]): then it resumes
+//! in the last segment, right after its last record. When no segment can be started (the disk
+//! is full), the log opens for reading only: writes are refused with `Error::WritesDisabled`.
 
+mod closed;
 mod commit;
 mod reader;
 mod record;
@@ -37,7 +45,7 @@ mod segment;
 
 pub use reader::{DumpedRecord, ScanEnd, SegmentDump, StopReason, read_segment};
 pub use record::{HeaderState, SegmentHeader};
-pub use segment::{FREE_EXT, Preallocation, SEGMENT_EXT};
+pub use segment::Preallocation;
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -49,11 +57,11 @@ use event_listener::Event;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{FileSystem, WRITE_ALIGN};
+use crate::fs::{FileSystem, WRITE_ALIGN, align_up};
 pub(crate) use record::encode_record;
 use record::{SEGMENT_HEADER_LEN, framed_len};
 use recovery::Recovered;
-use segment::{make_free, prepare_segment, remove_segment, reuse_free};
+use segment::{extend_segment, make_free, prepare_segment, remove_segment, reuse_free};
 
 /// [`Log::write_if_full`] writes once this many bytes are buffered: large writes stream at
 /// disk speed, and memory held by a buffered log stays bounded by about this much.
@@ -83,7 +91,10 @@ const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOptions {
-    /// Size of every segment file, a multiple of [`WRITE_ALIGN`]; bounds one record.
+    /// Size of the first segment a log starts after opening, a multiple of [`WRITE_ALIGN`] no
+    /// larger than `segment_bytes`; each later one doubles the last.
+    pub segment_bytes_min: u64,
+    /// Size segments grow to, a multiple of [`WRITE_ALIGN`]; bounds one record.
     pub segment_bytes: u64,
     /// How a new segment is made when no free file can be recycled.
     pub preallocation: Preallocation,
@@ -102,6 +113,7 @@ pub struct Log<F: FileSystem> {
     fs: Arc<F>,
     dir: PathBuf,
     segment_bytes: u64,
+    segment_bytes_min: u64,
     preallocation: Preallocation,
     /// Changed only through [`Log::lock`], which checks the invariants.
     state: Mutex<State<F>>,
@@ -143,11 +155,20 @@ struct State<F: FileSystem> {
     spare: Spare<F>,
     /// Segments with a file or a buffered header, oldest first.
     segments: VecDeque<LiveSegment>,
-    /// Free files (by number), each `segment_bytes` long, at most [`FREE_SEGMENTS_MAX`].
-    free: Vec<u64>,
+    /// Free files, at most [`FREE_SEGMENTS_MAX`].
+    free: Vec<FreeFile>,
     releasing: bool,
     /// Why writes are disabled.
     failed: Option<String>,
+    /// [`Log::close`] has begun: appends are refused.
+    closed: bool,
+}
+
+/// An obsolete segment kept for reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FreeFile {
+    number: u64,
+    bytes: u64,
 }
 
 /// Buffered bytes of one segment, from `start` (block-aligned) on.
@@ -175,14 +196,18 @@ struct Writer<F: FileSystem> {
 enum Spare<F: FileSystem> {
     None,
     Preparing,
-    Ready(F::File),
+    /// The file and its length.
+    Ready(F::File, u64),
 }
 
 #[derive(Debug, Clone, Copy)]
 struct LiveSegment {
     number: u64,
     first_record: u64,
-    bytes: u64,
+    /// Where appending moves on to the next segment.
+    capacity: u64,
+    /// Length of its file: the capacity, or more for a larger free file reused.
+    file_bytes: u64,
 }
 
 /// Runs its action if dropped before [`OnCancel::disarm`]: a future cancelled mid-I/O must
@@ -207,7 +232,6 @@ impl<A: FnMut()> Drop for OnCancel<A> {
 /// and releasing it checks [`Locked::check_invariants`] in debug builds, so each transition
 /// is checked as it completes.
 struct Locked<'a, F: FileSystem> {
-    log: &'a Log<F>,
     state: MutexGuard<'a, State<F>>,
 }
 
@@ -245,7 +269,7 @@ impl<F: FileSystem> Locked<'_, F> {
     /// 6. Everything appended and not yet taken is buffered: `unwritten_bytes` is at most the
     ///    bytes of the sealed parts and the tail.
     /// 7. The tail starts on a block boundary, as every write must.
-    /// 8. The tail fits in its segment.
+    /// 8. The tail fits in its segment's capacity.
     /// 9. The sealed parts are of the segments just before the tail's, in order.
     /// 10. The active segment is not past the one being appended to.
     /// 11. The writer, when no leader holds it, is on the active segment.
@@ -267,7 +291,11 @@ impl<F: FileSystem> Locked<'_, F> {
             st.sealed.iter().map(|p| p.bytes.len()).sum::<usize>() + st.tail.bytes.len();
         assert!(st.unwritten_bytes <= buffered as u64);
         assert!(st.tail.start % WRITE_ALIGN as u64 == 0);
-        assert!(st.tail.end() <= self.log.segment_bytes);
+        assert!(
+            st.segments
+                .back()
+                .is_none_or(|s| st.tail.end() <= s.capacity)
+        );
         for (i, part) in st.sealed.iter().enumerate() {
             let before_tail = (st.sealed.len() - i) as u64;
             assert!(part.segment_no + before_tail == st.tail.segment_no);
@@ -288,8 +316,9 @@ impl<F: FileSystem> Locked<'_, F> {
 impl<F: FileSystem> Log<F> {
     /// Opens (creating if needed, durably within its parent) the log in `dir`, replays every
     /// valid record from `from` in order, calling `apply(record_no, payload)`, then prepares
-    /// to append after the last valid record, in a new segment (never into a recovered
-    /// segment's torn tail).
+    /// to append after the last valid record: in the last segment when the log was closed
+    /// cleanly, in a new segment otherwise (never into a recovered segment's torn tail). When
+    /// the disk has no room for a new segment the log opens for reading only.
     ///
     /// Segments wholly before `from` are deleted. Replay stops cleanly at a torn or zeroed
     /// tail of the last segment that has records; a gap or bad record followed by later
@@ -303,13 +332,24 @@ impl<F: FileSystem> Log<F> {
         from: ReplayFrom,
         apply: impl FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<Log<F>> {
-        let segment_bytes = options.segment_bytes;
-        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment_bytes)
-            || segment_bytes % WRITE_ALIGN as u64 != 0
-        {
+        let LogOptions {
+            segment_bytes,
+            segment_bytes_min,
+            preallocation,
+        } = options;
+        let valid_size = |bytes: u64| {
+            (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&bytes)
+                && bytes % WRITE_ALIGN as u64 == 0
+        };
+        if !valid_size(segment_bytes) || !valid_size(segment_bytes_min) {
             return Err(Error::InvalidArgument(format!(
-                "log segment size {segment_bytes} is not a multiple of {WRITE_ALIGN} in \
-                 {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}"
+                "log segment sizes {segment_bytes_min}..{segment_bytes} are not multiples of \
+                 {WRITE_ALIGN} in {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}"
+            )));
+        }
+        if segment_bytes_min > segment_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "first log segment size {segment_bytes_min} is above the largest, {segment_bytes}"
             )));
         }
         fs.create_dir_all(&dir).await.at(&dir)?;
@@ -321,27 +361,70 @@ impl<F: FileSystem> Log<F> {
         let Recovered {
             next_record,
             mut segments,
-            mut free,
+            free,
             active_no,
+            reused,
         } = recovery::recover(&*fs, &dir, segment_bytes, from, apply).await?;
+        let mut free = free
+            .into_iter()
+            .map(|(number, bytes)| FreeFile { number, bytes })
+            .collect();
 
-        let file = match free.pop() {
-            Some(f) => reuse_free(&*fs, &dir, f, active_no).await?,
+        let (tail, writer, failed) = match reused {
+            Some(reused) => {
+                let tail = Pending {
+                    segment_no: active_no,
+                    start: reused.block_start,
+                    bytes: reused.block,
+                };
+                (tail, Some(reused.file), None)
+            }
             None => {
-                prepare_segment(&*fs, &dir, active_no, segment_bytes, options.preallocation).await?
+                // Buffered, to be written with the first record.
+                let mut header = Vec::with_capacity(WRITE_ALIGN);
+                SegmentHeader {
+                    segment_no: active_no,
+                    first_record: next_record,
+                }
+                .encode(&mut header);
+                let started = start_segment(&*fs, &dir, &mut free, active_no, options).await;
+                let tail = Pending {
+                    segment_no: active_no,
+                    start: 0,
+                    bytes: header,
+                };
+                match started {
+                    Ok((file, bytes)) => {
+                        segments.push_back(LiveSegment {
+                            number: active_no,
+                            first_record: next_record,
+                            capacity: bytes,
+                            file_bytes: bytes,
+                        });
+                        (tail, Some(file), None)
+                    }
+                    Err(e @ Error::NoSpace { .. }) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "no room for a log segment: open for reads only");
+                        segments.push_back(LiveSegment {
+                            number: active_no,
+                            first_record: next_record,
+                            capacity: segment_bytes_min,
+                            file_bytes: 0,
+                        });
+                        let cause = format!("{e}; the database is open for reads only");
+                        (tail, None, Some(cause))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
-        segments.push_back(LiveSegment {
-            number: active_no,
-            first_record: next_record,
-            bytes: segment_bytes,
-        });
         tracing::debug!(dir = %dir.display(), next_record, active_no, "log opened");
         let log = Log {
             fs,
             dir,
             segment_bytes,
-            preallocation: options.preallocation,
+            segment_bytes_min,
+            preallocation,
             state: Mutex::new(State {
                 next_record,
                 durable: next_record.checked_sub(1),
@@ -350,13 +433,9 @@ impl<F: FileSystem> Log<F> {
                 next_round: 1,
                 published_round: 0,
                 sealed: Vec::new(),
-                tail: Pending {
-                    segment_no: active_no,
-                    start: 0,
-                    bytes: Vec::new(),
-                },
+                tail,
                 unwritten_bytes: 0,
-                writer: Some(Writer {
+                writer: writer.map(|file| Writer {
                     file: Arc::new(file),
                     segment_no: active_no,
                     dirty: false,
@@ -366,7 +445,8 @@ impl<F: FileSystem> Log<F> {
                 segments,
                 free,
                 releasing: false,
-                failed: None,
+                failed,
+                closed: false,
             }),
             changed: Event::new(),
             published: Event::new(),
@@ -376,6 +456,42 @@ impl<F: FileSystem> Log<F> {
             log.lock().check_invariants();
         }
         Ok(log)
+    }
+
+    /// Makes every appended record durable, refuses appends from now on, and records where
+    /// the records end ([`closed`]), so that the next open appends right after them in the
+    /// same segment instead of starting a new one. A log whose writes failed (each failure
+    /// was reported to its writer) records nothing: its next open starts a new segment, as
+    /// after a crash.
+    pub async fn close(&self) -> Result<()> {
+        let last = {
+            let mut st = self.lock();
+            if st.closed {
+                return Ok(());
+            }
+            st.closed = true;
+            if st.failed.is_some() {
+                return Ok(());
+            }
+            st.next_record.checked_sub(1)
+        };
+        self.changed.notify(usize::MAX);
+        if let Some(last) = last {
+            self.sync(last).await?;
+        }
+        let tail = {
+            let st = self.lock();
+            if st.failed.is_some() || st.writer.is_none() {
+                return Ok(());
+            }
+            debug_assert_eq!(st.tail.segment_no, st.active_no);
+            closed::ClosedTail {
+                segment_no: st.tail.segment_no,
+                end: st.tail.end(),
+                next_record: st.next_record,
+            }
+        };
+        closed::write(&*self.fs, &self.dir, &tail).await
     }
 
     /// Buffers one record; no I/O, no await, so the DB can call it while holding its own lock
@@ -396,18 +512,20 @@ impl<F: FileSystem> Log<F> {
         if let Some(cause) = &st.failed {
             return Err(Error::WritesDisabled(cause.clone()));
         }
+        if st.closed {
+            return Err(Error::Closed);
+        }
         let record_no = st.next_record;
         let end = st.tail.end();
-        if end == 0 {
-            // The segment opened at startup: its header goes with its first record.
-            debug_assert_eq!(st.segments.back().map(|s| s.first_record), Some(record_no));
-            let header = SegmentHeader {
-                segment_no: st.tail.segment_no,
-                first_record: record_no,
-            };
-            header.encode(&mut st.tail.bytes);
-        } else if end + framed > self.segment_bytes {
+        debug_assert!(
+            end >= SEGMENT_HEADER_LEN as u64,
+            "every segment starts with its header"
+        );
+        let capacity_now = tail_capacity(&st);
+        if end + framed > capacity_now {
             let number = st.tail.segment_no + 1;
+            let need = align_up(SEGMENT_HEADER_LEN as u64 + framed);
+            let capacity = self.grown(capacity_now).max(need);
             let mut bytes = Vec::new();
             SegmentHeader {
                 segment_no: number,
@@ -426,13 +544,14 @@ impl<F: FileSystem> Log<F> {
             st.segments.push_back(LiveSegment {
                 number,
                 first_record: record_no,
-                bytes: self.segment_bytes,
+                capacity,
+                file_bytes: capacity,
             });
             st.unwritten_bytes += SEGMENT_HEADER_LEN as u64;
         }
         let segment_no = st.tail.segment_no;
         encode_record(segment_no, payload, &mut st.tail.bytes);
-        debug_assert!(st.tail.end() <= self.segment_bytes);
+        debug_assert!(st.tail.end() <= tail_capacity(&st));
         st.unwritten_bytes += framed;
         st.next_record += 1;
         Ok(record_no)
@@ -442,18 +561,25 @@ impl<F: FileSystem> Log<F> {
     /// spare exists; returns whether it did. For a background task: leaders call it too, after
     /// publishing, so without one only the caller of that leader waits for the zero-fill.
     pub async fn prepare_spare(&self) -> Result<bool> {
-        let number = {
+        let (number, capacity) = {
             let mut st = self.lock();
-            let wanted =
-                st.tail.segment_no > st.active_no || st.tail.end() > self.segment_bytes / 2;
-            if st.failed.is_some() || !matches!(st.spare, Spare::None) || !wanted {
+            let tail_capacity = tail_capacity(&st);
+            let wanted = st.tail.segment_no > st.active_no || st.tail.end() > tail_capacity / 2;
+            if st.failed.is_some() || st.closed || !matches!(st.spare, Spare::None) || !wanted {
                 return Ok(false);
             }
             st.spare = Spare::Preparing;
-            st.active_no + 1
+            let number = st.active_no + 1;
+            // Already appended to, it has its capacity; otherwise it is the next size up.
+            let capacity = st
+                .segments
+                .iter()
+                .find(|s| s.number == number)
+                .map_or_else(|| self.grown(tail_capacity), |s| s.capacity);
+            (number, capacity)
         };
-        let file = self.prepare_claimed(number).await?;
-        self.lock().spare = Spare::Ready(file);
+        let (file, bytes) = self.prepare_claimed(number, capacity).await?;
+        self.lock().spare = Spare::Ready(file, bytes);
         self.changed.notify(usize::MAX);
         Ok(true)
     }
@@ -482,15 +608,18 @@ impl<F: FileSystem> Log<F> {
         let guard = OnCancel(Some(|| self.end_release()));
         let mut result = Ok(());
         for _ in 0..count {
-            let (number, recycle) = {
+            let (front, recycle) = {
                 let st = self.lock();
-                let Some(front) = st.segments.front() else {
+                let Some(&front) = st.segments.front() else {
                     break;
                 };
+                // Worth keeping only if it can take the place of a segment as large as the
+                // one being written now: smaller ones, left from when the log was young, go.
                 let recycle =
-                    st.free.len() < FREE_SEGMENTS_MAX && front.bytes == self.segment_bytes;
-                (front.number, recycle)
+                    st.free.len() < FREE_SEGMENTS_MAX && front.file_bytes >= tail_capacity(&st);
+                (front, recycle)
             };
+            let number = front.number;
             result = if recycle {
                 make_free(&*self.fs, &self.dir, number).await
             } else {
@@ -503,7 +632,10 @@ impl<F: FileSystem> Log<F> {
             let removed = st.segments.pop_front();
             debug_assert_eq!(removed.map(|s| s.number), Some(number));
             if recycle {
-                st.free.push(number);
+                st.free.push(FreeFile {
+                    number,
+                    bytes: front.file_bytes,
+                });
             }
         }
         guard.disarm();
@@ -533,36 +665,65 @@ impl<F: FileSystem> Log<F> {
             .segments
             .iter()
             .filter(|s| s.number <= st.active_no)
-            .map(|s| s.bytes)
+            .map(|s| s.file_bytes)
             .sum();
         let spare = match st.spare {
-            Spare::Ready(_) => self.segment_bytes,
+            Spare::Ready(_, bytes) => bytes,
             Spare::None | Spare::Preparing => 0,
         };
-        live + spare + st.free.len() as u64 * self.segment_bytes
+        live + spare + st.free.iter().map(|f| f.bytes).sum::<u64>()
     }
 
-    /// Prepares segment `number` after the caller set the spare slot to `Preparing`, from a
-    /// free file if there is one; on failure or cancellation the slot is emptied again (a free
-    /// file taken then is left to the next open, which finds it again or sees it renamed).
-    async fn prepare_claimed(&self, number: u64) -> Result<F::File> {
+    /// Segments holding records still needed, the one appended to included.
+    pub fn live_segments(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Segment files the log keeps: live segments, the spare and free files (for stats).
+    pub fn files(&self) -> usize {
+        let st = self.lock();
+        let live = st.segments.iter().filter(|s| s.file_bytes > 0).count();
+        live + usize::from(matches!(st.spare, Spare::Ready(..))) + st.free.len()
+    }
+
+    /// Prepares segment `number`, of at least `capacity` bytes, after the caller set the spare
+    /// slot to `Preparing`: from a free file if there is one (extended if it is smaller), new
+    /// otherwise. Returns the file and its length. On failure or cancellation the slot is
+    /// emptied again (a free file taken then is left to the next open, which finds it again or
+    /// sees it renamed).
+    async fn prepare_claimed(&self, number: u64, capacity: u64) -> Result<(F::File, u64)> {
         let reset = || {
             self.lock().spare = Spare::None;
             self.changed.notify(usize::MAX);
         };
         let guard = OnCancel(Some(reset));
         let free = self.lock().free.pop();
+        let (fs, dir) = (&*self.fs, &self.dir);
         let result = match free {
-            Some(f) => reuse_free(&*self.fs, &self.dir, f, number).await,
-            None => {
-                let (fs, dir) = (&*self.fs, &self.dir);
-                prepare_segment(fs, dir, number, self.segment_bytes, self.preallocation).await
-            }
+            Some(f) => match reuse_free(fs, dir, f.number, number).await {
+                Ok(file) if f.bytes < capacity => {
+                    extend_segment(&file, f.bytes, capacity, self.preallocation)
+                        .await
+                        .map(|()| (file, capacity))
+                }
+                Ok(file) => Ok((file, f.bytes)),
+                Err(e) => Err(e),
+            },
+            None => prepare_segment(fs, dir, number, capacity, self.preallocation)
+                .await
+                .map(|file| (file, capacity)),
         };
         if result.is_ok() {
             guard.disarm();
         }
         result
+    }
+
+    /// The size of the segment after one of `capacity`: twice as large, up to the largest.
+    fn grown(&self, capacity: u64) -> u64 {
+        capacity
+            .saturating_mul(2)
+            .clamp(self.segment_bytes_min, self.segment_bytes)
     }
 
     /// Wakes every waiter: after a publish or a failure, which writers waiting for their
@@ -580,8 +741,33 @@ impl<F: FileSystem> Log<F> {
     /// The state, locked; checked when released (see [`Locked`]).
     fn lock(&self) -> Locked<'_, F> {
         Locked {
-            log: self,
             state: self.state.lock(),
+        }
+    }
+}
+
+/// Capacity of the segment being appended to (the newest live one).
+fn tail_capacity<F: FileSystem>(st: &State<F>) -> u64 {
+    st.segments.back().map_or(0, |s| s.capacity)
+}
+
+/// Starts segment `number` for appending: a free file if there is one (at its size), a new
+/// file of the smallest size otherwise. Returns the file and its length. Its header is
+/// written with its first record: a database whose open fails after this (a damaged manifest
+/// found later) must be left as it was found, so that a repaired manifest still fits the log.
+async fn start_segment<F: FileSystem>(
+    fs: &F,
+    dir: &std::path::Path,
+    free: &mut Vec<FreeFile>,
+    number: u64,
+    options: LogOptions,
+) -> Result<(F::File, u64)> {
+    match free.pop() {
+        Some(f) => Ok((reuse_free(fs, dir, f.number, number).await?, f.bytes)),
+        None => {
+            let bytes = options.segment_bytes_min;
+            let file = prepare_segment(fs, dir, number, bytes, options.preallocation).await?;
+            Ok((file, bytes))
         }
     }
 }

@@ -39,6 +39,8 @@ const TAG_CHANGE: u8 = 2;
 
 /// Manifest segments are small: edits are a few hundred bytes and snapshots bound the total.
 const MANIFEST_SEGMENT_BYTES: u64 = 1 << 20;
+/// A manifest opens with a segment this small: most opens add no edit at all.
+const MANIFEST_SEGMENT_BYTES_MIN: u64 = 16 << 10;
 
 /// Edits between snapshots: bounds replay time and the manifest's size.
 const EDITS_PER_SNAPSHOT: u64 = 256;
@@ -285,7 +287,7 @@ impl<F: FileSystem> Manifest<F> {
     /// Replays the manifest in `db_dir/manifest`, creating it (with an empty snapshot) when
     /// there is none.
     pub async fn open(fs: Arc<F>, db_dir: &Path) -> Result<(Manifest<F>, ManifestState)> {
-        let dir = db_dir.join("manifest");
+        let dir = crate::filename::manifest_dir(db_dir);
         let mut state = ManifestState::default();
         let mut edits = 0u64;
         let mut records = 0u64;
@@ -297,6 +299,7 @@ impl<F: FileSystem> Manifest<F> {
             fs,
             dir.clone(),
             LogOptions {
+                segment_bytes_min: MANIFEST_SEGMENT_BYTES_MIN,
                 segment_bytes: MANIFEST_SEGMENT_BYTES,
                 // Every edit is synced.
                 preallocation: Preallocation::ZeroFill,
@@ -361,6 +364,11 @@ impl<F: FileSystem> Manifest<F> {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Closes the manifest's log cleanly (see [`Log::close`]): edits after this are refused.
+    pub async fn close(&self) -> Result<()> {
+        self.log.close().await
     }
 }
 

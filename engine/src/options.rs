@@ -126,8 +126,14 @@ pub struct Options {
     pub compression: Compression,
     /// Bloom filter bits per key: 10 gives ~1% false positives.
     pub bloom_bits_per_key: u32,
-    /// Size of a preallocated commit-log segment; also bounds one write batch.
+    /// Size commit-log segments grow to; also bounds one write batch. Segments are
+    /// preallocated (zero-filled with `Durability::Sync`), so a segment's size is disk held
+    /// ahead of the writes that fill it.
     pub log_segment_bytes: u64,
+    /// Size of the first commit-log segment after an open (capped at `log_segment_bytes`);
+    /// each next one doubles the last. Small, so that a small database holds small files and
+    /// opens on a nearly full disk; busy logs reach full size after a few segments.
+    pub log_segment_bytes_min: u64,
     /// L0 tables that start an L0 → L1 compaction. Every L0 table is searched by every read
     /// that misses the memtables (a bloom filter probe each), so this bounds read
     /// amplification. 6, where RocksDB and LevelDB use 4: under uniform keys the merge
@@ -183,6 +189,7 @@ impl Default for Options {
             compression: Compression::Zstd(crate::sstable::DEFAULT_ZSTD_LEVEL),
             bloom_bits_per_key: 10,
             log_segment_bytes: 64 << 20,
+            log_segment_bytes_min: 256 << 10,
             l0_compaction_trigger: 6,
             l0_slowdown_trigger: 20,
             l0_stop_trigger: 36,
@@ -212,6 +219,7 @@ impl std::fmt::Debug for Options {
             .field("compression", &self.compression)
             .field("bloom_bits_per_key", &self.bloom_bits_per_key)
             .field("log_segment_bytes", &self.log_segment_bytes)
+            .field("log_segment_bytes_min", &self.log_segment_bytes_min)
             .field("l0_compaction_trigger", &self.l0_compaction_trigger)
             .field("l0_slowdown_trigger", &self.l0_slowdown_trigger)
             .field("l0_stop_trigger", &self.l0_stop_trigger)

@@ -28,13 +28,11 @@ use parking_lot::Mutex;
 use crate::budget::MemoryPlan;
 use crate::cache::BlockCache;
 use crate::error::IoContext;
-use crate::fs::{FileSystem, numbered_path};
+use crate::filename;
+use crate::fs::FileSystem;
 use crate::manifest::TableMeta;
 use crate::sstable::Table;
 use crate::{Error, Result};
-
-/// File name extension of SSTables.
-pub const TABLE_EXT: &str = "sst";
 
 /// Weighs an open table for the cache: see the module comment.
 #[derive(Clone)]
@@ -121,7 +119,7 @@ impl<F: FileSystem> TableCache<F> {
     }
 
     pub fn path(&self, number: u64) -> PathBuf {
-        numbered_path(&self.dir, number, TABLE_EXT)
+        filename::table(&self.dir, number)
     }
 
     /// The open table `meta` describes, opening (and verifying) it when it is not cached.

@@ -340,6 +340,18 @@ fn a_real_full_filesystem() {
     }
     drop(db);
 
+    // Full: the database opens for reads, and refuses writes saying why.
+    let db = blocking::Db::open(&dir, opts.clone()).unwrap();
+    for (k, v) in &acked {
+        assert_eq!(db.get(k).unwrap().as_ref(), Some(v));
+    }
+    let refused = db.put(b"while", b"full").unwrap_err();
+    assert!(
+        is_no_space(&refused) || is_disabled_by_no_space(&refused),
+        "{refused}"
+    );
+    drop(db);
+
     mount.resize("64m");
     let db = blocking::Db::open(&dir, opts).unwrap();
     for (k, v) in &acked {

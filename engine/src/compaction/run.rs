@@ -121,7 +121,7 @@ async fn merge_into<F: FileSystem>(
         }
         if building.is_none() {
             let number = next_number();
-            let path = crate::fs::numbered_path(spec.dir, number, crate::table_cache::TABLE_EXT);
+            let path = crate::filename::table(spec.dir, number);
             let file = spec.fs.create(&path).await.at(&path)?;
             created.push(path);
             building = Some((TableBuilder::new(file, spec.table_options), number));

@@ -75,6 +75,13 @@ impl<F: FileSystem> Db<F> {
             st.next_file += 1;
             (oldest, log_start, number)
         };
+        // The memtable's records durable in the log before the table exists (buffered writes
+        // may not be yet): a table the manifest never recorded then never holds a write the
+        // log lacks, which is what lets open tell such a table from one a damaged manifest
+        // forgot (see `remove_orphan_tables`).
+        if log_start > imm.first_record() {
+            inner.log.sync(log_start - 1).await?;
+        }
         let handle = if imm.is_empty() {
             None
         } else {

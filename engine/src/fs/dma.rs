@@ -19,12 +19,10 @@ use std::path::{Path, PathBuf};
 use glommio::GlommioError;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 
+use super::{File, FileSystem, assert_aligned_write};
 #[cfg(feature = "dma-linked-sync")]
 use super::{Syncing, is_aligned};
-use super::{File, FileSystem, assert_aligned_write};
 
-/// Name of the warm-up file written in the data directory; removed after the probe.
-const PROBE_FILE: &str = ".dma-probe";
 /// One block of real data: the probe must reach the device to be answered truthfully.
 const PROBE_LEN: usize = 4096;
 
@@ -56,7 +54,7 @@ fn to_io(e: GlommioError<()>) -> io::Error {
 
 /// Answers glommio's polled-I/O probe for `dir`'s device with a file of real data.
 async fn warm_dma_probe(dir: &Path) -> io::Result<()> {
-    let p = dir.join(PROBE_FILE);
+    let p = crate::filename::dma_probe(dir);
     std::fs::write(&p, [0xA5u8; PROBE_LEN])?;
     let f = DmaFile::open(&p).await.map_err(to_io)?;
     let read = f.read_at(0, PROBE_LEN).await.map_err(to_io);

@@ -26,6 +26,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::segment::extend_segment;
 use super::{
     BUFFERED_WRITE_BYTES, Log, OVERLAP_BYTES_MIN, OnCancel, Pending, SYNC_ROUNDS_MAX, Spare, State,
     Writer,
@@ -309,27 +310,45 @@ impl<F: FileSystem> Log<F> {
     /// moves in the same critical section that empties the spare slot, so `prepare_spare`
     /// can never pick the number of a segment already in use.
     async fn take_segment_file(&self, number: u64) -> Result<F::File> {
-        loop {
+        let spare = loop {
             let listener = {
                 let mut st = self.lock();
                 debug_assert_eq!(number, st.active_no + 1);
                 match std::mem::replace(&mut st.spare, Spare::Preparing) {
-                    Spare::Ready(file) => {
-                        st.spare = Spare::None;
-                        st.active_no = number;
-                        return Ok(file);
-                    }
-                    Spare::None => break,
+                    Spare::Ready(file, bytes) => break Some((file, bytes)),
+                    Spare::None => break None,
                     Spare::Preparing => self.changed.listen(),
                 }
             };
             listener.await;
-        }
-        let file = self.prepare_claimed(number).await?;
+        };
+        let capacity = {
+            let st = self.lock();
+            let segment = st.segments.iter().find(|s| s.number == number);
+            segment.map_or(self.segment_bytes_min, |s| s.capacity)
+        };
+        let (file, bytes) = match spare {
+            Some((file, bytes)) if bytes >= capacity => (file, bytes),
+            // Prepared before a record larger than its size asked for this segment.
+            Some((file, bytes)) => {
+                let reset = || {
+                    self.lock().spare = Spare::None;
+                    self.changed.notify(usize::MAX);
+                };
+                let guard = OnCancel(Some(reset));
+                extend_segment(&file, bytes, capacity, self.preallocation).await?;
+                guard.disarm();
+                (file, capacity)
+            }
+            None => self.prepare_claimed(number, capacity).await?,
+        };
         {
             let mut st = self.lock();
             st.spare = Spare::None;
             st.active_no = number;
+            if let Some(s) = st.segments.iter_mut().find(|s| s.number == number) {
+                s.file_bytes = bytes;
+            }
         }
         self.changed.notify(usize::MAX);
         Ok(file)

@@ -11,30 +11,46 @@
 //! Files go in an order a crash cannot turn into a gap: the unusable tail first, then the
 //! segments wholly before the replay's start, oldest first, each kept as a free file while
 //! fewer than [`FREE_SEGMENTS_MAX`] are.
+//!
+//! After a clean close ([`super::closed`]) the last segment is handed back for appending,
+//! even when all its records precede the replay's start: a database reopened again and
+//! again without writing enough to fill a memtable then keeps one segment, not one per open.
 
 use std::collections::VecDeque;
 use std::path::Path;
 
+use super::closed::{self, ClosedTail};
 use super::reader::{self, ScanEnd, StopReason};
 use super::record::{HeaderState, SEGMENT_HEADER_LEN, SegmentHeader};
-use super::segment::{
-    self, make_free, parse_free_name, parse_segment_name, remove_free, remove_segment, segment_path,
-};
-use super::{FREE_SEGMENTS_MAX, LiveSegment, ReplayFrom};
+use super::segment::{make_free, remove_free, remove_segment};
+use super::{FREE_SEGMENTS_MAX, LiveSegment, ReplayFrom, SEGMENT_BYTES_MIN};
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{File, FileSystem};
+use crate::filename::{self, FileKind};
+use crate::fs::{File, FileSystem, WRITE_ALIGN};
 
 /// What recovery leaves for the log to append after.
-pub(super) struct Recovered {
+pub(super) struct Recovered<F> {
     /// Number the next appended record gets.
     pub next_record: u64,
     /// Recovered segments still needed, oldest first.
     pub segments: VecDeque<LiveSegment>,
-    /// Free files kept for reuse, oldest first.
-    pub free: Vec<u64>,
-    /// Number of the segment appending starts in: past every segment file found, so a
-    /// recovered tail is never appended to.
+    /// Free files kept for reuse, oldest first: (number, length).
+    pub free: Vec<(u64, u64)>,
+    /// Number of the segment appending starts in: the reused last segment, or one past every
+    /// segment file found, so that a recovered tail is otherwise never appended to.
     pub active_no: u64,
+    /// The last segment, handed back for appending after a clean close (it is the last of
+    /// `segments`).
+    pub reused: Option<ReusedTail<F>>,
+}
+
+/// The last segment of a cleanly closed log, to append to.
+pub(super) struct ReusedTail<F> {
+    pub file: F,
+    /// Offset of the block holding the end of its records, and that block's bytes up to it:
+    /// the first write rewrites the block with more records.
+    pub block_start: u64,
+    pub block: Vec<u8>,
 }
 
 /// A segment file found on disk.
@@ -64,7 +80,8 @@ pub(super) async fn recover<F: FileSystem>(
     segment_bytes: u64,
     from: ReplayFrom,
     apply: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<Recovered> {
+) -> Result<Recovered<F::File>> {
+    let closed_tail = closed::take(fs, dir).await?;
     let names = fs.list_dir(dir).await.at(dir)?;
     let found = find_segments(fs, dir, &names).await?;
     let mut free = find_free(fs, dir, &names, segment_bytes).await?;
@@ -76,7 +93,7 @@ pub(super) async fn recover<F: FileSystem>(
     let headers = valid_headers(dir, &found)?;
     let (valid, tail) = found.split_at(headers.len());
     let start = replay_start(dir, &headers, from)?;
-    let replayed = replay(
+    let mut replayed = replay(
         fs,
         dir,
         &valid[start..],
@@ -95,14 +112,19 @@ pub(super) async fn recover<F: FileSystem>(
         .map_or(0, |r| r.end.next_record)
         .max(from_record);
 
-    // Segments whose records all precede `from` go; of the rest, the last may hold bytes a
-    // killed process left unsynced: make them durable before anything is written after.
+    let reuse = replayed.last().is_some_and(|last| {
+        tail.is_empty() && closed_tail.is_some_and(|c| closed_cleanly(&c, last))
+    });
+    // Segments whose records all precede `from` go, except a reused one; of the rest, the last
+    // may hold bytes a killed process left unsynced: make them durable before anything is
+    // written after.
     let before_from = replayed
         .iter()
         .take_while(|r| from_record > 0 && r.end.next_record <= from_record)
-        .count();
+        .count()
+        .min(replayed.len() - usize::from(reuse));
     if let Some(last) = replayed.last().filter(|_| replayed.len() > before_from) {
-        let path = segment_path(dir, last.segment.number);
+        let path = filename::segment(dir, last.segment.number);
         last.file.sync_data().await.at(&path)?;
     }
 
@@ -113,27 +135,72 @@ pub(super) async fn recover<F: FileSystem>(
     let obsolete = valid[..start].iter().map(|s| (s.number, s.file_len)).chain(
         replayed[..before_from]
             .iter()
-            .map(|r| (r.segment.number, r.segment.bytes)),
+            .map(|r| (r.segment.number, r.segment.file_bytes)),
     );
     for (number, bytes) in obsolete {
-        if free.len() < FREE_SEGMENTS_MAX && bytes == segment_bytes {
+        if free.len() < FREE_SEGMENTS_MAX && reusable_size(bytes, segment_bytes) {
             make_free(fs, dir, number).await?;
-            free.push(number);
+            free.push((number, bytes));
         } else {
             remove_segment(fs, dir, number).await?;
         }
     }
 
+    let segments = replayed
+        .iter()
+        .skip(before_from)
+        .map(|r| r.segment)
+        .collect();
+    let reused = match replayed.pop() {
+        Some(last) if reuse => {
+            let block_start = last.end.offset - last.end.offset % WRITE_ALIGN as u64;
+            let len = (last.end.offset - block_start) as usize;
+            let path = filename::segment(dir, last.segment.number);
+            let block = last.file.read_at(block_start, len).await.at(&path)?;
+            if block.len() != len {
+                return Err(Error::corruption(
+                    &path,
+                    block_start,
+                    "segment shrank on open",
+                ));
+            }
+            let tail = ReusedTail {
+                file: last.file,
+                block_start,
+                block,
+            };
+            Some((last.segment.number, tail))
+        }
+        _ => None,
+    };
+    let (active_no, reused) = match reused {
+        Some((number, tail)) => (number, Some(tail)),
+        None => (found.last().map_or(1, |s| s.number + 1), None),
+    };
     Ok(Recovered {
         next_record,
-        segments: replayed
-            .into_iter()
-            .skip(before_from)
-            .map(|r| r.segment)
-            .collect(),
+        segments,
         free,
-        active_no: found.last().map_or(1, |s| s.number + 1),
+        active_no,
+        reused,
     })
+}
+
+/// True when the clean-close record `closed` describes exactly where replay found the last
+/// segment's records to end, at zeros or at its end: nothing was written after the close.
+fn closed_cleanly<Fl>(closed: &ClosedTail, last: &Replayed<Fl>) -> bool {
+    closed.segment_no == last.segment.number
+        && closed.end == last.end.offset
+        && closed.next_record == last.end.next_record
+        && matches!(
+            last.end.reason,
+            StopReason::ZeroLength | StopReason::EndOfSegment
+        )
+}
+
+/// True for a file the log may reuse as a segment: whole blocks, within the segment sizes.
+fn reusable_size(bytes: u64, segment_bytes: u64) -> bool {
+    bytes % WRITE_ALIGN as u64 == 0 && (SEGMENT_BYTES_MIN..=segment_bytes).contains(&bytes)
 }
 
 /// The headers of the segments up to the last one with a valid header, which must all be
@@ -149,14 +216,14 @@ fn valid_headers(dir: &Path, found: &[Found]) -> Result<Vec<SegmentHeader>> {
             HeaderState::Valid(h) => headers.push(*h),
             HeaderState::Blank => {
                 return Err(Error::corruption(
-                    segment_path(dir, s.number),
+                    filename::segment(dir, s.number),
                     0,
                     "blank segment before later segments with records",
                 ));
             }
             HeaderState::Invalid(why) => {
                 return Err(Error::corruption(
-                    segment_path(dir, s.number),
+                    filename::segment(dir, s.number),
                     0,
                     format!("{why}, before later segments with records"),
                 ));
@@ -177,7 +244,7 @@ fn replay_start(dir: &Path, headers: &[SegmentHeader], from: ReplayFrom) -> Resu
     }
     match headers.first() {
         Some(h) => Err(Error::corruption(
-            segment_path(dir, h.segment_no),
+            filename::segment(dir, h.segment_no),
             0,
             format!(
                 "replay wanted from record {n} but the log starts at record {}",
@@ -203,7 +270,7 @@ async fn replay<F: FileSystem>(
         if let Some(prev) = replayed.last() {
             if h.first_record != prev.end.next_record {
                 return Err(Error::corruption(
-                    segment_path(dir, prev.segment.number),
+                    filename::segment(dir, prev.segment.number),
                     prev.end.offset,
                     format!(
                         "records stop before {} ({}) but segment {} starts at record {}",
@@ -212,7 +279,7 @@ async fn replay<F: FileSystem>(
                 ));
             }
         }
-        let path = segment_path(dir, s.number);
+        let path = filename::segment(dir, s.number);
         let file = fs.open(&path).await.at(&path)?;
         let end = reader::scan_records(&file, s.file_len, h, |record_no, _, payload| {
             if record_no >= from_record {
@@ -224,7 +291,8 @@ async fn replay<F: FileSystem>(
         let segment = LiveSegment {
             number: s.number,
             first_record: h.first_record,
-            bytes: s.file_len,
+            capacity: s.file_len,
+            file_bytes: s.file_len,
         };
         replayed.push(Replayed { segment, file, end });
     }
@@ -242,10 +310,11 @@ async fn check_damage_is_a_tear<Fl: File>(dir: &Path, last: &Replayed<Fl>) -> Re
         return Ok(());
     }
     let found =
-        reader::intact_record_after(file, segment.bytes, end.offset + 1, segment.number).await?;
+        reader::intact_record_after(file, segment.file_bytes, end.offset + 1, segment.number)
+            .await?;
     match found {
         Some(offset) => Err(Error::corruption(
-            segment_path(dir, segment.number),
+            filename::segment(dir, segment.number),
             end.offset,
             format!(
                 "{} at record {}, but a record at offset {offset} is intact: damaged records, \
@@ -269,7 +338,7 @@ async fn check_tail_hides_no_records<F: FileSystem>(
         let HeaderState::Invalid(why) = &s.header else {
             continue;
         };
-        let path = segment_path(dir, s.number);
+        let path = filename::segment(dir, s.number);
         let file = fs.open(&path).await.at(&path)?;
         let found =
             reader::intact_record_after(&file, s.file_len, SEGMENT_HEADER_LEN as u64, s.number)
@@ -289,27 +358,34 @@ async fn check_tail_hides_no_records<F: FileSystem>(
 }
 
 /// The numbers `parse` finds among `names`, ascending.
-fn numbered(names: &[String], parse: fn(&str) -> Option<u64>) -> Vec<u64> {
-    let mut numbers: Vec<u64> = names.iter().filter_map(|n| parse(n)).collect();
+fn numbered(names: &[String], parse: fn(FileKind) -> Option<u64>) -> Vec<u64> {
+    let mut numbers: Vec<u64> = names
+        .iter()
+        .filter_map(|n| filename::parse(n).and_then(parse))
+        .collect();
     numbers.sort_unstable();
     numbers
 }
 
-/// Free files among `names` (the listing of `dir`) that can be reused, oldest first: at most
-/// [`FREE_SEGMENTS_MAX`] of `segment_bytes` each; the others are removed.
+/// Free files among `names` (the listing of `dir`) that can be reused, oldest first, with
+/// their lengths: at most [`FREE_SEGMENTS_MAX`], each of a size a segment may have; the
+/// others are removed.
 async fn find_free<F: FileSystem>(
     fs: &F,
     dir: &Path,
     names: &[String],
     segment_bytes: u64,
-) -> Result<Vec<u64>> {
-    let numbers = numbered(names, parse_free_name);
+) -> Result<Vec<(u64, u64)>> {
+    let numbers = numbered(names, |kind| match kind {
+        FileKind::Free(n) => Some(n),
+        _ => None,
+    });
     let mut free = Vec::with_capacity(FREE_SEGMENTS_MAX);
     for number in numbers {
-        let path = segment::free_path(dir, number);
+        let path = filename::free(dir, number);
         let len = fs.open(&path).await.at(&path)?.len().await.at(&path)?;
-        if free.len() < FREE_SEGMENTS_MAX && len == segment_bytes {
-            free.push(number);
+        if free.len() < FREE_SEGMENTS_MAX && reusable_size(len, segment_bytes) {
+            free.push((number, len));
         } else {
             remove_free(fs, dir, number).await?;
         }
@@ -319,10 +395,13 @@ async fn find_free<F: FileSystem>(
 
 /// Every segment file among `names` (the listing of `dir`) with its header, in number order.
 async fn find_segments<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<Vec<Found>> {
-    let numbers = numbered(names, parse_segment_name);
+    let numbers = numbered(names, |kind| match kind {
+        FileKind::Segment(n) => Some(n),
+        _ => None,
+    });
     let mut found = Vec::with_capacity(numbers.len());
     for number in numbers {
-        let path = segment_path(dir, number);
+        let path = filename::segment(dir, number);
         let file = fs.open(&path).await.at(&path)?;
         let file_len = file.len().await.at(&path)?;
         let header = match reader::read_header(&file, file_len).await? {

@@ -8,15 +8,11 @@
 //! records carry their old segment's tag, so once renamed they read as stale.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{IoContext, Result};
-use crate::fs::{File, FileSystem, WRITE_ALIGN, numbered_path};
-
-/// Extension of segment files: `NNNNNN.log`.
-pub const SEGMENT_EXT: &str = "log";
-/// Extension of free files: `NNNNNN.free`.
-pub const FREE_EXT: &str = "free";
+use crate::filename;
+use crate::fs::{File, FileSystem, WRITE_ALIGN};
 
 /// How a brand-new segment (no free file to recycle) is prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,32 +31,6 @@ const ZERO_FILL_CHUNK_BYTES: u64 = 1 << 20;
 
 const _: () = assert!(ZERO_FILL_CHUNK_BYTES % WRITE_ALIGN as u64 == 0);
 
-pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
-    numbered_path(dir, number, SEGMENT_EXT)
-}
-
-pub fn free_path(dir: &Path, number: u64) -> PathBuf {
-    numbered_path(dir, number, FREE_EXT)
-}
-
-/// The segment number in a file name such as `000042.log`; `None` for any other file.
-pub fn parse_segment_name(name: &str) -> Option<u64> {
-    parse_numbered(name, SEGMENT_EXT)
-}
-
-/// The number in a free file's name such as `000042.free`; `None` for any other file.
-pub fn parse_free_name(name: &str) -> Option<u64> {
-    parse_numbered(name, FREE_EXT)
-}
-
-fn parse_numbered(name: &str, ext: &str) -> Option<u64> {
-    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
-}
-
 /// Creates segment `number` at its full size, durable (data and directory entry), so that
 /// syncing records into it never grows the file; zero-filled or sparse as `how` says.
 ///
@@ -74,22 +44,10 @@ pub async fn prepare_segment<F: FileSystem>(
     how: Preallocation,
 ) -> Result<F::File> {
     debug_assert!(segment_bytes % WRITE_ALIGN as u64 == 0);
-    let path = segment_path(dir, number);
+    let path = filename::segment(dir, number);
     let result = async {
         let file = fs.create(&path).await.at(&path)?;
-        match how {
-            Preallocation::ZeroFill => {
-                let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.min(segment_bytes) as usize];
-                let mut pos = 0;
-                while pos < segment_bytes {
-                    let len = (segment_bytes - pos).min(zeros.len() as u64);
-                    file.write_at(pos, &zeros[..len as usize]).await.at(&path)?;
-                    pos += len;
-                }
-            }
-            Preallocation::Sparse => file.set_len(segment_bytes).await.at(&path)?,
-        }
-        file.sync_data().await.at(&path)?;
+        extend_segment(&file, 0, segment_bytes, how).await?;
         fs.sync_dir(dir).await.at(dir)?;
         Ok(file)
     }
@@ -102,6 +60,32 @@ pub async fn prepare_segment<F: FileSystem>(
     result
 }
 
+/// Extends segment `file` from `from` to `to` bytes (both multiples of [`WRITE_ALIGN`]) as
+/// `how` says, durably, before any record is written past `from`: a reused free file smaller
+/// than the segment it becomes, or a spare smaller than a record asks for.
+pub async fn extend_segment<Fl: File>(
+    file: &Fl,
+    from: u64,
+    to: u64,
+    how: Preallocation,
+) -> Result<()> {
+    debug_assert!(from % WRITE_ALIGN as u64 == 0 && to % WRITE_ALIGN as u64 == 0);
+    let path = file.path().to_path_buf();
+    match how {
+        Preallocation::ZeroFill => {
+            let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.min(to.saturating_sub(from)) as usize];
+            let mut pos = from;
+            while pos < to {
+                let len = (to - pos).min(zeros.len() as u64);
+                file.write_at(pos, &zeros[..len as usize]).await.at(&path)?;
+                pos += len;
+            }
+        }
+        Preallocation::Sparse => file.set_len(to).await.at(&path)?,
+    }
+    file.sync_data().await.at(&path)
+}
+
 /// Renames free file `free` to segment `number`, durably, and opens it. Its old header names
 /// another segment, so until the writer replaces it the segment reads as an unused tail.
 pub async fn reuse_free<F: FileSystem>(
@@ -110,8 +94,8 @@ pub async fn reuse_free<F: FileSystem>(
     free: u64,
     number: u64,
 ) -> Result<F::File> {
-    let from = free_path(dir, free);
-    let path = segment_path(dir, number);
+    let from = filename::free(dir, free);
+    let path = filename::segment(dir, number);
     fs.rename(&from, &path).await.at(&from)?;
     fs.sync_dir(dir).await.at(dir)?;
     fs.open(&path).await.at(&path)
@@ -119,21 +103,23 @@ pub async fn reuse_free<F: FileSystem>(
 
 /// Renames segment `number` to a free file, durably: to the log it is gone, as if removed.
 pub async fn make_free<F: FileSystem>(fs: &F, dir: &Path, number: u64) -> Result<()> {
-    let path = segment_path(dir, number);
-    fs.rename(&path, &free_path(dir, number)).await.at(&path)?;
+    let path = filename::segment(dir, number);
+    fs.rename(&path, &filename::free(dir, number))
+        .await
+        .at(&path)?;
     fs.sync_dir(dir).await.at(dir)
 }
 
 /// Removes free file `number`, durably.
 pub async fn remove_free<F: FileSystem>(fs: &F, dir: &Path, number: u64) -> Result<()> {
-    remove_durably(fs, dir, &free_path(dir, number)).await
+    remove_durably(fs, dir, &filename::free(dir, number)).await
 }
 
 /// Removes segment `number` and makes the removal durable before returning, so that removals
 /// done oldest first can never leave a gap in the log after a crash. A file already gone
 /// counts as removed.
 pub async fn remove_segment<F: FileSystem>(fs: &F, dir: &Path, number: u64) -> Result<()> {
-    remove_durably(fs, dir, &segment_path(dir, number)).await
+    remove_durably(fs, dir, &filename::segment(dir, number)).await
 }
 
 async fn remove_durably<F: FileSystem>(fs: &F, dir: &Path, path: &Path) -> Result<()> {
@@ -143,25 +129,4 @@ async fn remove_durably<F: FileSystem>(fs: &F, dir: &Path, path: &Path) -> Resul
         Err(e) => return Err(crate::Error::io(path, e)),
     }
     fs.sync_dir(dir).await.at(dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(parse_segment_name("000042.log"), Some(42));
-        assert_eq!(parse_segment_name("1234567.log"), Some(1_234_567));
-        assert_eq!(parse_segment_name(".log"), None);
-        assert_eq!(parse_segment_name("000042.sst"), None);
-        assert_eq!(parse_segment_name("00004x.log"), None);
-        assert_eq!(parse_segment_name("+42.log"), None);
-        assert_eq!(parse_segment_name("000042log"), None);
-        assert_eq!(segment_path(Path::new("d"), 42), Path::new("d/000042.log"));
-        assert_eq!(parse_free_name("000042.free"), Some(42));
-        assert_eq!(parse_free_name("000042.log"), None);
-        assert_eq!(parse_segment_name("000042.free"), None);
-        assert_eq!(free_path(Path::new("d"), 42), Path::new("d/000042.free"));
-    }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use futures_lite::future::block_on;
 use proptest::prelude::*;
 
-use super::segment::{parse_segment_name, segment_path};
 use super::*;
+use crate::filename::{self, FileKind};
 use crate::fs::{FaultError, FaultFs, FaultOp, FaultRule, File, StdFs, align_up};
 
 /// `StdFs` that counts fdatasyncs and fails writes or syncs on demand.
@@ -121,8 +121,10 @@ impl File for TestFile {
 
 const SMALL_SEGMENT: u64 = 8 << 10;
 
+/// Segments of one size: most tests are about records, not segment growth.
 fn opts(segment_bytes: u64) -> LogOptions {
     LogOptions {
+        segment_bytes_min: segment_bytes,
         segment_bytes,
         preallocation: Preallocation::ZeroFill,
     }
@@ -179,7 +181,12 @@ fn expected(range: std::ops::Range<u64>) -> Replayed {
 fn segment_numbers(dir: &Path) -> Vec<u64> {
     let mut v: Vec<u64> = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| parse_segment_name(e.unwrap().file_name().to_str().unwrap()))
+        .filter_map(
+            |e| match filename::parse(e.unwrap().file_name().to_str().unwrap()) {
+                Some(FileKind::Segment(n)) => Some(n),
+                _ => None,
+            },
+        )
         .collect();
     v.sort_unstable();
     v
@@ -188,7 +195,12 @@ fn segment_numbers(dir: &Path) -> Vec<u64> {
 fn free_numbers(dir: &Path) -> Vec<u64> {
     let mut n: Vec<u64> = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| segment::parse_free_name(e.unwrap().file_name().to_str()?))
+        .filter_map(
+            |e| match filename::parse(e.unwrap().file_name().to_str()?) {
+                Some(FileKind::Free(n)) => Some(n),
+                _ => None,
+            },
+        )
         .collect();
     n.sort_unstable();
     n
@@ -201,7 +213,7 @@ fn dumps(dir: &Path) -> Vec<(u64, SegmentDump)> {
         .map(|n| {
             (
                 n,
-                block_on(read_segment(&StdFs, &segment_path(dir, n))).unwrap(),
+                block_on(read_segment(&StdFs, &filename::segment(dir, n))).unwrap(),
             )
         })
         .filter(|(_, d)| !d.records.is_empty())
@@ -273,11 +285,11 @@ fn check_invariants_fires_on_each_broken_rule() {
         ),
         (
             "unwritten_bytes <= buffered",
-            Box::new(|st| st.unwritten_bytes = 1),
+            Box::new(|st| st.unwritten_bytes = st.tail.bytes.len() as u64 + 1),
         ),
         ("tail.start % WRITE_ALIGN", Box::new(|st| st.tail.start = 1)),
         (
-            "tail.end() <= self.log.segment_bytes",
+            "st.tail.end() <= s.capacity",
             Box::new(|st| st.tail.start = SMALL_SEGMENT + WRITE_ALIGN as u64),
         ),
         (
@@ -321,7 +333,13 @@ fn check_invariants_fires_on_each_broken_rule() {
         ),
         (
             "free.len() <= FREE_SEGMENTS_MAX",
-            Box::new(|st| st.free = vec![1; FREE_SEGMENTS_MAX + 1]),
+            Box::new(|st| {
+                let free = FreeFile {
+                    number: 1,
+                    bytes: SMALL_SEGMENT,
+                };
+                st.free = vec![free; FREE_SEGMENTS_MAX + 1];
+            }),
         ),
     ];
     for (rule, break_rule) in cases {
@@ -464,9 +482,9 @@ fn replay_from_a_record_that_was_released_is_corruption() {
     drop(log);
     let segs = dumps(&dir);
     let start = segs[3].1.records[0].record_no;
-    std::fs::remove_file(segment_path(&dir, segs[0].0)).unwrap();
-    std::fs::remove_file(segment_path(&dir, segs[1].0)).unwrap();
-    std::fs::remove_file(segment_path(&dir, segs[2].0)).unwrap();
+    std::fs::remove_file(filename::segment(&dir, segs[0].0)).unwrap();
+    std::fs::remove_file(filename::segment(&dir, segs[1].0)).unwrap();
+    std::fs::remove_file(filename::segment(&dir, segs[2].0)).unwrap();
     assert_corruption(open(
         Arc::new(StdFs),
         &dir,
@@ -672,7 +690,7 @@ fn log_with_records(dir: &Path, count: u64) -> (u64, SegmentDump) {
 fn damage(dir: &Path, segment: u64, how: impl FnOnce(&std::fs::File)) {
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .open(segment_path(dir, segment))
+        .open(filename::segment(dir, segment))
         .unwrap();
     how(&f);
     f.sync_all().unwrap();
@@ -833,7 +851,7 @@ fn stale_record_after_the_tail_is_not_replayed() {
         damage(&dir, last_no, |f| {
             f.write_all_at(&bytes, tail.offset).unwrap()
         });
-        let dump = block_on(read_segment(&StdFs, &segment_path(&dir, last_no))).unwrap();
+        let dump = block_on(read_segment(&StdFs, &filename::segment(&dir, last_no))).unwrap();
         assert_eq!(
             dump.end.unwrap().reason,
             StopReason::StaleRecord(stale_segment as u32)
@@ -877,7 +895,7 @@ fn missing_or_blank_middle_segment_is_corruption() {
         if blank {
             damage(&dir, segs[1].0, |f| f.write_all_at(&[0; 4096], 0).unwrap());
         } else {
-            std::fs::remove_file(segment_path(&dir, segs[1].0)).unwrap();
+            std::fs::remove_file(filename::segment(&dir, segs[1].0)).unwrap();
         }
         let before = segment_numbers(&dir);
         assert_corruption(open(
@@ -906,7 +924,7 @@ fn write_if_full_writes_without_syncing() {
     log.append(&record).unwrap();
     block_on(log.write_if_full()).unwrap();
     let active = segment_numbers(&dir)[0];
-    let read = || block_on(read_segment(&StdFs, &segment_path(&dir, active))).unwrap();
+    let read = || block_on(read_segment(&StdFs, &filename::segment(&dir, active))).unwrap();
     assert!(read().records.is_empty(), "wrote below the threshold");
     while log.next_record() * framed_len(record.len()) <= BUFFERED_WRITE_BYTES {
         log.append(&record).unwrap();
@@ -1036,7 +1054,7 @@ fn recycled_segments_replace_new_ones_and_replay_only_their_new_records() {
     let end = active.end.unwrap();
     // The records of the file's earlier use follow the new ones (after the zero padding of
     // the last block written).
-    let bytes = std::fs::read(segment_path(&dir, *active_no)).unwrap();
+    let bytes = std::fs::read(filename::segment(&dir, *active_no)).unwrap();
     let old_from = align_up(end.offset) as usize;
     assert!(bytes[old_from..].iter().any(|&b| b != 0), "{end:?}");
     let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Record(from));
@@ -1079,7 +1097,7 @@ fn recycled_spare_renamed_but_never_written_is_discarded() {
     block_on(log.release_before(from)).unwrap();
     // Past half of the active segment: the spare is a free file renamed, never written.
     while log.state.lock().free.len() == FREE_SEGMENTS_MAX
-        || !matches!(log.state.lock().spare, Spare::Ready(_))
+        || !matches!(log.state.lock().spare, Spare::Ready(..))
     {
         let n = log.next_record();
         append_synced(&log, n..n + 1);
@@ -1108,6 +1126,7 @@ fn sparse_segments_are_full_size_without_being_written() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let options = LogOptions {
+        segment_bytes_min: 1 << 20,
         segment_bytes: 1 << 20,
         preallocation: Preallocation::Sparse,
     };
@@ -1119,7 +1138,7 @@ fn sparse_segments_are_full_size_without_being_written() {
         |_, _| Ok(()),
     ))
     .unwrap();
-    let meta = std::fs::metadata(segment_path(&dir, segment_numbers(&dir)[0])).unwrap();
+    let meta = std::fs::metadata(filename::segment(&dir, segment_numbers(&dir)[0])).unwrap();
     assert_eq!(meta.len(), 1 << 20);
     assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
     append_synced(&log, 0..20);
@@ -1335,4 +1354,110 @@ proptest! {
         let (_, end) = reopen_and_check(&fs, dir, from, acked, &history)?;
         prop_assert_eq!(end, acked.max(from));
     }
+}
+
+/// Opens the log in `dir` with segments growing from `min` to `max`.
+fn open_growing(dir: &Path, min: u64, max: u64) -> (Log<StdFs>, Replayed) {
+    let mut seen = Vec::new();
+    let options = LogOptions {
+        segment_bytes_min: min,
+        segment_bytes: max,
+        preallocation: Preallocation::ZeroFill,
+    };
+    let log = block_on(Log::open(
+        Arc::new(StdFs),
+        dir.to_owned(),
+        options,
+        ReplayFrom::Oldest,
+        |n, p| {
+            seen.push((n, p.to_vec()));
+            Ok(())
+        },
+    ))
+    .unwrap();
+    (log, seen)
+}
+
+/// Lengths of the segment files in `dir`, in number order.
+fn segment_lengths(dir: &Path) -> Vec<u64> {
+    segment_numbers(dir)
+        .into_iter()
+        .map(|n| std::fs::metadata(filename::segment(dir, n)).unwrap().len())
+        .collect()
+}
+
+#[test]
+fn segments_grow_from_the_smallest_to_the_largest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_growing(&dir, SMALL_SEGMENT, 4 * SMALL_SEGMENT);
+    assert_eq!(segment_lengths(&dir), [SMALL_SEGMENT]);
+    append_synced(&log, 0..400);
+    let lengths = segment_lengths(&dir);
+    let grown: Vec<u64> = [1, 2, 4, 4, 4]
+        .iter()
+        .map(|&m| m * SMALL_SEGMENT)
+        .take(lengths.len())
+        .collect();
+    assert!(lengths.len() >= 4, "{lengths:?}");
+    // The last may be a spare prepared ahead, at the size it will need.
+    assert_eq!(lengths, grown, "{lengths:?}");
+    // A record too large for the next size gets a segment that fits it.
+    let big = vec![7u8; 3 * SMALL_SEGMENT as usize];
+    let n = log.append(&big).unwrap();
+    block_on(log.sync(n)).unwrap();
+    drop(log);
+    let (_, seen) = open_growing(&dir, SMALL_SEGMENT, 4 * SMALL_SEGMENT);
+    assert_eq!(seen.len(), 401);
+    assert_eq!(seen[400], (400, big));
+}
+
+#[test]
+fn a_clean_close_lets_the_next_open_append_to_the_last_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    append_synced(&log, 0..5);
+    block_on(log.close()).unwrap();
+    assert!(matches!(log.append(b"late"), Err(Error::Closed)));
+    let segments = segment_numbers(&dir);
+    for round in 1..4u64 {
+        let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+        assert_eq!(seen, expected(0..5 * round));
+        assert_eq!(segment_numbers(&dir), segments, "round {round}");
+        assert!(!filename::log_closed(&dir).exists(), "read and removed");
+        append_synced(&log, 5 * round..5 * round + 5);
+        block_on(log.close()).unwrap();
+    }
+    // Without a close (a crash), the next open starts a new segment.
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    append_synced(&log, 20..21);
+    drop(log);
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..21));
+    assert_eq!(segment_numbers(&dir).len(), segments.len() + 1);
+}
+
+/// A clean-close record that does not match the log (records were written after it, as a
+/// later session that crashed before removing it would leave) is not trusted.
+#[test]
+fn a_close_record_that_does_not_match_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    append_synced(&log, 0..5);
+    block_on(log.close()).unwrap();
+    let record = std::fs::read(filename::log_closed(&dir)).unwrap();
+    let (log, _) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    append_synced(&log, 5..8);
+    drop(log);
+    std::fs::write(filename::log_closed(&dir), record).unwrap();
+    let before = segment_numbers(&dir);
+    let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..8));
+    assert_eq!(segment_numbers(&dir).len(), before.len() + 1, "a new segment");
+    append_synced(&log, 8..9);
+    drop(log);
+    let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
+    assert_eq!(seen, expected(0..9));
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use shoal_engine::filename::FileKind;
 use shoal_tools::dump::{self, DumpError, DumpOptions, LogKind, escape};
 
 /// Prints SSTables (footer, properties, index, bloom filter stats, entries), commit-log and
@@ -80,12 +81,15 @@ fn main() -> ExitCode {
         }
     };
     for path in &args.files {
-        let ext = path.extension().and_then(|e| e.to_str());
+        let kind = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(shoal_engine::filename::parse);
         let result = if path.is_dir() {
             dump::dump_log_dir(path, &opts, &mut out)
-        } else if ext == Some(shoal_engine::log::SEGMENT_EXT) {
+        } else if matches!(kind, Some(FileKind::Segment(_))) {
             dump::dump_log(path, LogKind::of(path), &opts, &mut out)
-        } else if ext == Some(shoal_engine::log::FREE_EXT) {
+        } else if matches!(kind, Some(FileKind::Free(_))) {
             dump::dump_free_segment(path, &mut out)
         } else {
             dump::dump_table(path, &opts, &mut out)

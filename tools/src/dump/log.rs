@@ -7,10 +7,9 @@ use std::path::Path;
 
 use futures_lite::future::block_on;
 use shoal_engine::batch;
+use shoal_engine::filename::{self, FileKind};
 use shoal_engine::fs::StdFs;
-use shoal_engine::log::{
-    FREE_EXT, HeaderState, SEGMENT_EXT, SegmentDump, StopReason, read_segment,
-};
+use shoal_engine::log::{HeaderState, SegmentDump, StopReason, read_segment};
 use shoal_engine::manifest::{Edit, TableMeta};
 
 use super::escape::quoted;
@@ -31,7 +30,7 @@ impl LogKind {
         let in_manifest = path
             .parent()
             .and_then(Path::file_name)
-            .is_some_and(|n| n == "manifest");
+            .is_some_and(|n| n == filename::MANIFEST_DIR);
         if in_manifest {
             LogKind::Manifest
         } else {
@@ -68,7 +67,7 @@ pub fn dump_free_segment(path: &Path, out: &mut impl Write) -> Result<(), DumpEr
 /// number order: live segments as [`dump_log`] does, recycled ones as [`dump_free_segment`].
 /// Other files are named and skipped.
 pub fn dump_log_dir(dir: &Path, opts: &DumpOptions, out: &mut impl Write) -> Result<(), DumpError> {
-    let log_dir = dir.join("log");
+    let log_dir = filename::log_dir(dir);
     let dir: &Path = if log_dir.is_dir() { &log_dir } else { dir };
     let io = |e| DumpError::Engine(shoal_engine::Error::io(dir, e));
     let mut paths: Vec<_> = std::fs::read_dir(dir)
@@ -80,8 +79,11 @@ pub fn dump_log_dir(dir: &Path, opts: &DumpOptions, out: &mut impl Write) -> Res
     writeln!(out, "log directory {}", dir.display())?;
     let mut first_damage = None;
     for path in &paths {
-        let ext = path.extension().and_then(|e| e.to_str());
-        if ext == Some(SEGMENT_EXT) {
+        let kind = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(filename::parse);
+        if matches!(kind, Some(FileKind::Segment(_))) {
             let result = dump_log(path, LogKind::of(path), opts, out);
             match result {
                 Err(DumpError::Damaged(what)) => {
@@ -90,7 +92,7 @@ pub fn dump_log_dir(dir: &Path, opts: &DumpOptions, out: &mut impl Write) -> Res
                 }
                 other => other?,
             }
-        } else if ext == Some(FREE_EXT) {
+        } else if matches!(kind, Some(FileKind::Free(_))) {
             dump_free_segment(path, out)?;
         } else {
             writeln!(out, "skipped {}: not a log segment", path.display())?;

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use futures_lite::future::block_on;
 use shoal_engine::Error;
+use shoal_engine::filename::{self, FileKind};
 use shoal_engine::fs::StdFs;
-use shoal_engine::log::{SEGMENT_EXT, read_segment};
+use shoal_engine::log::read_segment;
 use shoal_engine::manifest::{Edit, ManifestState};
 
 use super::log::{LogKind, damage, describe_table, print_records};
@@ -20,8 +21,8 @@ pub fn dump_manifest(
     opts: &DumpOptions,
     out: &mut impl Write,
 ) -> Result<(), DumpError> {
-    let dir = if dir.join("manifest").is_dir() {
-        dir.join("manifest")
+    let dir = if filename::manifest_dir(dir).is_dir() {
+        filename::manifest_dir(dir)
     } else {
         dir.to_path_buf()
     };
@@ -29,14 +30,10 @@ pub fn dump_manifest(
         .map_err(|e| Error::io(&dir, e))?
         .filter_map(|entry| {
             let path = entry.ok()?.path();
-            let number = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(SEGMENT_EXT)?
-                .strip_suffix('.')?
-                .parse()
-                .ok()?;
-            Some((number, path))
+            match filename::parse(path.file_name()?.to_str()?)? {
+                FileKind::Segment(number) => Some((number, path)),
+                _ => None,
+            }
         })
         .collect();
     segments.sort();
