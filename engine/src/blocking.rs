@@ -34,23 +34,7 @@ pub struct Db {
 impl Db {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).at(dir)?;
-        // Held locked (flock) while the database is open, so two processes never share it.
-        let lock_path = crate::filename::lock(dir);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if locked != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "{} is in use by another process",
-                dir.display()
-            )));
-        }
+        let lock = lock_dir(dir)?;
         let db = block_on(db::Db::open(StdFs, dir, options))?;
         // A thread each: with std files a worker blocks in every read and write, so one
         // thread running both would hold flushes back behind a merge.
@@ -127,6 +111,17 @@ impl Db {
         self.db.stats()
     }
 
+    /// The tables of the current version (see [`crate::Db::tables`]).
+    pub fn tables(&self) -> Vec<crate::manifest::TableMeta> {
+        self.db.tables()
+    }
+
+    /// The last failure of a background flush or compaction, if any (see
+    /// [`crate::Db::background_error`]).
+    pub fn background_error(&self) -> Option<crate::BackgroundError> {
+        self.db.background_error()
+    }
+
     /// Closes the database and waits for its background threads.
     pub fn close(mut self) -> Result<()> {
         self.shutdown()
@@ -148,6 +143,36 @@ impl Drop for Db {
             tracing::error!(error = %e, "closing the database failed");
         }
     }
+}
+
+/// Rebuilds the database in `dir` from what every checksum proves good (see [`crate::repair`]).
+/// The directory must not be open: its lock is held while repairing.
+pub fn repair(dir: impl AsRef<Path>, options: &Options) -> Result<crate::repair::RepairReport> {
+    let dir = dir.as_ref();
+    let _lock = lock_dir(dir)?;
+    block_on(crate::repair::repair(StdFs, dir, options))
+}
+
+/// Takes the directory's lock file (flock), so two processes never share it; held until the
+/// returned file is dropped.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let lock_path = crate::filename::lock(dir);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{} is in use by another process",
+            dir.display()
+        )));
+    }
+    Ok(lock)
 }
 
 fn spawn_worker(

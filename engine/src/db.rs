@@ -110,6 +110,23 @@ struct Inner<F: FileSystem> {
     manifest_lock: async_lock::Mutex<()>,
     closed: AtomicBool,
     counters: Counters,
+    /// The last failure of a background worker, until that worker next completes a step.
+    background_error: Mutex<Option<BackgroundError>>,
+}
+
+/// A flush or compaction that failed in the background, as [`Db::background_error`] reports
+/// it. The error names the file: for corruption, the damaged table.
+#[derive(Debug, Clone)]
+pub struct BackgroundError {
+    /// `"flush"` or `"compaction"`.
+    pub worker: &'static str,
+    pub error: Arc<Error>,
+}
+
+impl std::fmt::Display for BackgroundError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "background {} failed: {}", self.worker, self.error)
+    }
 }
 
 struct State<F: FileSystem> {
@@ -304,6 +321,7 @@ impl<F: FileSystem> Db<F> {
                 manifest_lock: async_lock::Mutex::new(()),
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
+                background_error: Mutex::new(None),
                 options,
             }),
         };
@@ -355,7 +373,8 @@ impl<F: FileSystem> Db<F> {
     }
 
     /// Runs `step` until the database closes: again at once after it did some work, after
-    /// the next wake-up when it found none or failed (the failure is logged).
+    /// the next wake-up when it found none or failed (the failure is logged, counted, and kept
+    /// for [`Db::background_error`] until this worker next completes a step).
     fn worker<S, Step>(
         &self,
         what: &'static str,
@@ -372,14 +391,34 @@ impl<F: FileSystem> Db<F> {
                 if db.inner.closed.load(Ordering::Acquire) {
                     return;
                 }
-                match step(db.clone()).await {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(dir = %db.inner.dir.display(), error = %e, "{what} failed")
-                    }
+                let result = step(db.clone()).await;
+                let worked = matches!(result, Ok(true));
+                db.record_background(what, result);
+                if worked {
+                    continue;
                 }
                 listener.await;
+            }
+        }
+    }
+
+    /// Keeps a worker's failure for [`Db::background_error`], or clears that worker's last
+    /// one after a step that completed.
+    fn record_background(&self, worker: &'static str, result: Result<bool>) {
+        let mut slot = self.inner.background_error.lock();
+        match result {
+            Ok(_) => {
+                if slot.as_ref().is_some_and(|b| b.worker == worker) {
+                    *slot = None;
+                }
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.inner.dir.display(), error = %e, "{worker} failed");
+                Counters::add(&self.inner.counters.background_errors, 1);
+                *slot = Some(BackgroundError {
+                    worker,
+                    error: Arc::new(e),
+                });
             }
         }
     }
@@ -404,6 +443,16 @@ impl<F: FileSystem> Db<F> {
         // Best effort: what is left is deleted at the next open.
         let _ = self.inner.tables.remove_obsolete().await;
         Ok(())
+    }
+
+    /// The last failure of a background flush or compaction, until that worker next
+    /// completes a step; `None` when they are healthy. A failure does not stop writes at once:
+    /// they go on until the backlog it leaves reaches a stop limit (`l0_stop_trigger`, or
+    /// `max_immutable_memtables` frozen memtables), where each write runs the step itself and
+    /// returns its error. For a corrupt table, `sstable-dump --verify` confirms which one, and
+    /// [`crate::repair`] rebuilds the database from what every checksum proves good.
+    pub fn background_error(&self) -> Option<BackgroundError> {
+        self.inner.background_error.lock().clone()
     }
 
     pub fn stats(&self) -> Stats {
@@ -439,6 +488,7 @@ impl<F: FileSystem> Db<F> {
         let compaction_bytes_written = get(&c.compaction_bytes_written);
         let user_bytes_written = get(&c.user_bytes);
         Stats {
+            background_errors: get(&c.background_errors),
             writes: get(&c.writes),
             reads: get(&c.reads),
             user_bytes_written,

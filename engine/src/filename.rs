@@ -14,9 +14,12 @@
 //!     000003.log
 //!     000002.free
 //!     CLOSED
-//!   lost/                 what `repair` set aside: damaged tables, the old manifest
-//!     000042.sst
-//!     manifest-000001/
+//!   manifest.repair/      the manifest `repair` builds, renamed to manifest/ when complete
+//!   lost/                 what `repair` set aside, one directory per repair
+//!     repair-000043/      named for the first table that repair wrote
+//!       000042.sst        the tables it read (kept whole, salvaged, or unreadable)
+//!       manifest/         the manifest it replaced
+//!       log/000007.log    the commit-log segments it read
 //! ```
 //!
 //! A checkpoint in progress is built in `DEST.tmp` beside its destination, renamed to `DEST`
@@ -46,6 +49,8 @@ pub const LOG_DIR: &str = "log";
 pub const MANIFEST_DIR: &str = "manifest";
 /// Where `repair` sets aside what it could not use, inside the database directory.
 pub const LOST_DIR: &str = "lost";
+/// Where `repair` builds the new manifest, inside the database directory.
+pub const REPAIR_MANIFEST_DIR: &str = "manifest.repair";
 /// The blocking API's lock file.
 pub const LOCK: &str = "LOCK";
 /// A log's clean-close record, inside the log's directory.
@@ -115,6 +120,11 @@ pub fn manifest_dir(dir: &Path) -> PathBuf {
 /// Where `repair` sets aside what it could not use.
 pub fn lost_dir(dir: &Path) -> PathBuf {
     dir.join(LOST_DIR)
+}
+
+/// Where `repair` builds the new manifest of the database in `dir`.
+pub fn repair_manifest(dir: &Path) -> PathBuf {
+    dir.join(REPAIR_MANIFEST_DIR)
 }
 
 /// The lock file of the database in `dir`.

@@ -25,6 +25,7 @@ pub mod log;
 pub mod manifest;
 pub mod memtable;
 pub mod options;
+pub mod repair;
 pub mod snapshot;
 pub mod sstable;
 pub mod stats;
@@ -34,7 +35,7 @@ pub mod version;
 
 pub use batch::WriteBatch;
 pub use budget::MemoryPlan;
-pub use db::{Db, Snapshot};
+pub use db::{BackgroundError, Db, Snapshot};
 pub use error::{Error, Result};
 pub use iter::ScanIter;
 #[cfg(feature = "dma")]

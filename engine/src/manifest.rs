@@ -38,7 +38,7 @@ const TAG_SNAPSHOT: u8 = 1;
 const TAG_CHANGE: u8 = 2;
 
 /// Manifest segments are small: edits are a few hundred bytes and snapshots bound the total.
-const MANIFEST_SEGMENT_BYTES: u64 = 1 << 20;
+pub(crate) const SEGMENT_BYTES: u64 = 1 << 20;
 /// A manifest opens with a segment this small: most opens add no edit at all.
 const MANIFEST_SEGMENT_BYTES_MIN: u64 = 16 << 10;
 
@@ -300,7 +300,7 @@ impl<F: FileSystem> Manifest<F> {
             dir.clone(),
             LogOptions {
                 segment_bytes_min: MANIFEST_SEGMENT_BYTES_MIN,
-                segment_bytes: MANIFEST_SEGMENT_BYTES,
+                segment_bytes: SEGMENT_BYTES,
                 // Every edit is synced.
                 preallocation: Preallocation::ZeroFill,
             },

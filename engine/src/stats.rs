@@ -10,6 +10,7 @@ use crate::types::SeqNo;
 /// Monotonic counters, bumped with relaxed atomics on the paths that do the work.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub background_errors: AtomicU64,
     pub writes: AtomicU64,
     pub reads: AtomicU64,
     pub user_bytes: AtomicU64,
@@ -76,6 +77,8 @@ pub struct MemoryStats {
 /// Engine statistics, for INFO and tests.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
+    /// Background flush or compaction steps that failed (see [`crate::Db::background_error`]).
+    pub background_errors: u64,
     pub writes: u64,
     pub reads: u64,
     /// Key and value bytes of every write (what the user asked to store).

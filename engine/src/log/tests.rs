@@ -1455,7 +1455,11 @@ fn a_close_record_that_does_not_match_is_ignored() {
     let before = segment_numbers(&dir);
     let (log, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
     assert_eq!(seen, expected(0..8));
-    assert_eq!(segment_numbers(&dir).len(), before.len() + 1, "a new segment");
+    assert_eq!(
+        segment_numbers(&dir).len(),
+        before.len() + 1,
+        "a new segment"
+    );
     append_synced(&log, 8..9);
     drop(log);
     let (_, seen) = open_std(&dir, SMALL_SEGMENT, ReplayFrom::Oldest);
