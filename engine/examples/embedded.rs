@@ -44,10 +44,10 @@ fn run(dir: &str, texts: Vec<String>) -> shoal_engine::Result<()> {
         }
         db.write(batch)?;
     }
-    for item in db.scan(b"word:".to_vec()..b"word;".to_vec())? {
-        let (key, entry) = item?;
+    for item in db.scan_prefix(b"word:") {
+        let (key, value) = item?;
         let word = String::from_utf8_lossy(&key["word:".len()..]).into_owned();
-        println!("{word:>20} {}", parse_count(&entry.value));
+        println!("{word:>20} {}", parse_count(&value));
     }
     db.close()
 }

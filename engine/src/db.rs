@@ -31,6 +31,7 @@
 //! Memory: [`crate::budget`] turns the options into per-component bounds, which
 //! [`Db::stats`] reports next to what each component holds.
 
+mod checkpoint;
 mod compact;
 mod flush;
 mod read;

@@ -64,6 +64,9 @@ pub trait FileSystem: 'static {
     async fn remove(&self, path: &Path) -> io::Result<()>;
     /// Atomically replaces `to` with `from`.
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Gives the file `from` a second name `to` (a hard link; `to` must not exist): a
+    /// checkpoint shares immutable tables with the database instead of copying them.
+    async fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// File names (not paths) in `dir`, in no particular order.
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;

@@ -45,4 +45,4 @@ pub use options::{
     ThreadTimer, Timer, TombstonePolicy,
 };
 pub use stats::{LevelStats, MemoryStats, Stats};
-pub use types::{Entry, ExpiresAt, NO_EXPIRY, SeqNo, ValueKind};
+pub use types::{Entry, ExpiresAt, Key, NO_EXPIRY, SeqNo, Value, ValueKind};

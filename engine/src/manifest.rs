@@ -372,6 +372,39 @@ impl<F: FileSystem> Manifest<F> {
     }
 }
 
+/// Writes a new manifest in `dir` (which holds none) whose one record is a snapshot of
+/// `state`, durably, closed cleanly: for a repair or a checkpoint, which build a database's
+/// manifest from a table set rather than from edits.
+pub(crate) async fn write_new<F: FileSystem>(
+    fs: &Arc<F>,
+    dir: &Path,
+    state: &ManifestState,
+) -> Result<()> {
+    let log = Log::open(
+        Arc::clone(fs),
+        dir.to_path_buf(),
+        LogOptions {
+            segment_bytes_min: SEGMENT_BYTES,
+            segment_bytes: SEGMENT_BYTES,
+            preallocation: Preallocation::ZeroFill,
+        },
+        ReplayFrom::Oldest,
+        |_, _| {
+            Err(crate::Error::corruption(
+                dir,
+                0,
+                "a manifest is already there",
+            ))
+        },
+    )
+    .await?;
+    let mut payload = Vec::new();
+    Edit::Snapshot(state.clone()).encode(&mut payload);
+    let record = log.append(&payload)?;
+    log.sync(record).await?;
+    log.close().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,8 +28,8 @@ use crate::cache::BlockCache;
 use crate::error::IoContext;
 use crate::filename::{self, FileKind};
 use crate::fs::FileSystem;
-use crate::log::{Log, LogOptions, Preallocation, ReplayFrom, read_segment};
-use crate::manifest::{Edit, LEVELS, ManifestState, TableMeta};
+use crate::log::read_segment;
+use crate::manifest::{LEVELS, ManifestState, TableMeta};
 use crate::options::Options;
 use crate::sstable::{Table, TableBuilder, TableIter, TableOptions, internal_cmp};
 use crate::types::{Entry, SeqNo};
@@ -247,7 +247,7 @@ pub async fn repair<F: FileSystem>(fs: F, dir: &Path, options: &Options) -> Resu
         next_file,
         last_seq,
     };
-    write_manifest(&fs, &new_manifest, &state).await?;
+    crate::manifest::write_new(&fs, &new_manifest, &state).await?;
 
     let lost = filename::lost_dir(&dir).join(format!("repair-{first_new:06}"));
     fs.create_dir_all(&lost).await.at(&lost)?;
@@ -292,31 +292,6 @@ pub async fn repair<F: FileSystem>(fs: F, dir: &Path, options: &Options) -> Resu
 struct Peeked<F: FileSystem> {
     iter: TableIter<F::File>,
     head: Option<(Vec<u8>, SeqNo, Entry)>,
-}
-
-/// Writes a manifest in `dir` holding `state` as its one snapshot.
-async fn write_manifest<F: FileSystem>(
-    fs: &Arc<F>,
-    dir: &Path,
-    state: &ManifestState,
-) -> Result<()> {
-    let log = Log::open(
-        Arc::clone(fs),
-        dir.to_path_buf(),
-        LogOptions {
-            segment_bytes_min: crate::manifest::SEGMENT_BYTES,
-            segment_bytes: crate::manifest::SEGMENT_BYTES,
-            preallocation: Preallocation::ZeroFill,
-        },
-        ReplayFrom::Oldest,
-        |_, _| Ok(()),
-    )
-    .await?;
-    let mut payload = Vec::new();
-    Edit::Snapshot(state.clone()).encode(&mut payload);
-    let record = log.append(&payload)?;
-    log.sync(record).await?;
-    log.close().await
 }
 
 /// Removes the files of `dir` left by an earlier, interrupted repair (if it exists).

@@ -4,6 +4,11 @@
 //! [`ValueKind`] (a put or a tombstone) and an optional expiry time. A tombstone may carry
 //! bytes too: the cluster layer keeps a deleted key's causal context there.
 
+/// A key, as scans return it.
+pub type Key = Vec<u8>;
+/// A value, as reads return it.
+pub type Value = Vec<u8>;
+
 /// Position of a write in the engine's total order. Every key in a write batch gets its own.
 pub type SeqNo = u64;
 

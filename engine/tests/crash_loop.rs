@@ -203,10 +203,10 @@ fn check(
         model.insert(key.clone(), got);
     }
     // Nothing else is there.
-    for item in db.scan(..).unwrap() {
-        let (k, e) = item.unwrap();
+    for item in db.scan(..) {
+        let (k, v) = item.unwrap();
         let k = String::from_utf8(k).unwrap();
-        let v = String::from_utf8(e.value).unwrap();
+        let v = String::from_utf8(v).unwrap();
         assert_eq!(model.get(&k), Some(&Some(v)), "unexpected {k}");
     }
     let tables = db.stats().levels.iter().map(|l| l.tables).sum();

@@ -30,13 +30,7 @@ fn key(i: u32) -> Vec<u8> {
 }
 
 fn collect(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
-    db.scan(..)
-        .unwrap()
-        .map(|r| {
-            let (k, e) = r.unwrap();
-            (k, e.value)
-        })
-        .collect()
+    db.scan(..).map(|r| r.unwrap()).collect()
 }
 
 #[test]
@@ -103,24 +97,32 @@ fn scan_ranges_in_order_across_memtable_and_tables() {
         let i: u32 = std::str::from_utf8(&k[3..]).unwrap().parse().unwrap();
         assert_eq!(v, if i % 2 == 0 { &b"new"[..] } else { &b"old"[..] });
     }
-    let part: Vec<_> = db
-        .scan(key(10)..key(20))
-        .unwrap()
-        .map(|r| r.unwrap().0)
-        .collect();
+    let part: Vec<_> = db.scan(key(10)..key(20)).map(|r| r.unwrap().0).collect();
     assert_eq!(part, (10..20).map(key).collect::<Vec<_>>());
-    let inclusive: Vec<_> = db
-        .scan(key(998)..=key(999))
-        .unwrap()
-        .map(|r| r.unwrap().0)
-        .collect();
+    let inclusive: Vec<_> = db.scan(key(998)..=key(999)).map(|r| r.unwrap().0).collect();
     assert_eq!(inclusive, vec![key(998), key(999)]);
     let excluded = (
         std::ops::Bound::Excluded(key(500)),
         std::ops::Bound::Included(key(503)),
     );
-    let after: Vec<_> = db.scan(excluded).unwrap().map(|r| r.unwrap().0).collect();
+    let after: Vec<_> = db.scan(excluded).map(|r| r.unwrap().0).collect();
     assert_eq!(after, vec![key(502), key(503)]);
+    let backward: Vec<_> = db
+        .scan_rev(key(10)..key(13))
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(backward, vec![key(12), key(11), key(10)]);
+    let everything_backward: Vec<_> = db.scan_rev(..).map(|r| r.unwrap().0).collect();
+    assert_eq!(everything_backward.len(), 999);
+    assert!(everything_backward.windows(2).all(|w| w[0] > w[1]));
+    let prefixed: Vec<_> = db.scan_prefix(b"key00099").map(|r| r.unwrap().0).collect();
+    assert_eq!(prefixed, (990..1000).map(key).collect::<Vec<_>>());
+    let entries: Vec<_> = db
+        .scan_entries(key(5)..key(7))
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].1.expires_at_ms, shoal_engine::NO_EXPIRY);
 }
 
 #[test]
@@ -149,7 +151,9 @@ fn snapshots_see_a_fixed_view() {
     db.flush().unwrap();
     assert_eq!(snap.get(b"k").unwrap().as_deref(), Some(&b"before"[..]));
     assert_eq!(snap.get(b"new").unwrap(), None);
-    assert_eq!(snap.scan(..).unwrap().count(), 1);
+    assert_eq!(snap.scan(..).count(), 1);
+    assert_eq!(snap.scan_prefix(b"k").count(), 1);
+    assert_eq!(snap.scan_rev(..).count(), 1);
     assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"after"[..]));
 }
 
@@ -299,4 +303,51 @@ fn concurrent_synced_writers_all_land() {
     db.close().unwrap();
     let db = Db::open(dir.path(), small_options()).unwrap();
     assert_eq!(collect(&db).len(), 1600);
+}
+
+/// A checkpoint opens as a database of its own holding every write acknowledged before it,
+/// its tables shared with the source by hard links; later writes to either stay apart.
+#[test]
+fn a_checkpoint_opens_on_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let backup = tmp.path().join("backup");
+    let db = Db::open(&dir, small_options()).unwrap();
+    for i in 0..500 {
+        db.put(&key(i), b"in a table").unwrap();
+    }
+    db.flush().unwrap();
+    for i in 0..100 {
+        db.put(&key(i), b"in the log").unwrap();
+    }
+    db.checkpoint(&backup).unwrap();
+    assert!(db.checkpoint(&backup).is_err(), "the destination exists");
+    db.put(b"after", b"the checkpoint").unwrap();
+    let shared = db.tables().iter().any(|t| {
+        let name = shoal_engine::filename::table(&backup, t.number);
+        std::fs::metadata(name).is_ok_and(|m| m.nlink() == 2)
+    });
+    assert!(shared, "tables are hard links");
+    db.close().unwrap();
+
+    let copy = Db::open(&backup, small_options()).unwrap();
+    assert_eq!(
+        copy.get(&key(0)).unwrap().as_deref(),
+        Some(&b"in the log"[..])
+    );
+    assert_eq!(
+        copy.get(&key(499)).unwrap().as_deref(),
+        Some(&b"in a table"[..])
+    );
+    assert_eq!(copy.get(b"after").unwrap(), None);
+    assert_eq!(copy.scan(..).count(), 500);
+    copy.put(b"only", b"in the copy").unwrap();
+    copy.close().unwrap();
+    let db = Db::open(&dir, small_options()).unwrap();
+    assert_eq!(db.get(b"only").unwrap(), None);
+    assert_eq!(
+        db.get(b"after").unwrap().as_deref(),
+        Some(&b"the checkpoint"[..])
+    );
 }

@@ -118,6 +118,11 @@ impl FileSystem for DmaFs {
         glommio::io::rename(from, to).await.map_err(to_io)
     }
 
+    async fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // Rare and metadata-only: glommio has no link operation.
+        std::fs::hard_link(from, to)
+    }
+
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {

@@ -502,6 +502,20 @@ impl FileSystem for FaultFs {
         Ok(())
     }
 
+    async fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check_fault(FaultOp::Rename, &[from, to])?;
+        let id = st.file_at(from)?;
+        if !st.is_dir(parent_of(to)) {
+            return Err(errno(libc::ENOENT));
+        }
+        if st.current.contains_key(to) {
+            return Err(errno(libc::EEXIST));
+        }
+        st.current.insert(to.to_owned(), Node::File(id));
+        Ok(())
+    }
+
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let st = self.state.lock();
         if !st.is_dir(dir) {

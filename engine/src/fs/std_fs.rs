@@ -48,6 +48,10 @@ impl FileSystem for StdFs {
         std::fs::rename(from, to)
     }
 
+    async fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
+    }
+
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {

@@ -79,6 +79,9 @@ impl FileSystem for TestFs {
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         StdFs.rename(from, to).await
     }
+    async fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.hard_link(from, to).await
+    }
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         StdFs.list_dir(dir).await
     }

@@ -21,7 +21,7 @@ fn writes_survive_a_reopen() -> shoal_engine::Result<()> {
 
     let db = Db::open(&path, Options::default())?;
     let keys: Vec<Vec<u8>> = db
-        .scan(..)?
+        .scan(..)
         .map(|item| item.map(|(key, _)| key))
         .collect::<shoal_engine::Result<_>>()?;
     assert_eq!(keys, [b"banana".to_vec(), b"cherry".to_vec()]);
