@@ -40,14 +40,17 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
+    /// An empty batch.
     pub fn new() -> WriteBatch {
         WriteBatch::default()
     }
 
+    /// Adds a put of `value` under `key`.
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
         self.put_entry(key, Entry::put(value))
     }
 
+    /// Adds a delete of `key` (a tombstone).
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
         self.put_entry(key, Entry::tombstone())
     }
@@ -64,10 +67,12 @@ impl WriteBatch {
         self
     }
 
+    /// Writes in the batch.
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
+    /// True when the batch holds no write.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
@@ -78,6 +83,7 @@ impl WriteBatch {
         version + varint_len(first_seq) + varint_len(self.ops.len() as u64) + self.bytes
     }
 
+    /// The writes, in the order added.
     pub fn ops(&self) -> &[(Vec<u8>, Entry)] {
         &self.ops
     }
@@ -114,7 +120,9 @@ impl WriteBatch {
 /// A batch read back from the log.
 #[derive(Debug)]
 pub struct DecodedBatch {
+    /// Sequence number of the first write; write `i` has `first_seq + i`.
     pub first_seq: SeqNo,
+    /// The writes, in order.
     pub ops: Vec<(Vec<u8>, Entry)>,
 }
 

@@ -24,6 +24,7 @@ use crate::options::Options;
 /// down: each L0 → L1 compaction rewrites the overlapping L1 once per L0 batch, so halving
 /// the memtables about doubles that rewrite.
 pub const MEMTABLE_SHARE_PERCENT: u64 = 66;
+/// Most of the budget open tables' index and bloom blocks may take, in percent.
 pub const TABLE_META_SHARE_PERCENT: u64 = 25;
 /// Frozen memtables within the budget, as RocksDB's default of two write buffers: the writer
 /// keeps writing into the active memtable while the frozen one is flushed, and a flush, which
@@ -42,6 +43,7 @@ pub struct MemoryPlan {
     pub budget_bytes: Option<u64>,
     /// A memtable is frozen at this size.
     pub memtable_bytes: usize,
+    /// Frozen memtables allowed to wait for their flush.
     pub max_immutable_memtables: usize,
     /// Most memory of all memtables (arenas and indexes), active and frozen.
     pub memtables_limit_bytes: u64,

@@ -34,13 +34,18 @@ fn block_weight(block: &Block) -> u64 {
     (block.size() as u64).next_multiple_of(BLOCK_ALLOC_GRANULE_BYTES) + BLOCK_OVERHEAD_BYTES
 }
 
+/// What the block cache has done and holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CacheStats {
+    /// Lookups that found the block.
     pub hits: u64,
+    /// Lookups that did not.
     pub misses: u64,
     /// Total weight ever inserted (not reduced by eviction).
     pub inserted_bytes: u64,
+    /// Bytes the cached blocks are charged now.
     pub usage_bytes: u64,
+    /// Most bytes the cache holds.
     pub capacity_bytes: u64,
 }
 
@@ -56,6 +61,7 @@ impl CacheStats {
     }
 }
 
+/// Decompressed, verified data blocks of every table of one engine instance, bounded by bytes.
 pub struct BlockCache {
     blocks: quick_cache::sync::Cache<Key, Arc<Block>, BlockWeighter>,
     hits: AtomicU64,
@@ -64,6 +70,7 @@ pub struct BlockCache {
 }
 
 impl BlockCache {
+    /// An empty cache holding at most `capacity_bytes`.
     pub fn new(capacity_bytes: usize) -> Self {
         let items = (capacity_bytes / TYPICAL_BLOCK_BYTES).max(16);
         let cache = BlockCache {
@@ -80,6 +87,7 @@ impl BlockCache {
         cache
     }
 
+    /// Hits, misses and bytes held.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Relaxed),

@@ -6,14 +6,14 @@
 //! commit), and the batch becomes visible to readers only once it is durable: readers read at
 //! `visible_seq`, which only moves past sequence numbers whose records are synced.
 //!
-//! Read ([`read`]): memtable → frozen memtables (newest first) → SSTables, at a sequence
+//! Read (`db/read.rs`): memtable → frozen memtables (newest first) → SSTables, at a sequence
 //! number.
 //!
-//! Flush ([`flush`]): a full memtable is frozen and a new one started; a frozen memtable is
+//! Flush (`db/flush.rs`): a full memtable is frozen and a new one started; a frozen memtable is
 //! written to an L0 SSTable, which is made durable, then recorded in the manifest together
 //! with the first log record still needed; then the log before it is released.
 //!
-//! Compaction ([`compact`], [`crate::compaction`]): leveled, one at a time. Its outputs are
+//! Compaction (`db/compact.rs`, [`crate::compaction`]): leveled, one at a time. Its outputs are
 //! durable before the manifest edit that swaps them for the inputs, and the inputs are
 //! deleted only after that edit is durable and no reader holds them (see
 //! [`crate::table_cache`]).
@@ -121,6 +121,7 @@ struct Inner<F: FileSystem> {
 pub struct BackgroundError {
     /// `"flush"` or `"compaction"`.
     pub worker: &'static str,
+    /// The failure; it names the file it happened on.
     pub error: Arc<Error>,
 }
 
@@ -456,6 +457,7 @@ impl<F: FileSystem> Db<F> {
         self.inner.background_error.lock().clone()
     }
 
+    /// Counters, per-level shape and memory use.
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
         let c = &inner.counters;
@@ -546,6 +548,7 @@ impl<F: FileSystem> Db<F> {
             .collect()
     }
 
+    /// The database directory (absolute).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

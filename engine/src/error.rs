@@ -4,27 +4,37 @@
 use std::io;
 use std::path::PathBuf;
 
+/// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything an engine call can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O error, with the file it happened on.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
     /// The device is full. Nothing acknowledged before this error is lost.
     #[error("no space left on device writing {path}")]
-    NoSpace { path: PathBuf },
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+    },
     /// Bytes read back from a file are not what was written: a checksum, magic number,
     /// length or ordering check failed. The data is never returned.
     #[error("corruption in {path} at offset {offset}: {what}")]
     Corruption {
+        /// The damaged file.
         path: PathBuf,
+        /// Where in it (for a log, the record number).
         offset: u64,
+        /// Which check failed.
         what: String,
     },
     /// The caller passed something the engine refuses (e.g. an oversized key).
@@ -53,6 +63,7 @@ impl Error {
         }
     }
 
+    /// Corruption found in `path` at `offset`.
     pub fn corruption(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Error {
         Error::Corruption {
             path: path.into(),
@@ -61,6 +72,7 @@ impl Error {
         }
     }
 
+    /// True for [`Error::Corruption`].
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })
     }

@@ -61,8 +61,11 @@ pub const DMA_PROBE: &str = ".dma-probe";
 /// What a name in a database or log directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// An SSTable and its number.
     Table(u64),
+    /// A log segment and its number.
     Segment(u64),
+    /// A retired log segment kept for reuse, and its number.
     Free(u64),
 }
 

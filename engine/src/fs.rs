@@ -54,13 +54,16 @@ pub fn align_up(n: u64) -> u64 {
     async_fn_in_trait,
     reason = "the engine is generic over the file system; no dyn use"
 )]
+/// A directory tree of files, as the engine uses one.
 pub trait FileSystem: 'static {
+    /// Its open file.
     type File: File;
 
     /// Creates (or truncates) a file opened for reading and writing.
     async fn create(&self, path: &Path) -> io::Result<Self::File>;
     /// Opens an existing file for reading and writing.
     async fn open(&self, path: &Path) -> io::Result<Self::File>;
+    /// Removes the file `path`.
     async fn remove(&self, path: &Path) -> io::Result<()>;
     /// Atomically replaces `to` with `from`.
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -69,6 +72,7 @@ pub trait FileSystem: 'static {
     async fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// File names (not paths) in `dir`, in no particular order.
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates `dir` and any missing parents.
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Makes creations, renames and removals in `dir` durable.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -82,6 +86,7 @@ pub trait FileSystem: 'static {
     clippy::len_without_is_empty,
     reason = "a file's length is read, never tested for emptiness"
 )]
+/// An open file: positional reads and aligned positional writes.
 pub trait File: 'static {
     /// Reads up to `len` bytes at `pos`; fewer only at end of file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
@@ -97,9 +102,11 @@ pub trait File: 'static {
         self.write_at(pos, buf).await?;
         Ok(Box::pin(self.sync_data()))
     }
+    /// The file's length.
     async fn len(&self) -> io::Result<u64>;
     /// Truncates or extends (with zeros) to `len` bytes.
     async fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The path it was opened at (for error messages).
     fn path(&self) -> &Path;
 }
 

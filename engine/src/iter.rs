@@ -17,8 +17,11 @@ use crate::types::{Entry, SeqNo};
 /// One version as iterators yield it.
 pub type Version = (Vec<u8>, SeqNo, Entry);
 
+/// One input of a merge.
 pub enum Source<F: FileSystem> {
+    /// A memtable.
     Memtable(MemtableIter),
+    /// A table.
     Table(TableIter<F::File>),
 }
 
@@ -81,6 +84,7 @@ pub struct MergeIter<F: FileSystem> {
 }
 
 impl<F: FileSystem> MergeIter<F> {
+    /// A merge of `sources`, positioned before the first version.
     pub fn new(sources: Vec<Source<F>>) -> MergeIter<F> {
         MergeIter {
             sources,
@@ -107,6 +111,7 @@ impl<F: FileSystem> MergeIter<F> {
         Ok(())
     }
 
+    /// The next version in table order.
     pub async fn next(&mut self) -> Result<Option<Version>> {
         if !self.started {
             for i in 0..self.sources.len() {
@@ -167,6 +172,7 @@ impl<F: FileSystem> ScanIter<F> {
         })
     }
 
+    /// The next live key and its entry.
     pub async fn next(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
         while !self.done {
             let Some((key, seq, entry)) = self.merge.next().await? else {

@@ -1,11 +1,5 @@
-//! shoal-engine: an embeddable, single-shard LSM key-value store.
-//!
-//! Write path: commit log (group commit) → memtable → zstd-compressed SSTables with bloom
-//! filters. Read path: memtable → frozen memtables → SSTables newest first, behind a block
-//! cache. Deletes are tombstones; entries may expire. The engine is written against the
-//! asynchronous [`fs::FileSystem`] trait, so the same code runs on glommio DMA files inside a
-//! node's shard and on std files behind the blocking API.
-
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod batch;

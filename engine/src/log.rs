@@ -2,7 +2,7 @@
 //! log (records are write batches) and as the manifest (records are table-set edits).
 //!
 //! A log is a directory of segment files `NNNNNN.log`, numbered by the log's own counter. The
-//! byte layout (segment header, record framing) is in [`record`]. Records are numbered
+//! byte layout (segment header, record framing) is in `log/record.rs`. Records are numbered
 //! consecutively across segments and never span segments: one that does not fit in the
 //! active segment starts the next.
 //!
@@ -10,7 +10,7 @@
 //! its own lock to keep record order equal to sequence order. [`Log::sync`] makes records
 //! durable by pipelined group commit: rounds of one write and one fdatasync that every caller
 //! waiting meanwhile shares, up to [`SYNC_ROUNDS_MAX`] in flight, published in order (see
-//! [`commit`]).
+//! `log/commit.rs`).
 //!
 //! Segments are preallocated at full size before use, since an fdatasync that grows a file
 //! costs about twice one that does not. Their size follows the workload: a log opens with a
@@ -30,9 +30,9 @@
 //! Reopening recovers exactly the valid prefix.
 //!
 //! Opening ([`Log::open`]) replays the valid records in order and stops cleanly at a torn or
-//! zeroed tail; damage that hides synced records is `Error::Corruption` (see [`recovery`]).
+//! zeroed tail; damage that hides synced records is `Error::Corruption` (see `log/recovery.rs`).
 //! Appending resumes in a new segment, never in a recovered tail, unless the log was closed
-//! cleanly ([`Log::close`], which records where its records end, [`closed`]): then it resumes
+//! cleanly ([`Log::close`], which records where its records end, `log/closed.rs`): then it resumes
 //! in the last segment, right after its last record. When no segment can be started (the disk
 //! is full), the log opens for reading only: writes are refused with `Error::WritesDisabled`.
 
@@ -89,6 +89,7 @@ pub const OVERLAP_BYTES_MIN: u64 = WRITE_ALIGN as u64;
 
 const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
 
+/// How a log sizes and prepares its segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOptions {
     /// Size of the first segment a log starts after opening, a multiple of [`WRITE_ALIGN`] no
@@ -103,6 +104,7 @@ pub struct LogOptions {
 /// Where [`Log::open`] starts replaying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayFrom {
+    /// From the oldest record on disk.
     Oldest,
     /// Records before this one are not needed (e.g. already in SSTables).
     Record(u64),
@@ -459,7 +461,7 @@ impl<F: FileSystem> Log<F> {
     }
 
     /// Makes every appended record durable, refuses appends from now on, and records where
-    /// the records end ([`closed`]), so that the next open appends right after them in the
+    /// the records end (`log/closed.rs`), so that the next open appends right after them in the
     /// same segment instead of starting a new one. A log whose writes failed (each failure
     /// was reported to its writer) records nothing: its next open starts a new segment, as
     /// after a crash.

@@ -51,14 +51,23 @@ pub const LEVELS: u32 = 7;
 /// What the manifest knows about one SSTable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableMeta {
+    /// Its file number (`NNNNNN.sst`).
     pub number: u64,
+    /// Its level.
     pub level: u32,
+    /// Its length in bytes.
     pub file_size: u64,
+    /// Versions in it.
     pub entries: u64,
+    /// Tombstones among them.
     pub tombstones: u64,
+    /// Smallest sequence number in it.
     pub min_seq: SeqNo,
+    /// Largest sequence number in it.
     pub max_seq: SeqNo,
+    /// Smallest user key in it.
     pub smallest: Vec<u8>,
+    /// Largest user key in it.
     pub largest: Vec<u8>,
 }
 
@@ -86,22 +95,32 @@ impl TableMeta {
 /// The table set and counters the manifest describes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManifestState {
+    /// Every table, by number.
     pub tables: BTreeMap<u64, TableMeta>,
+    /// First commit-log record not yet in a table.
     pub log_start: u64,
+    /// Next unused file number.
     pub next_file: u64,
+    /// Highest sequence number in any table.
     pub last_seq: SeqNo,
 }
 
+/// One record of the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
     /// The whole state.
     Snapshot(ManifestState),
     /// Tables added and removed together, with the counters after the change.
     Change {
+        /// Tables added.
         added: Vec<TableMeta>,
+        /// Numbers of the tables removed.
         removed: Vec<u64>,
+        /// First commit-log record not yet in a table, after the change.
         log_start: u64,
+        /// Next unused file number, after the change.
         next_file: u64,
+        /// Highest sequence number in any table, after the change.
         last_seq: SeqNo,
     },
 }
@@ -163,6 +182,7 @@ fn check_added(table: &TableMeta, next_file: u64) -> std::result::Result<(), Str
 }
 
 impl Edit {
+    /// Appends the edit's encoding (layout at the top of this module) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(EDIT_FORMAT_VERSION);
         let (tag, added, removed, log_start, next_file, last_seq): (
@@ -362,6 +382,7 @@ impl<F: FileSystem> Manifest<F> {
         self.log.release_before(record).await
     }
 
+    /// The manifest's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -1,4 +1,4 @@
-//! The memtable: recent writes, ordered, in memory. An arena skiplist ([`skiplist`]) with one
+//! The memtable: recent writes, ordered, in memory. An arena skiplist (`memtable/skiplist.rs`) with one
 //! writer at a time and lock-free readers, so readers on other threads (blocking API) never
 //! wait for writers; on a glommio shard it is simply fast.
 //!
@@ -23,6 +23,7 @@ const INDEX_BYTES_PER_SLOT: usize = 96;
 /// How many entries an iterator copies out per step: amortises the skiplist seek.
 const ITER_CHUNK: usize = 64;
 
+/// The in-memory table of recent writes, from one commit-log record on.
 pub struct Memtable {
     list: SkipList,
     /// The first commit-log record whose writes may be here: once this memtable is flushed,
@@ -99,18 +100,22 @@ impl Memtable {
         fits
     }
 
+    /// True when it holds no write.
     pub fn is_empty(&self) -> bool {
         self.list.len() == 0
     }
 
+    /// Versions it holds.
     pub fn len(&self) -> usize {
         self.list.len()
     }
 
+    /// The first commit-log record whose writes it holds.
     pub fn first_record(&self) -> u64 {
         self.first_record
     }
 
+    /// Highest sequence number it holds (0 when empty).
     pub fn max_seq(&self) -> SeqNo {
         self.max_seq.load(AtomicOrdering::Relaxed)
     }
@@ -156,6 +161,7 @@ pub struct MemtableIter {
 }
 
 impl MemtableIter {
+    /// Every version of `table`, in table order.
     pub fn new(table: std::sync::Arc<Memtable>) -> MemtableIter {
         MemtableIter {
             table,

@@ -21,8 +21,10 @@ pub enum Durability {
     Buffered,
 }
 
+/// How SSTable data blocks are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Stored raw.
     None,
     /// zstd at this level (1 is the fastest; the default is
     /// [`crate::sstable::DEFAULT_ZSTD_LEVEL`]).
@@ -31,9 +33,11 @@ pub enum Compression {
 
 /// Milliseconds since the Unix epoch, as seen by expiry (TTL). Injectable so tests control time.
 pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch, now.
     fn now_ms(&self) -> u64;
 }
 
+/// The system's wall clock.
 #[derive(Debug, Default)]
 pub struct SystemClock;
 
@@ -53,6 +57,7 @@ impl Clock for SystemClock {
 /// replica has it, or anti-entropy would copy the deleted value back: the cluster layer answers
 /// true only once the delete is known to be synced.
 pub trait TombstonePolicy: Send + Sync + 'static {
+    /// True when the tombstone of `key` at `seq` may be dropped.
     fn may_purge(&self, key: &[u8], seq: SeqNo) -> bool;
 }
 
@@ -79,11 +84,12 @@ impl TombstonePolicy for KeepTombstones {
 /// How a writer waits when compaction falls behind. The engine runs on any executor, so the
 /// host supplies the sleep: a glommio shard must not block its thread.
 pub trait Timer: Send + Sync + 'static {
+    /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + '_>>;
 }
 
 /// Sleeps by blocking the calling thread: right for the blocking API, where each writer is a
-/// thread of its own, and wrong inside an async executor (use [`GlommioTimer`] there).
+/// thread of its own, and wrong inside an async executor (use `GlommioTimer`, feature `dma`, there).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ThreadTimer;
 
@@ -105,8 +111,11 @@ impl Timer for GlommioTimer {
     }
 }
 
+/// Everything an engine instance is configured by. [`Options::default`] gives the defaults,
+/// listed with their reasons in the crate's README.
 #[derive(Clone)]
 pub struct Options {
+    /// When a write is acknowledged relative to the disk.
     pub durability: Durability,
     /// Memory of memtables, block cache and open tables' index and bloom blocks together.
     /// When set, it is split between them by the rule in [`crate::budget`] and overrides
@@ -123,6 +132,7 @@ pub struct Options {
     pub block_cache_bytes: usize,
     /// Target uncompressed size of an SSTable data block.
     pub block_bytes: usize,
+    /// How data blocks are compressed.
     pub compression: Compression,
     /// Bloom filter bits per key: 10 gives ~1% false positives.
     pub bloom_bits_per_key: u32,
@@ -162,6 +172,7 @@ pub struct Options {
     /// above. The ratio bounds space amplification (about 1 + 1/ratio) and write amplification
     /// (about ratio per level).
     pub level1_bytes: u64,
+    /// Each level's target size over the one above's.
     pub level_size_ratio: u64,
     /// Compaction output tables are cut at the first key boundary past this size: small enough
     /// that one compaction step stays short, large enough to keep the table count low.
@@ -172,8 +183,9 @@ pub struct Options {
     /// When compaction may forget a delete; see [`TombstonePolicy`].
     pub tombstone_policy: Arc<dyn TombstonePolicy>,
     /// What delayed writers sleep on. The default blocks the thread: a glommio shard must set
-    /// [`GlommioTimer`] (or its own) so a delayed write does not stall the whole shard.
+    /// `GlommioTimer` (feature `dma`), or its own, so a delayed write does not stall the whole shard.
     pub timer: Arc<dyn Timer>,
+    /// The time expiry is judged by.
     pub clock: Arc<dyn Clock>,
 }
 

@@ -15,6 +15,7 @@ pub struct SnapshotList {
 }
 
 impl SnapshotList {
+    /// Registers a reader at `seq`; unregistered when the guard drops.
     pub fn register(self: &Arc<Self>, seq: SeqNo) -> SnapshotGuard {
         self.register_with(|| seq)
     }
@@ -58,6 +59,7 @@ pub struct SnapshotGuard {
 }
 
 impl SnapshotGuard {
+    /// The sequence number it holds.
     pub fn seq(&self) -> SeqNo {
         self.seq
     }

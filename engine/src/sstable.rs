@@ -140,6 +140,7 @@ pub const BLOCK_BYTES_MAX: usize = 4 << 20;
 pub struct TableOptions {
     /// Target uncompressed size of a data block; a block ends after the entry that reaches it.
     pub block_bytes: usize,
+    /// How data blocks are compressed.
     pub compression: Compression,
     /// Bloom filter bits per distinct user key; 0 writes no filter.
     pub bloom_bits_per_key: u32,
@@ -156,6 +157,7 @@ impl Default for TableOptions {
 }
 
 impl TableOptions {
+    /// The table settings of `options`.
     pub fn from_options(options: &crate::Options) -> TableOptions {
         TableOptions {
             block_bytes: options.block_bytes,
@@ -168,24 +170,33 @@ impl TableOptions {
 /// What a table holds, written at build time and read back (verified) on open.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TableProperties {
+    /// Length of the file.
     pub file_size: u64,
+    /// Versions in it.
     pub entries: u64,
+    /// Tombstones among them.
     pub tombstones: u64,
     /// Smallest and largest seq of any entry; both 0 in an empty table.
     pub min_seq: SeqNo,
+    /// See `min_seq`.
     pub max_seq: SeqNo,
     /// Smallest and largest user key; empty in an empty table.
     pub smallest_key: Vec<u8>,
+    /// See `smallest_key`.
     pub largest_key: Vec<u8>,
     /// Bytes of stored data blocks, trailers included (the offset of the filter block).
     pub data_bytes: u64,
     /// Stored bytes of the index and filter blocks, trailers excluded.
     pub index_bytes: u64,
+    /// See `index_bytes`.
     pub filter_bytes: u64,
+    /// Data blocks.
     pub blocks: u64,
+    /// The format version it was written in.
     pub format_version: u32,
     /// Sum of user key and value lengths over all entries, before compression.
     pub raw_key_bytes: u64,
+    /// See `raw_key_bytes`.
     pub raw_value_bytes: u64,
 }
 
@@ -194,7 +205,9 @@ pub struct TableProperties {
 pub struct IndexEntry {
     /// Internal key (user key, seq) of the block's last entry.
     pub last_key: Vec<u8>,
+    /// See `last_key`.
     pub last_seq: SeqNo,
+    /// Where the block starts in the file.
     pub offset: u64,
     /// Stored length of the block, trailer excluded.
     pub stored_len: u64,

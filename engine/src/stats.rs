@@ -46,7 +46,9 @@ impl Counters {
 /// One level of the tree.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LevelStats {
+    /// Tables in the level.
     pub tables: u64,
+    /// Their bytes.
     pub bytes: u64,
     /// The level's size target (L0: none, 0; the last level: none, `u64::MAX`).
     pub target_bytes: u64,
@@ -63,7 +65,9 @@ pub struct MemoryStats {
     pub budget: Option<u64>,
     /// Arenas and hash indexes of the active and frozen memtables.
     pub memtables: u64,
+    /// Most the memtables may hold.
     pub memtables_limit: u64,
+    /// Held by the block cache.
     pub block_cache: u64,
     /// The block cache's capacity now (under a budget: what table metadata leaves).
     pub block_cache_limit: u64,
@@ -71,6 +75,7 @@ pub struct MemoryStats {
     pub table_meta: u64,
     /// `None`: bounded by `max_open_tables` only.
     pub table_meta_limit: Option<u64>,
+    /// Memtables, block cache and table metadata together.
     pub total: u64,
 }
 
@@ -79,10 +84,13 @@ pub struct MemoryStats {
 pub struct Stats {
     /// Background flush or compaction steps that failed (see [`crate::Db::background_error`]).
     pub background_errors: u64,
+    /// Write batches applied.
     pub writes: u64,
+    /// Point reads.
     pub reads: u64,
     /// Key and value bytes of every write (what the user asked to store).
     pub user_bytes_written: u64,
+    /// Memtables flushed.
     pub flushes: u64,
     /// Table bytes written by flushes.
     pub flush_bytes: u64,
@@ -90,8 +98,11 @@ pub struct Stats {
     pub compactions: u64,
     /// Tables moved down a level without rewriting.
     pub trivial_moves: u64,
+    /// Table bytes compactions read.
     pub compaction_bytes_read: u64,
+    /// Table bytes compactions wrote.
     pub compaction_bytes_written: u64,
+    /// Time spent compacting.
     pub compaction_micros: u64,
     /// Table bytes written (flushes and compactions) per user byte written; the commit log,
     /// about one more, is not included.
@@ -100,9 +111,11 @@ pub struct Stats {
     pub pending_compaction_bytes: u64,
     /// Versions compactions dropped because a newer one hides them from every reader.
     pub versions_shadowed: u64,
+    /// Tombstones compaction dropped.
     pub tombstones_dropped: u64,
     /// Tombstones that could have been dropped but the tombstone policy kept.
     pub tombstones_kept_by_policy: u64,
+    /// Expired values compaction dropped.
     pub expired_dropped: u64,
     /// Time writers spent delayed or stopped because flushes or compactions fell behind.
     pub stall_micros: u64,
@@ -112,22 +125,31 @@ pub struct Stats {
     /// Writes that had to flush or compact themselves first (frozen memtables, L0 or the
     /// compaction backlog at the stop limit).
     pub stopped_writes: u64,
+    /// Bytes in the memtables (active and frozen).
     pub memtable_bytes: u64,
+    /// Frozen memtables waiting for their flush.
     pub immutable_memtables: u64,
     /// Per level, L0 first.
     pub levels: Vec<LevelStats>,
+    /// Bytes of commit-log files, preallocated space included.
     pub log_bytes: u64,
     /// Commit-log fdatasyncs; writes per sync measures group commit.
     pub log_syncs: u64,
+    /// Highest sequence number given out.
     pub last_seq: SeqNo,
+    /// Highest sequence number readers see.
     pub visible_seq: SeqNo,
+    /// The block cache.
     pub cache: CacheStats,
+    /// Tables open in the table cache.
     pub open_tables: u64,
+    /// Most tables kept open.
     pub max_open_tables: u64,
     /// Table opens, counting reopens after eviction from the table cache.
     pub table_opens: u64,
     /// Replaced tables still held by a reader, waiting to be deleted.
     pub obsolete_tables: u64,
+    /// Memory by component.
     pub memory: MemoryStats,
 }
 
@@ -137,6 +159,7 @@ impl Stats {
         self.levels.iter().map(|l| l.bytes).sum()
     }
 
+    /// Tables in every level.
     pub fn live_tables(&self) -> u64 {
         self.levels.iter().map(|l| l.tables).sum()
     }

@@ -59,6 +59,7 @@ type OpenTables<T> = quick_cache::sync::Cache<
     quick_cache::sync::DefaultLifecycle<u64, Arc<Table<T>>>,
 >;
 
+/// Open tables by number, bounded; and the tables waiting to be deleted.
 pub struct TableCache<F: FileSystem> {
     fs: Arc<F>,
     dir: PathBuf,
@@ -73,6 +74,7 @@ pub struct TableCache<F: FileSystem> {
 }
 
 impl<F: FileSystem> TableCache<F> {
+    /// A cache of tables in `dir`, their blocks in `blocks`, at most `max_open` open.
     pub fn new(
         fs: Arc<F>,
         dir: &Path,
@@ -118,6 +120,7 @@ impl<F: FileSystem> TableCache<F> {
         }
     }
 
+    /// The path of table `number`.
     pub fn path(&self, number: u64) -> PathBuf {
         filename::table(&self.dir, number)
     }
@@ -161,6 +164,7 @@ impl<F: FileSystem> TableCache<F> {
         self.open.len()
     }
 
+    /// Most tables kept open.
     pub fn max_open_tables(&self) -> usize {
         self.max_open
     }

@@ -37,11 +37,14 @@ pub const VALUE_LEN_MAX: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ValueKind {
+    /// A tombstone.
     Delete = 0,
+    /// A value.
     Put = 1,
 }
 
 impl ValueKind {
+    /// The kind an on-disk tag stands for; `None` for an unknown tag.
     pub fn from_u8(tag: u8) -> Option<ValueKind> {
         match tag {
             0 => Some(ValueKind::Delete),
@@ -66,17 +69,22 @@ const _: () = assert!(ValueKind::Put as u8 & STORED_HAS_EXPIRY == 0);
 
 /// Wall-clock expiry in milliseconds since the Unix epoch; [`NO_EXPIRY`] means never.
 pub type ExpiresAt = u64;
+/// The expiry of an entry that never expires.
 pub const NO_EXPIRY: ExpiresAt = 0;
 
 /// One version of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// A value or a tombstone.
     pub kind: ValueKind,
+    /// When it expires ([`NO_EXPIRY`]: never).
     pub expires_at_ms: ExpiresAt,
+    /// The value (for a tombstone, bytes its writer kept with the delete).
     pub value: Vec<u8>,
 }
 
 impl Entry {
+    /// A value that never expires.
     pub fn put(value: impl Into<Vec<u8>>) -> Entry {
         Entry {
             kind: ValueKind::Put,
@@ -85,6 +93,7 @@ impl Entry {
         }
     }
 
+    /// A tombstone without bytes.
     pub fn tombstone() -> Entry {
         Entry {
             kind: ValueKind::Delete,
@@ -124,6 +133,7 @@ impl Entry {
     }
 }
 
+/// True when an entry expiring at `expires_at_ms` has expired at `now_ms`.
 pub fn is_expired(expires_at_ms: ExpiresAt, now_ms: u64) -> bool {
     expires_at_ms != NO_EXPIRY && expires_at_ms <= now_ms
 }

@@ -16,12 +16,14 @@ use crate::types::{Entry, SeqNo};
 /// compaction has replaced the table (durably) it is marked obsolete, and the last handle to
 /// go puts the file on the table cache's obsolete list for deletion.
 pub struct TableHandle<F: FileSystem> {
+    /// What the manifest records of the table.
     pub meta: TableMeta,
     tables: Arc<TableCache<F>>,
     obsolete: AtomicBool,
 }
 
 impl<F: FileSystem> TableHandle<F> {
+    /// A handle on the table `meta` describes, opened through `tables`.
     pub fn new(meta: TableMeta, tables: Arc<TableCache<F>>) -> Arc<TableHandle<F>> {
         Arc::new(TableHandle {
             meta,
@@ -50,12 +52,14 @@ impl<F: FileSystem> Drop for TableHandle<F> {
     }
 }
 
+/// An immutable set of tables by level, as readers search it.
 pub struct Version<F: FileSystem> {
     /// L0: newest first (it may overlap). L1..: sorted by smallest key, disjoint.
     levels: Vec<Vec<Arc<TableHandle<F>>>>,
 }
 
 impl<F: FileSystem> Version<F> {
+    /// A version without tables.
     pub fn empty() -> Version<F> {
         Version {
             levels: (0..LEVELS).map(|_| Vec::new()).collect(),
@@ -94,6 +98,7 @@ impl<F: FileSystem> Version<F> {
         Version { levels }
     }
 
+    /// The tables of each level, in search order.
     pub fn levels(&self) -> &[Vec<Arc<TableHandle<F>>>] {
         &self.levels
     }

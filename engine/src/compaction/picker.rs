@@ -31,12 +31,16 @@ pub const LAST_LEVEL: u32 = LEVELS - 1;
 /// The size rules of the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
+    /// L0 tables that start an L0 compaction.
     pub l0_trigger: usize,
+    /// Target size of L1.
     pub level1_bytes: u64,
+    /// Each level's target over the one above's.
     pub ratio: u64,
 }
 
 impl Shape {
+    /// The shape `o` asks for.
     pub fn from_options(o: &crate::Options) -> Shape {
         Shape {
             l0_trigger: o.l0_compaction_trigger.max(1),
@@ -80,6 +84,7 @@ impl Shape {
     }
 }
 
+/// Total file size of `tables`.
 pub fn level_bytes(tables: &[&TableMeta]) -> u64 {
     tables.iter().map(|t| t.file_size).sum()
 }
@@ -90,16 +95,21 @@ pub enum Choice {
     /// Re-file `tables` (of one level, in key order) at level `to` unchanged: nothing there
     /// overlaps any of them.
     Move {
+        /// The tables, as they are now.
         tables: Vec<TableMeta>,
+        /// The level they move to.
         to: u32,
     },
+    /// Merge tables into new ones one level down.
     Merge(Job),
 }
 
 /// A merge of `inputs` (from `level`) with the `overlapping` tables of `output_level`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// The level the inputs come from.
     pub level: u32,
+    /// The level the outputs go to.
     pub output_level: u32,
     /// From `level`: L0 newest first, otherwise in key order.
     pub inputs: Vec<TableMeta>,
@@ -111,10 +121,12 @@ pub struct Job {
 }
 
 impl Job {
+    /// Every input table, from both levels.
     pub fn tables(&self) -> impl Iterator<Item = &TableMeta> {
         self.inputs.iter().chain(&self.overlapping)
     }
 
+    /// Bytes of every input table.
     pub fn input_bytes(&self) -> u64 {
         self.tables().map(|t| t.file_size).sum()
     }

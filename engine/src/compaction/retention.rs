@@ -33,15 +33,21 @@ use crate::types::{Entry, NO_EXPIRY, SeqNo, ValueKind};
 /// What the rules did, for statistics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionStats {
+    /// Versions written out.
     pub kept: u64,
+    /// Versions dropped because a newer one hides them from every reader.
     pub shadowed: u64,
+    /// Tombstones dropped at the bottom.
     pub tombstones_dropped: u64,
     /// Tombstones the rules would drop but the policy refused.
     pub tombstones_refused: u64,
+    /// Expired values dropped at the bottom.
     pub expired_dropped: u64,
+    /// Expired values written as tombstones above the bottom.
     pub expired_to_tombstones: u64,
 }
 
+/// Decides, version by version in table order, what a flush or compaction writes.
 pub struct Retention {
     /// Sequence numbers readers may read at, ascending, deduplicated; the last is the horizon.
     boundaries: Vec<SeqNo>,
@@ -52,10 +58,12 @@ pub struct Retention {
     /// Stripe of the last version kept or dropped for `key`.
     stripe: Option<usize>,
     started: bool,
+    /// What it decided so far.
     pub stats: RetentionStats,
 }
 
 impl Retention {
+    /// Retention for readers at `snapshots` and the `horizon` (the visible sequence number when the job started), at the bottom level or not, at time `now_ms`.
     pub fn new(
         mut snapshots: Vec<SeqNo>,
         horizon: SeqNo,

@@ -23,10 +23,15 @@ pub const YIELD_EVERY_ENTRIES: u64 = 256;
 
 /// Where and how output tables are written.
 pub struct OutputSpec<'a, F: FileSystem> {
+    /// The file system the outputs go to.
     pub fs: &'a Arc<F>,
+    /// The database directory.
     pub dir: &'a Path,
+    /// How the output tables are built.
     pub table_options: TableOptions,
+    /// Outputs are cut at the first key boundary past this size.
     pub target_file_bytes: u64,
+    /// The level the outputs are recorded at.
     pub level: u32,
 }
 

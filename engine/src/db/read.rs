@@ -21,18 +21,22 @@ pub struct Snapshot<F: FileSystem> {
 }
 
 impl<F: FileSystem> Snapshot<F> {
+    /// The sequence number the snapshot reads at.
     pub fn seq(&self) -> SeqNo {
         self.guard.seq()
     }
 
+    /// The value of `key` as of the snapshot.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.get_entry(key).await?.map(|e| e.value))
     }
 
+    /// The entry of `key` as of the snapshot, with its expiry.
     pub async fn get_entry(&self, key: &[u8]) -> Result<Option<Entry>> {
         self.db.live_entry_at(key, self.seq()).await
     }
 
+    /// Live entries in `range` as of the snapshot, in key order.
     pub async fn scan(&self, range: impl RangeBounds<Vec<u8>>) -> Result<ScanIter<F>> {
         let guard = self.db.inner.snapshots.register(self.seq());
         self.db.scan_at(range, guard).await

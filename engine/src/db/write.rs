@@ -24,12 +24,14 @@ const WRITE_DELAY_MAX: Duration = Duration::from_millis(2);
 const PENDING_DELAY_MIN: Duration = Duration::from_micros(10);
 
 impl<F: FileSystem> Db<F> {
+    /// Stores `value` under `key`; see [`Db::write`].
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(key, value);
         self.write(batch).await
     }
 
+    /// Deletes `key` (a tombstone); see [`Db::write`].
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.delete(key);

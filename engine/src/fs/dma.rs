@@ -37,6 +37,7 @@ pub struct DmaFs {
     _probed: (),
 }
 
+/// A DMA file: O_DIRECT, every write aligned, reads through no page cache.
 #[derive(Debug)]
 pub struct DmaFsFile {
     file: DmaFile,

@@ -46,6 +46,7 @@ pub const FILE_LEN_MAX: u64 = 1 << 32;
 pub enum FaultOp {
     /// `create` and `open`.
     Open,
+    /// `File::read_at`.
     Read,
     /// `write_at` and `set_len`.
     Write,
@@ -53,14 +54,18 @@ pub enum FaultOp {
     Sync,
     /// Matches a rename when either path contains the rule's substring.
     Rename,
+    /// `FileSystem::remove`.
     Remove,
+    /// `FileSystem::sync_dir`.
     SyncDir,
 }
 
 /// The error a [`FaultRule`] returns, as a raw OS error so `Error::io` classifies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultError {
+    /// EIO.
     Eio,
+    /// ENOSPC.
     NoSpace,
 }
 
@@ -84,6 +89,7 @@ pub struct FaultRule {
 }
 
 impl FaultRule {
+    /// A rule failing every `op` with `error`; narrowed by its builder methods.
     pub fn new(op: FaultOp, error: FaultError) -> FaultRule {
         FaultRule {
             op,
@@ -351,6 +357,7 @@ impl State {
 }
 
 impl FaultFs {
+    /// An empty file system holding only `/`.
     pub fn new() -> FaultFs {
         FaultFs::default()
     }

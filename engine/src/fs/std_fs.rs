@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{File, FileSystem, assert_aligned_write};
 
+/// Plain `std::fs` files: blocking calls made from the future's first poll.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdFs;
 

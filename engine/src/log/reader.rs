@@ -59,13 +59,16 @@ pub struct ScanEnd {
     pub offset: u64,
     /// Number the next record would have had: one past the last valid record.
     pub next_record: u64,
+    /// Why.
     pub reason: StopReason,
 }
 
 /// Everything readable in one segment file.
 #[derive(Debug, Clone)]
 pub struct SegmentDump {
+    /// Length of the file.
     pub file_len: u64,
+    /// Its header.
     pub header: HeaderState,
     /// The valid records, in order.
     pub records: Vec<DumpedRecord>,
@@ -73,11 +76,14 @@ pub struct SegmentDump {
     pub end: Option<ScanEnd>,
 }
 
+/// One valid record of a dumped segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpedRecord {
+    /// Its number.
     pub record_no: u64,
     /// File offset of the record's header.
     pub offset: u64,
+    /// Its payload.
     pub payload: Vec<u8>,
 }
 

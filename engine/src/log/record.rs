@@ -47,13 +47,16 @@ const _: () = assert!(SEGMENT_HEADER_LEN + RECORD_HEADER_LEN < crate::fs::WRITE_
 /// The fixed part at the start of every segment that has been written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The number in the file name.
     pub segment_no: u64,
+    /// Number of the segment's first record.
     pub first_record: u64,
 }
 
-/// What the first [`SEGMENT_HEADER_LEN`] bytes of a segment hold.
+/// What the first `SEGMENT_HEADER_LEN` (28) bytes of a segment hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderState {
+    /// A header whose checks passed.
     Valid(SegmentHeader),
     /// All zeros (or shorter than a header and all zeros): prepared but never written.
     Blank,

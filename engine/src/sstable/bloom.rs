@@ -41,7 +41,9 @@ pub fn probes_for(bits_per_key: u32) -> u32 {
 /// Bloom filter statistics, for `sstable-dump`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FilterStats {
+    /// Bits in the filter.
     pub bits: u64,
+    /// Bits set per key.
     pub hash_count: u32,
     /// Fraction of bits set: about 0.5 in a well-sized filter.
     pub set_bit_ratio: f64,

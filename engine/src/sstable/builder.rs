@@ -40,6 +40,7 @@ pub struct TableBuilder<F: File> {
 }
 
 impl<F: File> TableBuilder<F> {
+    /// A builder writing into `file`, which it owns until [`TableBuilder::finish`].
     pub fn new(file: F, options: TableOptions) -> Self {
         assert!(
             (1..=BLOCK_BYTES_MAX).contains(&options.block_bytes),
@@ -114,6 +115,7 @@ impl<F: File> TableBuilder<F> {
         self.written + (self.out.len() + pending) as u64
     }
 
+    /// True before the first entry.
     pub fn is_empty(&self) -> bool {
         self.props.entries == 0
     }

@@ -12,15 +12,20 @@ const CRC_COVERS: usize = FOOTER_LEN - 4;
 /// Where a meta block is: its offset and stored length (trailer excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handle {
+    /// Where the block starts.
     pub offset: u64,
+    /// Its stored length, trailer excluded.
     pub len: u64,
 }
 
 /// The decoded footer: where the meta blocks are (for `sstable-dump`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footer {
+    /// The bloom filter block.
     pub filter: Handle,
+    /// The index block.
     pub index: Handle,
+    /// The properties block.
     pub properties: Handle,
 }
 

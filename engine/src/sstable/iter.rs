@@ -95,6 +95,7 @@ impl<F: File> TableIter<F> {
         Ok(())
     }
 
+    /// The next version in table order.
     pub async fn next(&mut self) -> Result<Option<(Vec<u8>, SeqNo, Entry)>> {
         loop {
             let block = match &self.block {

@@ -134,14 +134,17 @@ impl<F: File> Table<F> {
         })
     }
 
+    /// Its file number.
     pub fn number(&self) -> u64 {
         self.number
     }
 
+    /// What it holds, as written at build time (verified on open).
     pub fn properties(&self) -> &TableProperties {
         &self.props
     }
 
+    /// False when its bloom filter rules out the key with this hash.
     pub fn may_contain(&self, key_hash: u64) -> bool {
         self.filter.may_contain(key_hash)
     }
